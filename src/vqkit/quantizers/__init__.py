@@ -1,0 +1,24 @@
+"""Quantizers: one module per method, one contract (:class:`Quantizer`, :class:`QuantizerOutput`)."""
+
+from .base import Quantizer, QuantizerOutput
+from .factorized import FactorizedVQ
+from .fsq import FSQ
+from .lfq import LFQ
+from .residual import ResidualFSQ, ResidualQuantizer, ResidualSimVQ, ResidualVQ
+from .simvq import SimVQ
+from .vq import EMAVQ, VQ
+
+__all__ = [
+    "EMAVQ",
+    "FSQ",
+    "LFQ",
+    "VQ",
+    "FactorizedVQ",
+    "Quantizer",
+    "QuantizerOutput",
+    "ResidualFSQ",
+    "ResidualQuantizer",
+    "ResidualSimVQ",
+    "ResidualVQ",
+    "SimVQ",
+]

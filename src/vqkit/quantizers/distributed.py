@@ -1,0 +1,33 @@
+"""torch.distributed helpers that are no-ops in a single process.
+
+Codebook statistics must be reduced *before* they enter an EMA, and every random choice that
+changes a codebook (dead-code restart, k-means init) must be made once and broadcast, so that
+every rank holds the same codebook with ``DDP(broadcast_buffers=False)``.
+"""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def all_reduce_sum_(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over ranks in place; returns it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
+    """Overwrite ``tensor`` on every rank with rank ``src``'s value; returns it."""
+    if is_distributed():
+        dist.broadcast(tensor, src=src)
+    return tensor

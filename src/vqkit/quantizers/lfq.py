@@ -1,0 +1,144 @@
+"""Lookup-Free Quantization.
+
+Yu et al., "Language Model Beats Diffusion — Tokenizer is Key to Visual Generation"
+(MAGVIT-v2), ICLR 2024; the LFQ baseline of both RFSQ and SimVQ.
+
+Each of ``bits`` channels becomes ±1; the index is Σ_i [z_i > 0]·2^i (channel 0 least
+significant, as in FSQ's mixed radix); the codebook is {-1, 1}^bits.
+
+The entropy regulariser uses p(c|z) ∝ exp(-||z - c||²/τ) over the 2^bits codes. That
+distribution factorises over bits, p(c|z) = Π_i σ(4·c_i·z_i/τ), so
+
+* the per-sample entropy is exactly the sum of ``bits`` binary entropies (O(N·bits));
+* the codebook entropy H(E_n p(·|z_n)) does not factorise, but splitting the bits into two
+  halves A, B gives E_n p(c|z_n) = (P_Aᵀ P_B)[c_A, c_B] / N — an exact 2^bits table from one
+  matrix product of (2^|A|, N)·(N, 2^|B|), instead of the (N, 2^bits) tensor of the
+  reference implementations (vqp takes ~18 s a step at 2^16 on 2 CPU cores).
+
+``codebook_entropy="exact"`` (default up to 24 bits) uses that identity; ``"factorized"``
+replaces the codebook entropy with Σ_i H(E_n p_i) — an upper bound that is tight when the
+bits are independent across the batch — and is the default above 24 bits, where a 2^bits
+table no longer fits in memory. The entropy term is a training regulariser: in eval mode
+``loss`` holds only the commitment term.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Quantizer, straight_through
+
+EntropyMode = Literal["exact", "factorized"]
+_EXACT_MAX_BITS = 24
+
+
+def binary_entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy (nats) of Bernoulli(σ(logits)), elementwise and stable."""
+    p = torch.sigmoid(logits)
+    return p * F.softplus(-logits) + (1 - p) * F.softplus(logits)
+
+
+def index_to_signs(indices: Tensor, bits: int) -> Tensor:
+    """int64 (...,) -> (..., bits) of ±1; bit 0 is the least significant."""
+    shifts = torch.arange(bits, device=indices.device)
+    return ((indices.unsqueeze(-1) >> shifts) & 1).float() * 2 - 1
+
+
+def exact_codebook_entropy(logits: Tensor) -> Tensor:
+    """H(mean_n p(·|z_n)) in nats, where p(c|z_n) = Π_i σ(c_i·logits[n, i]); logits: (N, bits)."""
+    n, bits = logits.shape
+    half = bits // 2
+    log_a = _log_joint(logits[:, :half])  # (N, 2^|A|)
+    log_b = _log_joint(logits[:, half:])  # (N, 2^|B|)
+    avg = log_a.exp().t() @ log_b.exp() / n  # (2^|A|, 2^|B|) = E_n p(c|z_n)
+    return -(avg * avg.clamp_min(1e-30).log()).sum()
+
+
+def _log_joint(logits: Tensor) -> Tensor:
+    """(N, b) -> (N, 2^b): log Π_i σ(c_i·logits_i) for every ±1 pattern c of b bits."""
+    if logits.shape[1] == 0:
+        return logits.new_zeros(logits.shape[0], 1)
+    b = logits.shape[1]
+    patterns = index_to_signs(torch.arange(2**b, device=logits.device), b)  # (2^b, b)
+    # log σ(c·x) = c·x/2 - log(2·cosh(x/2)), so the joint is linear in c: one matmul.
+    log_norm = (F.softplus(logits) - logits / 2).sum(dim=1, keepdim=True)  # Σ log(2cosh(x/2))
+    return (logits / 2) @ patterns.t() - log_norm
+
+
+class LFQ(Quantizer):
+    """LFQ with entropy and commitment losses; projects ``dim -> bits -> dim`` if they differ.
+
+    loss = commitment_weight·||z - sg(q)||² + entropy_weight·(H_sample - gamma·H_codebook),
+    entropy from p(c|z) ∝ exp(-||z - c||²/temperature).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        bits: int | None = None,
+        entropy_weight: float = 0.1,
+        commitment_weight: float = 0.25,
+        gamma: float = 1.0,
+        temperature: float = 0.01,
+        codebook_entropy: EntropyMode | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        self.dim = int(dim)
+        self.bits = self.dim if bits is None else int(bits)
+        if not 1 <= self.bits <= 62:
+            raise ValueError(f"LFQ: bits must be in [1, 62] (int64 indices), got {self.bits}")
+        if temperature <= 0:
+            raise ValueError(f"LFQ: temperature must be positive, got {temperature}")
+        if codebook_entropy is None:
+            codebook_entropy = "exact" if self.bits <= _EXACT_MAX_BITS else "factorized"
+        if codebook_entropy not in ("exact", "factorized"):
+            raise ValueError(f"LFQ: codebook_entropy must be 'exact' or 'factorized', got {codebook_entropy!r}")
+        if codebook_entropy == "exact" and self.bits > _EXACT_MAX_BITS:
+            raise ValueError(f"LFQ: exact codebook entropy needs a 2^{self.bits} table; use 'factorized'")
+        self.codebook_size = 2**self.bits
+        self.entropy_weight = entropy_weight
+        self.commitment_weight = commitment_weight
+        self.gamma = gamma
+        self.temperature = temperature
+        self.codebook_entropy: EntropyMode = codebook_entropy
+        self.check_finite = check_finite
+        self.register_buffer("_powers", 2 ** torch.arange(self.bits, dtype=torch.long), persistent=False)
+        self.project_in: nn.Module = nn.Linear(self.dim, self.bits) if self.bits != self.dim else nn.Identity()
+        self.project_out: nn.Module = nn.Linear(self.bits, self.dim) if self.bits != self.dim else nn.Identity()
+
+    def entropy_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean per-sample entropy, codebook entropy) in nats for projected z (..., bits)."""
+        logits = z.reshape(-1, self.bits) * (4.0 / self.temperature)
+        per_sample = binary_entropy_from_logits(logits).sum(dim=1).mean()
+        if self.codebook_entropy == "exact":
+            codebook = exact_codebook_entropy(logits)
+        else:
+            mean_p = torch.sigmoid(logits).mean(dim=0)
+            codebook = binary_entropy_from_logits(torch.logit(mean_p, eps=1e-7)).sum()
+        return per_sample, codebook
+
+    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.project_in(z)
+        codes = torch.where(x > 0, 1.0, -1.0)
+        loss = self.commitment_weight * F.mse_loss(x, codes)
+        if self.training and self.entropy_weight != 0:
+            per_sample, codebook = self.entropy_terms(x)
+            loss = loss + self.entropy_weight * (per_sample - self.gamma * codebook)
+        return self.project_out(straight_through(x, codes)), self._to_indices(x), loss
+
+    def _to_indices(self, x: Tensor) -> Tensor:
+        return ((x > 0).long() * self._powers).sum(dim=-1)
+
+    def _encode(self, z: Tensor) -> Tensor:
+        return self._to_indices(self.project_in(z))
+
+    def _decode(self, indices: Tensor) -> Tensor:
+        return self.project_out(index_to_signs(indices, self.bits))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, bits={self.bits}, codebook_entropy={self.codebook_entropy!r}"

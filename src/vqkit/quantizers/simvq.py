@@ -1,0 +1,71 @@
+"""SimVQ: a frozen Gaussian codebook reparameterised by one linear layer.
+
+Zhu et al., "Addressing Representation Collapse in Vector Quantized Models with One Linear
+Layer" (SimVQ). Codes are ``W(C) = C·Wᵀ + b`` with C ~ N(0, d^-1/2 std) frozen (a buffer,
+no gradient) and W an ``nn.Linear(d, d)`` with bias, so every step moves the whole codebook.
+
+loss = beta·||sg(q) - z||² + ||q - sg(z)||² (encoder commitment 0.25, codebook side 1.0, as
+the official code; the paper's eq. 4 prints the weights the other way round).
+
+Deviation from the official code: ``decode`` applies W — the official decode-from-indices
+returns C[i] and forgets it. ``train_codebook=True`` makes C a parameter too, the
+"trainable" ablation of SimVQ Table 4.
+
+Speed: C·Wᵀ is formed once per step without gradient for the search; only the N selected
+rows go through W with gradient, so backward costs O(N·d²), not O(K·d²).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Quantizer, straight_through
+from .search import DEFAULT_MAX_BYTES, nearest_code
+
+
+class SimVQ(Quantizer):
+    """z (..., dim) -> nearest row of W(C) -> (..., dim); indices in [0, codebook_size)."""
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        beta: float = 0.25,
+        train_codebook: bool = False,
+        search_bytes: int = DEFAULT_MAX_BYTES,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim < 1 or codebook_size < 2:
+            raise ValueError(f"SimVQ: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}")
+        self.dim, self.codebook_size = int(dim), int(codebook_size)
+        self.beta, self.search_bytes, self.check_finite = beta, search_bytes, check_finite
+        self.train_codebook = train_codebook
+        frozen = torch.randn(codebook_size, dim) * dim**-0.5
+        if train_codebook:
+            self.codebook = nn.Parameter(frozen)
+        else:
+            self.register_buffer("codebook", frozen)
+        self.linear = nn.Linear(dim, dim)
+
+    def codes(self) -> Tensor:
+        """(K, dim) effective codebook W(C), without gradient."""
+        with torch.no_grad():
+            return self.linear(self.codebook.float())
+
+    def _encode(self, z: Tensor) -> Tensor:
+        return nearest_code(z, self.codes(), max_bytes=self.search_bytes)
+
+    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        indices = self._encode(z)
+        q = self.linear(self.codebook.float()[indices])  # W sees only the selected rows
+        loss = self.beta * F.mse_loss(z, q.detach()) + F.mse_loss(q, z.detach())
+        return straight_through(z, q), indices, loss
+
+    def _decode(self, indices: Tensor) -> Tensor:
+        return self.linear(self.codebook.float()[indices])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, codebook_size={self.codebook_size}, train_codebook={self.train_codebook}"

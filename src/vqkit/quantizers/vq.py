@@ -1,0 +1,184 @@
+"""Vector quantization with a learned codebook: gradient-trained (VQ) and EMA-trained (EMAVQ).
+
+VQ:    van den Oord et al., "Neural Discrete Representation Learning" (VQ-VAE), 2017, as
+       trained in VQGAN (Esser et al., 2021): codebook loss + β·commitment loss, codebook
+       initialised U(-1/K, 1/K) as in taming-transformers. The "VQGAN" row of SimVQ Table 1.
+EMAVQ: Razavi et al., "VQ-VAE-2", 2019: codes are EMA cluster means with Laplace smoothing;
+       the "VQ-EMA" of RFSQ Table 1 and "VQGAN-EMA" of SimVQ Table 1. Adds the usual
+       dead-code restart and k-means initialisation.
+
+Under ``torch.distributed`` EMAVQ all-reduces the per-code counts and sums *before* the EMA
+and broadcasts rank 0's random choices (restart vectors, k-means seeds), so every rank holds
+the same codebook with ``DDP(broadcast_buffers=False)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import distributed
+from .base import Quantizer, straight_through
+from .search import DEFAULT_MAX_BYTES, nearest_code
+
+
+def cluster_statistics(flat: Tensor, indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
+    """(counts (K,), sums (K, D)) of tokens per code, summed over ranks; no one-hot matrix."""
+    stats = flat.new_zeros(codebook_size, flat.shape[1] + 1)
+    stats[:, 0].index_add_(0, indices, flat.new_ones(indices.shape[0]))
+    stats[:, 1:].index_add_(0, indices, flat)
+    distributed.all_reduce_sum_(stats)  # one collective for both
+    return stats[:, 0], stats[:, 1:]
+
+
+def sample_rows(flat: Tensor, count: int) -> Tensor:
+    """``count`` rows of ``flat`` chosen at random on rank 0 and broadcast to every rank."""
+    n = flat.shape[0]
+    pick = torch.randperm(n, device=flat.device)[:count] if count <= n else torch.randint(n, (count,), device=flat.device)
+    return distributed.broadcast_(flat[pick].contiguous())
+
+
+class VQ(Quantizer):
+    """Learned codebook trained by gradient.
+
+    loss = ||sg(z) - q||² + beta·||z - sg(q)||²; with ``l2_normalize`` both z and the codes
+    are projected on the unit sphere first (cosine similarity; the output lives there too).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        beta: float = 0.25,
+        l2_normalize: bool = False,
+        search_bytes: int = DEFAULT_MAX_BYTES,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim < 1 or codebook_size < 2:
+            raise ValueError(f"VQ: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}")
+        self.dim, self.codebook_size = int(dim), int(codebook_size)
+        self.beta, self.l2_normalize = beta, l2_normalize
+        self.search_bytes, self.check_finite = search_bytes, check_finite
+        bound = 1.0 / codebook_size
+        self.codebook = nn.Parameter(torch.empty(codebook_size, dim).uniform_(-bound, bound))
+
+    def _normed(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1) if self.l2_normalize else x
+
+    def _encode(self, z: Tensor) -> Tensor:
+        return nearest_code(self._normed(z), self._normed(self.codebook.detach().float()), max_bytes=self.search_bytes)
+
+    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = self._normed(z)
+        indices = self._encode(z)
+        q = self._normed(self.codebook.float()[indices])  # gradient reaches the selected codes only
+        loss = F.mse_loss(q, x.detach()) + self.beta * F.mse_loss(x, q.detach())
+        return straight_through(x, q), indices, loss
+
+    def _decode(self, indices: Tensor) -> Tensor:
+        return self._normed(self.codebook.detach().float()[indices])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, codebook_size={self.codebook_size}, l2_normalize={self.l2_normalize}"
+
+
+class EMAVQ(Quantizer):
+    """Codebook of EMA cluster means; loss = beta·||z - sg(q)||² (commitment only).
+
+    dead_code_threshold: codes whose EMA count falls below it are restarted from batch
+    vectors (0 disables it, as in the papers' baselines). kmeans_init: the first training
+    batch seeds the codebook by ``kmeans_iters`` rounds of k-means over all ranks' tokens.
+    """
+
+    codebook: Tensor
+    cluster_size: Tensor
+    embed_sum: Tensor
+    initialized: Tensor
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        decay: float = 0.99,
+        beta: float = 0.25,
+        eps: float = 1e-5,
+        dead_code_threshold: float = 0.0,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        search_bytes: int = DEFAULT_MAX_BYTES,
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim < 1 or codebook_size < 2:
+            raise ValueError(f"EMAVQ: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMAVQ: decay must be in [0, 1), got {decay}")
+        self.dim, self.codebook_size = int(dim), int(codebook_size)
+        self.decay, self.beta, self.eps = decay, beta, eps
+        self.dead_code_threshold = dead_code_threshold
+        self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
+        self.search_bytes, self.check_finite = search_bytes, check_finite
+        codebook = torch.randn(codebook_size, dim)
+        self.register_buffer("codebook", codebook)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("embed_sum", codebook.clone())
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+
+    def _encode(self, z: Tensor) -> Tensor:
+        return nearest_code(z, self.codebook.float(), max_bytes=self.search_bytes)
+
+    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        flat = z.reshape(-1, self.dim)
+        if self.training and not bool(self.initialized):
+            self._kmeans(flat.detach())
+        indices = self._encode(z)
+        q = self.codebook.float()[indices]  # the codebook before this step's update
+        if self.training:
+            self._ema_update(flat.detach(), indices.reshape(-1))
+        loss = self.beta * F.mse_loss(z, q)
+        return straight_through(z, q), indices, loss
+
+    def _decode(self, indices: Tensor) -> Tensor:
+        return self.codebook.float()[indices]
+
+    @torch.no_grad()
+    def _ema_update(self, flat: Tensor, indices: Tensor) -> None:
+        counts, sums = cluster_statistics(flat, indices, self.codebook_size)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+        self.codebook.copy_(self.embed_sum / smoothed.unsqueeze(1))
+        if self.dead_code_threshold > 0:
+            self._restart_dead_codes(flat)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat: Tensor) -> None:
+        dead = self.cluster_size < self.dead_code_threshold  # identical on every rank
+        count = int(dead.sum())
+        if count == 0:
+            return
+        fresh = sample_rows(flat, count)
+        self.codebook[dead] = fresh
+        self.embed_sum[dead] = fresh * self.dead_code_threshold
+        self.cluster_size[dead] = self.dead_code_threshold
+
+    @torch.no_grad()
+    def _kmeans(self, flat: Tensor) -> None:
+        centers = sample_rows(flat, self.codebook_size)
+        for _ in range(self.kmeans_iters):
+            counts, sums = cluster_statistics(flat, nearest_code(flat, centers, max_bytes=self.search_bytes), self.codebook_size)
+            filled = counts > 0
+            centers[filled] = sums[filled] / counts[filled].unsqueeze(1)
+        self.codebook.copy_(centers)
+        self.embed_sum.copy_(centers)
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.codebook_size}, decay={self.decay}, "
+            f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}"
+        )
