@@ -111,7 +111,7 @@ class Quantizer(nn.Module, ABC):
         self._check_input(z)
         with float32_math(z.device):
             quantized, indices, loss = self._quantize(z.float())
-            metrics = self._metrics(indices)
+            metrics = self.code_metrics(indices)
         return QuantizerOutput(quantized.to(z.dtype), indices, loss, metrics)
 
     @torch.no_grad()
@@ -174,7 +174,11 @@ class Quantizer(nn.Module, ABC):
                 )
 
     @torch.no_grad()
-    def _metrics(self, indices: Tensor) -> dict[str, Tensor]:
+    def code_metrics(self, indices: Tensor) -> dict[str, Tensor]:
+        """perplexity and usage of ``indices`` (per stage and their mean if residual).
+
+        Pass every index of an evaluation set at once to get usage over the whole set.
+        """
         if self.num_stages == 1:
             perplexity, usage = code_statistics(indices, self.codebook_size)
             return {"perplexity": perplexity, "usage": usage}

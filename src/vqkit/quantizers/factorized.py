@@ -43,20 +43,23 @@ class FactorizedVQ(Quantizer):
         return F.normalize(self.project_in(z), dim=-1)
 
     def _search(self, x: Tensor) -> Tensor:
-        return nearest_code(x.detach(), F.normalize(self.codebook.detach().float(), dim=-1), max_bytes=self.search_bytes)
+        codes = F.normalize(self.codebook.detach().float(), dim=-1)
+        return nearest_code(x.detach(), codes, max_bytes=self.search_bytes)
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self._lookup_space(z)
         indices = self._search(x)
         q = F.normalize(self.codebook.float()[indices], dim=-1)
         loss = F.mse_loss(q, x.detach()) + self.beta * F.mse_loss(x, q.detach())
-        return self.project_out(straight_through(x, q)), indices, loss
+        quantized: Tensor = self.project_out(straight_through(x, q))
+        return quantized, indices, loss
 
     def _encode(self, z: Tensor) -> Tensor:
         return self._search(self._lookup_space(z))
 
     def _decode(self, indices: Tensor) -> Tensor:
-        return self.project_out(F.normalize(self.codebook.detach().float()[indices], dim=-1))
+        codes: Tensor = self.project_out(F.normalize(self.codebook.detach().float()[indices], dim=-1))
+        return codes
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, codebook_size={self.codebook_size}, code_dim={self.code_dim}"

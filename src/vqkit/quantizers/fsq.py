@@ -43,6 +43,13 @@ class FSQ(Quantizer):
     z: (..., dim) -> quantized (..., dim), indices (...,) in [0, ∏levels).
     """
 
+    _levels: Tensor
+    _basis: Tensor
+    _half: Tensor
+    _offset: Tensor
+    _shift: Tensor
+    _half_width: Tensor
+
     def __init__(
         self,
         levels: Sequence[int],
@@ -106,13 +113,15 @@ class FSQ(Quantizer):
     # -- hooks ---------------------------------------------------------------------------
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         codes = self.quantize_codes(self.project_in(z))
-        return self.project_out(codes), self.codes_to_indices(codes.detach()), z.new_zeros(())
+        quantized: Tensor = self.project_out(codes)
+        return quantized, self.codes_to_indices(codes.detach()), z.new_zeros(())
 
     def _encode(self, z: Tensor) -> Tensor:
         return self.codes_to_indices(self.quantize_codes(self.project_in(z)))
 
     def _decode(self, indices: Tensor) -> Tensor:
-        return self.project_out(self.indices_to_codes(indices))
+        codes: Tensor = self.project_out(self.indices_to_codes(indices))
+        return codes
 
     def extra_repr(self) -> str:
         return f"levels={list(self.levels)}, dim={self.dim}, symmetric={self.symmetric}"

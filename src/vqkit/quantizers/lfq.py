@@ -76,6 +76,8 @@ class LFQ(Quantizer):
     entropy from p(c|z) ∝ exp(-||z - c||²/temperature).
     """
 
+    _powers: Tensor
+
     def __init__(
         self,
         dim: int,
@@ -129,7 +131,8 @@ class LFQ(Quantizer):
         if self.training and self.entropy_weight != 0:
             per_sample, codebook = self.entropy_terms(x)
             loss = loss + self.entropy_weight * (per_sample - self.gamma * codebook)
-        return self.project_out(straight_through(x, codes)), self._to_indices(x), loss
+        quantized: Tensor = self.project_out(straight_through(x, codes))
+        return quantized, self._to_indices(x), loss
 
     def _to_indices(self, x: Tensor) -> Tensor:
         return ((x > 0).long() * self._powers).sum(dim=-1)
@@ -138,7 +141,8 @@ class LFQ(Quantizer):
         return self._to_indices(self.project_in(z))
 
     def _decode(self, indices: Tensor) -> Tensor:
-        return self.project_out(index_to_signs(indices, self.bits))
+        codes: Tensor = self.project_out(index_to_signs(indices, self.bits))
+        return codes
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, bits={self.bits}, codebook_entropy={self.codebook_entropy!r}"

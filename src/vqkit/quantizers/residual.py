@@ -39,7 +39,7 @@ from . import distributed
 from .base import Quantizer, float32_math
 from .fsq import FSQ
 from .simvq import SimVQ
-from .vq import VQ, EMAVQ
+from .vq import EMAVQ, VQ
 
 Conditioning = Literal["none", "scale", "layernorm"]
 ScaleParam = Literal["exp", "softplus"]
@@ -79,6 +79,7 @@ class ResidualQuantizer(Quantizer):
         if layernorm_stats not in ("running", "instance"):
             raise ValueError(f"ResidualQuantizer: layernorm_stats must be running/instance, got {layernorm_stats!r}")
         self.stages = nn.ModuleList(stages)
+        self._stage_list: list[Quantizer] = list(stages)  # typed view of the same modules
         self.dim, self.num_stages = dims.pop(), len(stages)
         self._sizes = tuple(s.codebook_size for s in stages)
         self.codebook_size = max(self._sizes)
@@ -160,7 +161,7 @@ class ResidualQuantizer(Quantizer):
     def _run(self, z: Tensor, train_path: bool) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
         residual, total, loss = z, torch.zeros_like(z), z.new_zeros(())
         indices, side = [], []
-        for k, stage in enumerate(self.stages):
+        for k, stage in enumerate(self._stage_list):
             stats = self._statistics(k, residual, update=train_path) if self.conditioning == "layernorm" else None
             x = self._condition(k, residual, stats)
             if train_path:
@@ -194,7 +195,7 @@ class ResidualQuantizer(Quantizer):
                 stats = (side_info[:, k, 0].reshape(shape), side_info[:, k, 1].reshape(shape))
             elif self.conditioning == "layernorm":
                 stats = (self.running_mean[k], (self.running_var[k] + self.eps).sqrt())
-            c = self._uncondition(k, self.stages[k]._decode(indices[..., k]), stats)
+            c = self._uncondition(k, self._stage_list[k]._decode(indices[..., k]), stats)
             total = c if total is None else total + c
         assert total is not None
         return total
@@ -209,8 +210,8 @@ class ResidualQuantizer(Quantizer):
         with float32_math(z.device):
             _, indices, _, side = self._run(z.float(), train_path=False)
         b = z.shape[0]
-        packed = torch.stack([torch.stack([m.reshape(b, self.dim), s.reshape(b, self.dim)], 1) for m, s in side], 1)
-        return indices, packed
+        packed = [torch.stack([mean.reshape(b, self.dim), std.reshape(b, self.dim)], 1) for mean, std in side]
+        return indices, torch.stack(packed, 1)
 
     @torch.no_grad()
     def decode(self, indices: Tensor, side_info: Tensor | None = None) -> Tensor:
@@ -224,7 +225,8 @@ class ResidualQuantizer(Quantizer):
                     f"pass side_info {expected} from encode_with_side_info"
                 )
             if tuple(side_info.shape) != expected or indices.ndim < 3:
-                raise ValueError(f"ResidualQuantizer: side_info must have shape {expected}, got {tuple(side_info.shape)}")
+                got = tuple(side_info.shape)
+                raise ValueError(f"ResidualQuantizer: side_info must have shape {expected}, got {got}")
         with float32_math(indices.device):
             return self._decode(indices.long(), None if side_info is None else side_info.float())
 

@@ -53,7 +53,8 @@ class SimVQ(Quantizer):
     def codes(self) -> Tensor:
         """(K, dim) effective codebook W(C), without gradient."""
         with torch.no_grad():
-            return self.linear(self.codebook.float())
+            codes: Tensor = self.linear(self.codebook.float())
+        return codes
 
     def _encode(self, z: Tensor) -> Tensor:
         return nearest_code(z, self.codes(), max_bytes=self.search_bytes)
@@ -65,7 +66,8 @@ class SimVQ(Quantizer):
         return straight_through(z, q), indices, loss
 
     def _decode(self, indices: Tensor) -> Tensor:
-        return self.linear(self.codebook.float()[indices])
+        codes: Tensor = self.linear(self.codebook.float()[indices])
+        return codes
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, codebook_size={self.codebook_size}, train_codebook={self.train_codebook}"

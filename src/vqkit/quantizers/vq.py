@@ -35,7 +35,10 @@ def cluster_statistics(flat: Tensor, indices: Tensor, codebook_size: int) -> tup
 def sample_rows(flat: Tensor, count: int) -> Tensor:
     """``count`` rows of ``flat`` chosen at random on rank 0 and broadcast to every rank."""
     n = flat.shape[0]
-    pick = torch.randperm(n, device=flat.device)[:count] if count <= n else torch.randint(n, (count,), device=flat.device)
+    if count <= n:
+        pick = torch.randperm(n, device=flat.device)[:count]
+    else:
+        pick = torch.randint(n, (count,), device=flat.device)
     return distributed.broadcast_(flat[pick].contiguous())
 
 
@@ -169,7 +172,8 @@ class EMAVQ(Quantizer):
     def _kmeans(self, flat: Tensor) -> None:
         centers = sample_rows(flat, self.codebook_size)
         for _ in range(self.kmeans_iters):
-            counts, sums = cluster_statistics(flat, nearest_code(flat, centers, max_bytes=self.search_bytes), self.codebook_size)
+            assigned = nearest_code(flat, centers, max_bytes=self.search_bytes)
+            counts, sums = cluster_statistics(flat, assigned, self.codebook_size)
             filled = counts > 0
             centers[filled] = sums[filled] / counts[filled].unsqueeze(1)
         self.codebook.copy_(centers)

@@ -1,0 +1,332 @@
+"""Benchmark vqkit's quantizers against vector-quantize-pytorch ("vqp") — a benchmark, not a test.
+
+Method
+------
+* One step is a training step: forward + backward in train mode on ``z = randn(tokens, d)``
+  (``requires_grad``, same seed, the very same tensor for both libraries; vqp sees the view
+  ``(1, tokens, d)``), ``loss = quantized.square().mean() + aux_loss``; grads are cleared first.
+* Per config both modules get ``--warmup`` untimed steps, then one untimed memory step each,
+  then ``--repeats`` rounds that time vqkit, vqp, vqkit, vqp, ... alternately in this process.
+  The median step time is reported; tokens/s = tokens / median.
+* Peak extra memory of a step. CUDA: ``max_memory_allocated`` minus ``memory_allocated`` before
+  the step. CPU: tracemalloc does not see torch's allocator, so we measure resident memory (RSS):
+  after ``gc.collect()`` and glibc ``malloc_trim(0)`` (freed heap goes back to the OS, so cached
+  blocks from earlier steps cannot hide the step's demand) the baseline is VmRSS; the kernel's
+  high-water mark VmHWM is reset by writing 5 to /proc/self/clear_refs and read after the step
+  (exact, it misses no spike), and a thread samples /proc/self/statm every 2 ms as a fallback
+  where the reset is not allowed. Peak = max(VmHWM, samples) - baseline. Module state (codebooks,
+  EMA buffers) exists before the baseline and is not counted; z's gradient is.
+* Matmul floor (configs with a nearest-code search): the bare product ``z @ codes.T``,
+  (tokens x d)(d x K), median over the same repeats, computed in column blocks of at most 256 MiB
+  into a reused, pre-touched buffer so that it times arithmetic rather than page faults.
+  "x floor" = vqkit's median step time / floor time; the reference for LFQ and FSQ is vqp only.
+* vqp options are set to vqkit's semantics (see each config's note): no k-means init, no dead-code
+  restart, plain straight-through (vqp enables the rotation trick by default in VectorQuantize and
+  SimVQ), the same loss weights, decay, temperature and bias.
+
+Run: ``python benchmarks/quantizers.py [--device cuda] [--configs fsq,emavq-65536] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vqkit.quantizers import EMAVQ, FSQ, LFQ, QuantizerOutput, ResidualFSQ, SimVQ
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    dim: int
+    search_size: int  # K of the nearest-code search (0: none, no matmul floor)
+    vqkit: Callable[[], nn.Module]
+    vqp: Callable[[ModuleType], nn.Module]
+    note: str
+
+
+def make_configs() -> dict[str, Config]:
+    """The benchmark's configs; each vqp module is built with options matching vqkit's semantics."""
+
+    def ema(k: int) -> Config:
+        opts = dict(decay=0.99, eps=1e-5, commitment_weight=0.25, kmeans_init=False, threshold_ema_dead_code=0,
+                    rotation_trick=False)
+        return Config(f"emavq-{k}", 128, k, lambda: EMAVQ(128, k, decay=0.99, beta=0.25),
+                      lambda v: v.VectorQuantize(dim=128, codebook_size=k, **opts),
+                      "vqp VectorQuantize(" + ", ".join(f"{a}={b}" for a, b in opts.items()) + ")")
+
+    def sim(k: int) -> Config:
+        return Config(f"simvq-{k}", 128, k, lambda: SimVQ(128, k, beta=0.25),
+                      lambda v: v.SimVQ(dim=128, codebook_size=k, codebook_transform=nn.Linear(128, 128, bias=True),
+                                        rotation_trick=False, input_to_quantize_commit_loss_weight=0.25,
+                                        commitment_weight=1.0),
+                      "vqp SimVQ(rotation_trick=False, codebook_transform=Linear(128, 128, bias=True), "
+                      "input_to_quantize_commit_loss_weight=0.25, commitment_weight=1.0)")
+
+    levels = [8, 8, 8, 5, 5, 5]
+    configs = [
+        Config("fsq", 6, 0, lambda: FSQ(levels), lambda v: v.FSQ(levels=levels), "vqp FSQ(levels) defaults"),
+        Config("rfsq", 5, 0, lambda: ResidualFSQ([4] * 5, 4, "scale", symmetric=True),
+               lambda v: v.ResidualFSQ(dim=5, levels=[4] * 5, num_quantizers=4),
+               "vqp ResidualFSQ defaults (symmetric grid, fixed per-stage scales, input clamp); "
+               "vqkit ResidualFSQ(conditioning='scale', symmetric=True)"),
+        Config("lfq-65536", 16, 0, lambda: LFQ(16, entropy_weight=0.1, commitment_weight=0.25, temperature=0.01),
+               lambda v: v.LFQ(dim=16, codebook_size=2**16, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
+                               diversity_gamma=1.0),
+               "vqp LFQ(entropy_loss_weight=0.1, commitment_loss_weight=0.25 (default 0), diversity_gamma=1.0), "
+               "inv_temperature 100 = vqkit temperature 0.01"),
+        ema(4096), ema(65536), sim(4096), sim(65536), sim(262144),
+    ]
+    return {c.name: c for c in configs}
+
+
+def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--tokens", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--configs", default=",".join(names), help=f"comma list of: {','.join(names)}")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "bench")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
+    p.add_argument("--skip-vqp", action="store_true", help="run vqkit only")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if unknown := [c for c in args.configs if c not in names]:
+        p.error(f"unknown config(s) {unknown}; choose from {names}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available")
+    return args
+
+
+def load_vqp(skip: bool) -> ModuleType | None:
+    if skip:
+        return None
+    try:
+        import vector_quantize_pytorch as vqp
+    except ImportError as err:
+        print(f"NOTE: vector-quantize-pytorch is not importable ({err}); running vqkit only "
+              "(pip install -e '.[bench]' to compare).", file=sys.stderr)
+        return None
+    return vqp
+
+
+def machine_info(device: str, vqp: ModuleType | None) -> dict[str, Any]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return {"torch": torch.__version__, "python": platform.python_version(), "cpu_model": cpu,
+            "threads": torch.get_num_threads(), "device": device,
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu,
+            "vqp": importlib.metadata.version("vector-quantize-pytorch") if vqp else None}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(module: nn.Module, z: Tensor, batched: bool) -> None:
+    """Forward + backward of one training step; vqp modules take (1, tokens, d)."""
+    module.zero_grad(set_to_none=True)
+    z.grad = None
+    out = module(z.unsqueeze(0) if batched else z)
+    if isinstance(out, QuantizerOutput):
+        quantized, aux = out.quantized, out.loss
+    else:  # vqp: (quantized, indices[, aux_loss])
+        quantized, aux = out[0], out[2] if len(out) > 2 else None
+    loss = quantized.square().mean()
+    (loss if aux is None else loss + aux.sum()).backward()
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def _status_kib(key: str) -> int:
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(key))
+    return int(line.split()[1])
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak extra memory of one call of ``fn`` in MiB (method: module docstring)."""
+    gc.collect()
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / MIB
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    page, statm = os.sysconf("SC_PAGE_SIZE"), Path("/proc/self/statm")
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.002):
+            samples.append(int(statm.read_text().split()[1]) * page)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()  # before the baseline, so that its own stack is not counted
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        hwm_ok = True
+    except OSError:
+        hwm_ok = False
+    base = int(statm.read_text().split()[1]) * page
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    peak = max([base, *samples, _status_kib("VmHWM") * 1024 if hwm_ok else 0])
+    return (peak - base) / MIB
+
+
+def matmul_floor(tokens: int, dim: int, k: int, device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Times of the bare distance product z @ codes.T, blocked into a reused buffer of <= 256 MiB."""
+    z, codes = torch.randn(tokens, dim, device=device), torch.randn(k, dim, device=device)
+    cols = max(1, min(k, 256 * MIB // (4 * tokens)))
+    buf = torch.zeros(tokens * cols, device=device)
+
+    def product() -> None:
+        for j in range(0, k, cols):
+            w = min(cols, k - j)
+            torch.mm(z, codes[j : j + w].t(), out=buf[: tokens * w].view(tokens, w))
+
+    for _ in range(warmup):
+        product()
+    return [time_call(product, device) for _ in range(repeats)]
+
+
+def bench_config(cfg: Config, args: argparse.Namespace, vqp: ModuleType | None, device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    z = torch.randn(args.tokens, cfg.dim, device=device, requires_grad=True)
+    builders: dict[str, tuple[Callable[[], nn.Module], bool]] = {"vqkit": (cfg.vqkit, False)}
+    if vqp is not None:
+        builders["vqp"] = (lambda: cfg.vqp(vqp), True)
+    steps: dict[str, Callable[[], None]] = {}
+    for lib, (build, batched) in builders.items():
+        torch.manual_seed(args.seed)
+        module = build().to(device).train()
+        steps[lib] = lambda m=module, b=batched: train_step(m, z, b)
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    peaks = {lib: peak_memory_mb(step, device) for lib, step in steps.items()}
+    times: dict[str, list[float]] = {lib: [] for lib in steps}
+    for _ in range(args.repeats):
+        for lib, step in steps.items():  # alternate: vqkit, vqp, vqkit, vqp, ...
+            times[lib].append(time_call(step, device))
+    floor = matmul_floor(args.tokens, cfg.dim, cfg.search_size, device, args.repeats, args.warmup) \
+        if cfg.search_size else None
+    steps.clear()
+    gc.collect()
+    rec: dict[str, Any] = {"config": cfg.name, "tokens": args.tokens, "dim": cfg.dim, "note": cfg.note}
+    for lib in ("vqkit", "vqp"):
+        med = statistics.median(times[lib]) if lib in times else None
+        rec[lib] = None if med is None else {"times_s": times[lib], "median_s": med, "tokens_per_s": args.tokens / med,
+                                             "peak_mb": peaks[lib]}
+    both = rec["vqp"] is not None
+    rec["speed_ratio"] = rec["vqp"]["median_s"] / rec["vqkit"]["median_s"] if both else None
+    rec["memory_ratio"] = rec["vqp"]["peak_mb"] / rec["vqkit"]["peak_mb"] if both and rec["vqkit"]["peak_mb"] > 0 \
+        else None
+    rec["floor_times_s"] = floor
+    rec["floor_s"] = statistics.median(floor) if floor else None
+    rec["vqkit_over_floor"] = rec["vqkit"]["median_s"] / rec["floor_s"] if floor else None
+    return rec
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    head = ["config", "tokens", "vqkit tok/s", "vqp tok/s", "speed vqkit/vqp", "vqkit peak MB", "vqp peak MB",
+            "memory vqp/vqkit", "floor ms", "vqkit ÷ floor"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        kit, ref = r["vqkit"], r["vqp"] or {}
+        cells = [r["config"], str(r["tokens"]), _fmt(kit["tokens_per_s"], ",.0f"),
+                 _fmt(ref.get("tokens_per_s"), ",.0f"),
+                 _fmt(r["speed_ratio"], ".2f"), _fmt(kit["peak_mb"], ".1f"), _fmt(ref.get("peak_mb"), ".1f"),
+                 _fmt(r["memory_ratio"], ".2f"), _fmt(r["floor_s"] and r["floor_s"] * 1e3, ".1f"),
+                 _fmt(r["vqkit_over_floor"], ".2f")]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def check_targets(records: list[dict[str, Any]]) -> list[str]:
+    """One MET / MISSED line per target whose config ran (speed and memory need vqp)."""
+    targets = [("emavq-65536", "speed_ratio", ">=", 10.0), ("emavq-65536", "memory_ratio", ">=", 5.0),
+               ("simvq-65536", "speed_ratio", ">=", 3.0), ("lfq-65536", "speed_ratio", ">=", 20.0),
+               ("fsq", "speed_ratio", ">=", 1.0), ("rfsq", "speed_ratio", ">=", 1.0),
+               ("emavq-65536", "vqkit_over_floor", "<=", 1.5), ("simvq-65536", "vqkit_over_floor", "<=", 1.5),
+               ("simvq-262144", "vqkit_over_floor", "<=", 1.5)]
+    by_name, lines = {r["config"]: r for r in records}, []
+    for name, key, op, bound in targets:
+        if name not in by_name:
+            continue
+        value = by_name[name][key]
+        verdict = "n/a" if value is None else "MET" if (value >= bound if op == ">=" else value <= bound) else "MISSED"
+        lines.append(f"- {name}: {key} {op} {bound:g}: {verdict} (measured {_fmt(value, '.2f')})")
+    return lines
+
+
+def write_results(out: Path, device: str, report: dict[str, Any], markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"quantizers-{device}.md").write_text(markdown + "\n")
+    (out / f"quantizers-{device}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    configs = make_configs()
+    args = parse_args(argv, list(configs))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vqp, device = load_vqp(args.skip_vqp), torch.device(args.device)
+    info = machine_info(args.device, vqp)
+    records = []
+    for name in args.configs:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        records.append(bench_config(configs[name], args, vqp, device))
+    notes = "\n".join(f"- {r['config']}: {r['note']}" for r in records)
+    markdown = (f"# vqkit vs vqp, {info['device_name']}, torch {info['torch']}, {info['threads']} threads, "
+                f"vqp {info['vqp'] or 'not run'}\n\n{format_table(records)}\n\nTargets:\n"
+                + "\n".join(check_targets(records)) + f"\n\nNotes (median of {args.repeats} alternating repeats; "
+                f"forward+backward, train mode):\n{notes}")
+    print(markdown)
+    report = {"machine": info, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "records": records}
+    write_results(args.out, args.device, report, markdown)
+    print(f"\nwrote {args.out}/quantizers-{args.device}.{{md,json}}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Two gloo processes on CPU, different data per rank, DDP(broadcast_buffers=False).
+
+Codebook statistics are all-reduced before the EMA and random restarts come from rank 0, so
+the ranks must end with bit-identical codebooks, and the EMA must equal that of one process
+fed both ranks' data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vqkit.quantizers import EMAVQ, ResidualFSQ, ResidualVQ
+
+STEPS = 6
+DIM, CODES = 8, 64
+
+
+def _batch(rank: int, step: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1000 * rank + step)
+    return torch.randn(2, 16, DIM, generator=g) * (1 + rank) + 3 * rank  # ranks see different data
+
+
+def _model(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "rfsq":
+        return ResidualFSQ([8, 8, 8, 5, 5, 5, 5, 5], 2, "layernorm")
+    if kind == "emavq":
+        q: nn.Module = EMAVQ(DIM, CODES, dead_code_threshold=1.0, kmeans_init=True, kmeans_iters=3)
+    elif kind == "emavq-plain":
+        q = EMAVQ(DIM, CODES)
+    else:
+        q = ResidualVQ(DIM, CODES, 2, dead_code_threshold=1.0)
+    return nn.Sequential(nn.Linear(DIM, DIM), q)
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, z: torch.Tensor) -> None:
+    out = model(z)
+    loss = out.quantized.square().mean() + out.loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model = _model(kind)
+        ddp = DistributedDataParallel(model, broadcast_buffers=False)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.01)
+        torch.manual_seed(100 + rank)  # rank-local RNGs differ: restarts must still agree
+        seen: list[torch.Tensor] = []
+        quantizer = model[-1] if isinstance(model, nn.Sequential) else model
+        quantizer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+        for step in range(STEPS):
+            _train_step(ddp, opt, _batch(rank, step))
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        torch.save({"state": state, "last_input": seen[-1]}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(kind: str, tmp_path: Path) -> tuple[dict, dict]:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), kind), nprocs=2, join=True)
+    return torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+
+
+@pytest.mark.parametrize("kind", ["emavq", "rvq", "rfsq"])
+def test_ranks_hold_identical_state(kind: str, tmp_path: Path) -> None:
+    r0, r1 = _run(kind, tmp_path)
+    s0, s1 = r0["state"], r1["state"]
+    assert s0.keys() == s1.keys()
+    for key in s0:
+        assert torch.equal(s0[key], s1[key]), f"{kind}: '{key}' differs between ranks"
+    initial = _model(kind).state_dict()
+    moved = [k for k in s0 if k.endswith(("codebook", "running_mean")) and not torch.equal(s0[k], initial[k])]
+    assert moved, f"{kind}: training did not change any codebook or running statistic"
+    if kind == "emavq":  # dead codes of the last step were refilled from rank 0's batch only
+        codebook = s0["1.codebook"]
+        last0 = r0["last_input"].reshape(-1, DIM)
+        last1 = r1["last_input"].reshape(-1, DIM)
+        from_rank0 = (torch.cdist(codebook, last0).min(dim=1).values < 1e-5).sum().item()
+        from_rank1 = (torch.cdist(codebook, last1).min(dim=1).values < 1e-5).sum().item()
+        assert from_rank0 > 0, "no dead code was restarted from the batch"
+        assert from_rank1 == 0
+
+
+def test_ddp_ema_equals_single_process_on_both_ranks_data(tmp_path: Path) -> None:
+    r0, _ = _run("emavq-plain", tmp_path)
+    model = _model("emavq-plain")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(STEPS):  # equal per-rank batches: DDP's mean gradient = gradient on the union
+        _train_step(model, opt, torch.cat([_batch(0, step), _batch(1, step)]))
+    reference = model.state_dict()
+    for key in ("1.codebook", "1.cluster_size", "1.embed_sum", "0.weight"):
+        torch.testing.assert_close(r0["state"][key], reference[key], atol=1e-5, rtol=1e-5)
