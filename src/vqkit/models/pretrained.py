@@ -1,0 +1,145 @@
+"""The on-disk form of a tokenizer: ``config.json`` + ``model.safetensors`` in one directory.
+
+``config.json`` holds a format marker, the vqkit version, the resolved :class:`TokenizerConfig`
+and the SHA-256 of the weights file. safetensors has no checksum of its own: a flipped byte in
+the tensor data loads silently, so the digest is what turns such damage into an error. Both files
+are written atomically (temporary file in the same directory, then ``os.replace``), weights first:
+a crash in between leaves new weights next to an old digest, which loading then refuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import Tensor
+
+from .. import __version__
+from .config import TokenizerConfig
+
+FORMAT = "vqkit.tokenizer"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_SHOW = 6  # key names listed per kind of mismatch
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save(directory: str | os.PathLike[str], config: TokenizerConfig, state: dict[str, Tensor]) -> Path:
+    """Write ``state`` and ``config`` to ``directory`` (created if needed); returns its path."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    # clone: safetensors refuses shared or non-contiguous storage (tied or sliced tensors).
+    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+    blob = safetensors.torch.save(tensors, metadata={"format": "pt"})
+    atomic_write(root / WEIGHTS_NAME, blob)
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "vqkit_version": __version__,
+        "weights": WEIGHTS_NAME,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "config": config.to_dict(),
+    }
+    atomic_write(root / CONFIG_NAME, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())
+    return root
+
+
+def read_config(directory: str | os.PathLike[str]) -> tuple[TokenizerConfig, str | None]:
+    """(config, recorded SHA-256 of the weights or None) from ``directory/config.json``."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory; expected a tokenizer saved by save_pretrained")
+    path = root / CONFIG_NAME
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; a tokenizer directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        meta: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path}: not a vqkit tokenizer config (format {got!r}, expected {FORMAT!r})")
+    version = meta.get("version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format version {version!r} is not supported (this vqkit {__version__} reads "
+            f"1..{FORMAT_VERSION}; it was written by vqkit {meta.get('vqkit_version')!r})"
+        )
+    try:
+        config = TokenizerConfig.from_dict(meta.get("config", {}))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: invalid tokenizer config: {err}") from err
+    digest = meta.get("weights_sha256")
+    return config, digest if isinstance(digest, str) else None
+
+
+def read_weights(
+    directory: str | os.PathLike[str], expected: dict[str, Tensor], digest: str | None, what: str
+) -> dict[str, Tensor]:
+    """Tensors of ``directory/model.safetensors``, checked against ``expected`` (a model's state
+    dict) key by key and shape by shape, and against the recorded ``digest``. ``what`` names the
+    architecture in messages."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; a tokenizer directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    blob = path.read_bytes()
+    intact = digest is None or hashlib.sha256(blob).hexdigest() == digest
+    try:
+        tensors = safetensors.torch.load(blob)
+    except Exception as err:  # SafetensorError, or anything a damaged header provokes
+        raise ValueError(f"{path}: corrupt or truncated safetensors file ({err})") from err
+    problems = _mismatches(tensors, expected)
+    if problems:
+        hint = "" if intact else f"; the file's SHA-256 also differs from the one in {CONFIG_NAME}"
+        raise ValueError(f"{path}: checkpoint does not match this architecture ({what}): {problems}{hint}")
+    if not intact:
+        raise ValueError(
+            f"{path}: contents differ from the SHA-256 recorded in {CONFIG_NAME}: the file is corrupt "
+            "or was replaced by another checkpoint's weights"
+        )
+    return tensors
+
+
+def _mismatches(tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> str:
+    def show(names: list[str]) -> str:
+        more = f" and {len(names) - _SHOW} more" if len(names) > _SHOW else ""
+        return ", ".join(names[:_SHOW]) + more
+
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [
+        f"{k} {tuple(tensors[k].shape)} in the file vs {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing keys [{show(missing)}]")
+    if unexpected:
+        parts.append(f"unexpected keys [{show(unexpected)}]")
+    if shapes:
+        parts.append(f"shape mismatches [{show(shapes)}]")
+    return "; ".join(parts)

@@ -1,0 +1,94 @@
+"""Names → constructors, so that a JSON config can rebuild any quantizer and backbone.
+
+Quantizers are built from a name and JSON keyword arguments; architectures from a name and the
+config, with encoder output channels = decoder input channels = the quantizer's ``dim``.
+Defaults are the papers' settings (ANCHORS.md), used when a config gives no quantizer arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from torch import nn
+
+from ..quantizers import EMAVQ, FSQ, LFQ, VQ, FactorizedVQ, Quantizer, ResidualFSQ, ResidualSimVQ, ResidualVQ, SimVQ
+from .conv import FSQ_CONV_CHANNELS, RFSQ_CONV_CHANNELS, ConvDecoder, ConvEncoder
+from .vqgan import VQGANDecoder, VQGANEncoder
+
+if TYPE_CHECKING:
+    from .config import TokenizerConfig
+
+QUANTIZERS: dict[str, Callable[..., Quantizer]] = {
+    "fsq": FSQ,
+    "lfq": LFQ,
+    "vq": VQ,
+    "emavq": EMAVQ,
+    "factorized": FactorizedVQ,
+    "simvq": SimVQ,
+    "rfsq": ResidualFSQ,
+    "rvq": ResidualVQ,
+    "rsimvq": ResidualSimVQ,
+}
+
+DEFAULT_QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
+    # RFSQ 2×2048 LayerNorm: 2 stages of 11 bits (22 bits/token; the paper's "12-bit" adds sizes).
+    "rfsq": {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "layernorm"},
+    "fsq": {"levels": [8, 8, 8, 8]},  # the 12-bit FSQ baseline of RFSQ
+    "lfq": {"dim": 12},  # the LFQ-12 baseline of RFSQ
+    "simvq": {"dim": 128, "codebook_size": 65536},  # SimVQ's 65k image model
+}
+
+DEFAULT_CONV_CHANNELS: dict[str, tuple[int, ...]] = {
+    "rfsq_conv": RFSQ_CONV_CHANNELS,
+    "fsq_conv": FSQ_CONV_CHANNELS,
+}
+
+
+def build_quantizer(name: str, args: Mapping[str, Any]) -> Quantizer:
+    """``QUANTIZERS[name](**args)``; unknown names and arguments raise ValueError naming them."""
+    if name not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {name!r}; known: {sorted(QUANTIZERS)}")
+    ctor = QUANTIZERS[name]
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+    try:
+        inspect.signature(ctor).bind(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"quantizer {name!r}: bad arguments {kwargs}: {err}") from err
+    try:
+        return ctor(**kwargs)
+    except TypeError as err:  # e.g. an unknown stage option passed through **stage_options
+        raise ValueError(f"quantizer {name!r}: bad arguments {kwargs}: {err}") from err
+
+
+class Backbone(NamedTuple):
+    encoder: nn.Module
+    decoder: nn.Module
+    downsample_factor: int
+
+
+def _conv(config: TokenizerConfig, dim: int) -> Backbone:
+    channels = config.conv_channels or DEFAULT_CONV_CHANNELS[config.arch]
+    encoder = ConvEncoder(dim, channels)
+    return Backbone(encoder, ConvDecoder(dim, channels), encoder.downsample_factor)
+
+
+def _vqgan(config: TokenizerConfig, dim: int) -> Backbone:
+    shape = (config.ch, config.ch_mult, config.num_res_blocks, config.norm_groups)
+    encoder = VQGANEncoder(dim, *shape)
+    return Backbone(encoder, VQGANDecoder(dim, *shape), encoder.downsample_factor)
+
+
+ARCHITECTURES: dict[str, Callable[[TokenizerConfig, int], Backbone]] = {
+    "rfsq_conv": _conv,
+    "fsq_conv": _conv,
+    "vqgan": _vqgan,
+}
+
+
+def build_backbone(config: TokenizerConfig, dim: int) -> Backbone:
+    """Encoder/decoder of ``config.arch`` around a quantizer of ``dim`` channels."""
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {config.arch!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[config.arch](config, dim)
