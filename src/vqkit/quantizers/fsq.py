@@ -101,7 +101,8 @@ class FSQ(Quantizer):
             digits = (codes + 1) * (self._levels - 1) / 2
         else:
             digits = codes * self._half_width + self._half_width
-        return (digits.round().long() * self._basis).sum(dim=-1)
+        # NaN digits (only reachable with check_finite=False) map to digit 0, not to garbage ints
+        return (torch.nan_to_num(digits, nan=0.0).round().long() * self._basis).sum(dim=-1)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """int64 indices (...,) -> grid codes (..., n)."""

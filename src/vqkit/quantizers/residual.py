@@ -242,10 +242,12 @@ def ResidualFSQ(
     symmetric: bool = False,
     scale_param: ScaleParam = "exp",
     layernorm_stats: LayerNormStats = "running",
+    check_finite: bool = True,
 ) -> ResidualQuantizer:
     """RFSQ: ``num_stages`` FSQ stages over ``levels`` (dim = len(levels))."""
     stages = [FSQ(levels, symmetric=symmetric) for _ in range(num_stages)]
-    return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats)
+    return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
+                             check_finite=check_finite)
 
 
 def ResidualVQ(
@@ -257,12 +259,14 @@ def ResidualVQ(
     ema: bool = True,
     scale_param: ScaleParam = "exp",
     layernorm_stats: LayerNormStats = "running",
+    check_finite: bool = True,
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual VQ (EnCodec / SoundStream): EMAVQ stages, or gradient VQ with ``ema=False``."""
     cls = EMAVQ if ema else VQ
     stages = [cls(dim, codebook_size, **stage_options) for _ in range(num_stages)]
-    return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats)
+    return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
+                             check_finite=check_finite)
 
 
 def ResidualSimVQ(
@@ -273,8 +277,10 @@ def ResidualSimVQ(
     *,
     scale_param: ScaleParam = "exp",
     layernorm_stats: LayerNormStats = "running",
+    check_finite: bool = True,
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual SimVQ: each stage its own frozen codebook and linear layer."""
     stages = [SimVQ(dim, codebook_size, **stage_options) for _ in range(num_stages)]
-    return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats)
+    return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
+                             check_finite=check_finite)

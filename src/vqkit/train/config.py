@@ -1,0 +1,180 @@
+"""Training configuration: one flat frozen dataclass, presets, and config files.
+
+The CLI is generated from :class:`TrainConfig`'s fields, so every option has one name in the
+dataclass, the command line, the config file (JSON, or YAML when PyYAML is installed) and the
+``config.json`` saved beside a run. Precedence: preset < config file < command-line options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..models import TokenizerConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    # data: a folder (ImageNet layout split/class/file, or flat) or "photos" (scikit-image's)
+    data: str = "photos"
+    image_size: int = 64
+    resize: int = 0
+    """Shorter side before cropping; 0 = the dataset's default room for random crops
+    (image_size + image_size // 8 for folders, 2 × image_size for the bundled photos)."""
+    max_train_images: int = 0
+    max_val_images: int = 256
+    workers: int = 0
+    # model
+    arch: str = "rfsq_conv"
+    quantizer: str = "rfsq"
+    quantizer_args: str = "{}"
+    """JSON object of the quantizer's keyword arguments; {} = the registry's paper defaults."""
+    conv_channels: tuple[int, ...] = ()
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    # optimisation
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 8e-4
+    betas: tuple[float, ...] = (0.9, 0.999)
+    weight_decay: float = 5e-5
+    warmup: float = 0.01
+    """Fraction of the steps with a linear warm-up."""
+    schedule: str = "linear"
+    """'linear' decay to 0 after warm-up, or 'constant'."""
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    """Weight EMA used for evaluation and the final model (SimVQ: 0.999); 0 disables it."""
+    # losses
+    l1_weight: float = 1.0
+    mse_weight: float = 0.0
+    lpips_weight: float = 0.0
+    gan_weight: float = 0.0
+    gan_start: int = 0
+    disc_lr: float = 1e-4
+    # run
+    out: str = "runs/rfsq"
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    ckpt_every: int = 50
+    amp: str = "auto"
+    """'auto' = bf16 autocast on CUDA, none on CPU; 'bf16' or 'none' to force."""
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "image_size": self.image_size >= 1,
+            "lr": self.lr > 0, "warmup": 0 <= self.warmup < 1, "schedule": self.schedule in ("linear", "constant"),
+            "amp": self.amp in ("auto", "bf16", "none"), "betas": len(self.betas) == 2,
+            "ema_decay": 0 <= self.ema_decay < 1, "log_every": self.log_every >= 1,
+            "eval_every": self.eval_every >= 1, "ckpt_every": self.ckpt_every >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"TrainConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        self.tokenizer_config()  # validates arch, quantizer and its arguments early
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        try:
+            args = json.loads(self.quantizer_args)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"TrainConfig: quantizer_args is not JSON: {self.quantizer_args!r} ({err})") from err
+        if not isinstance(args, dict):
+            raise ValueError(f"TrainConfig: quantizer_args must be a JSON object, got {self.quantizer_args!r}")
+        return TokenizerConfig(
+            arch=self.arch, quantizer=self.quantizer, quantizer_args=args,
+            conv_channels=self.conv_channels or None, ch=self.ch, ch_mult=self.ch_mult,
+            num_res_blocks=self.num_res_blocks,
+        )
+
+    @property
+    def crop_resize(self) -> int | None:
+        if self.resize:
+            return self.resize
+        return None if self.data == "photos" else self.image_size + self.image_size // 8
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _args(**kwargs: Any) -> str:
+    return json.dumps(kwargs)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # RFSQ paper: Adam lr 8e-4, betas (0.9, 0.999), 1% warm-up, linear decay, wd 5e-5, clip 1.0,
+    # batch 2048 over 16 GPUs (128 each), 50 epochs of ImageNet at 128×128, L1 + LPIPS.
+    "rfsq-paper": dict(arch="rfsq_conv", quantizer="rfsq",
+                       quantizer_args=_args(levels=[4, 4, 4, 4, 4], num_stages=4, conditioning="layernorm"),
+                       image_size=128, resize=128, batch_size=128, steps=31_250, lr=8e-4, betas=(0.9, 0.999),
+                       weight_decay=5e-5, warmup=0.01, schedule="linear", grad_clip=1.0, l1_weight=1.0,
+                       lpips_weight=1.0, eval_every=2000, ckpt_every=1000, log_every=50, max_val_images=10_000),
+    # The same recipe scaled to minutes on 2 CPU cores: 64×64 crops, full-width rfsq_conv.
+    "rfsq-cpu": dict(arch="rfsq_conv", quantizer="rfsq",
+                     quantizer_args=_args(levels=[4, 4, 4, 4, 4], num_stages=4, conditioning="layernorm"),
+                     image_size=64, batch_size=16, steps=400, lr=8e-4, betas=(0.9, 0.999), weight_decay=5e-5,
+                     warmup=0.01, schedule="linear", grad_clip=1.0, l1_weight=1.0, eval_every=200,
+                     ckpt_every=50, log_every=10, max_val_images=256),
+    # SimVQ paper: VQGAN-style ResNet (ch 128, ch_mult 1,2,2,4), SimVQ 65,536 × 128, Adam lr 1e-4,
+    # betas (0.5, 0.9), batch 256, 50 epochs, weight EMA 0.999, L1 + LPIPS + 0.1·GAN from step 0.
+    "simvq-paper": dict(arch="vqgan", quantizer="simvq", quantizer_args=_args(dim=128, codebook_size=65_536),
+                        ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, image_size=128, resize=128,
+                        batch_size=256, steps=250_000, lr=1e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup=0.0,
+                        schedule="constant", grad_clip=0.0, ema_decay=0.999, l1_weight=1.0, lpips_weight=1.0,
+                        gan_weight=0.1, gan_start=0, disc_lr=1e-4, eval_every=5000, ckpt_every=2000,
+                        log_every=100, max_val_images=50_000),
+    "simvq-cpu": dict(arch="vqgan", quantizer="simvq", quantizer_args=_args(dim=64, codebook_size=8192),
+                      ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, image_size=64, batch_size=16, steps=400,
+                      lr=4e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup=0.0, schedule="constant",
+                      grad_clip=0.0, ema_decay=0.99, l1_weight=1.0, eval_every=200, ckpt_every=50,
+                      log_every=10, max_val_images=256),
+}
+
+
+def load_config(preset: str | None = None, file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """TrainConfig from a preset, then a JSON/YAML file, then keyword overrides."""
+    values: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        values.update(PRESETS[preset])
+    if file:
+        values.update(_read_file(Path(file)))
+    values.update(overrides)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown config option(s) {unknown}")
+    for name in ("betas", "ch_mult", "conv_channels"):
+        if isinstance(values.get(name), list):
+            values[name] = tuple(values[name])
+    if isinstance(values.get("quantizer_args"), dict):
+        values["quantizer_args"] = json.dumps(values["quantizer_args"])
+    return TrainConfig(**values)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from err
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    return data.get("train", data) if isinstance(data.get("train"), dict) else data

@@ -1,0 +1,341 @@
+"""The training loop: one process, or many under ``torchrun`` (DDP, NCCL on GPU, gloo on CPU).
+
+Per step: images -> Tokenizer -> L1 (+MSE, +LPIPS when its weights exist, +GAN after
+``gan_start``) + the quantizer's own loss -> Adam, warm-up + linear decay, gradient clipping,
+optional weight EMA. Rank 0 alone logs, evaluates and writes checkpoints; codebook statistics
+are all-reduced inside the quantizers (``broadcast_buffers=False``). A run resumes from its last
+checkpoint at the same step, data order and crop randomness (both derive from seed and epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from ..data.images import build_dataset
+from ..metrics import WeightsUnavailableError, load_lpips, psnr
+from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
+from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .log import RunLog
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(cfg: TrainConfig) -> Context:
+    """Join the process group when launched by torchrun; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() if cfg.device == "auto" else cfg.device.startswith("cuda")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    return Context(rank, world, device)
+
+
+class ResumableSampler(Sampler[int]):
+    """A distributed sampler whose next pass can skip the items a resumed run already consumed."""
+
+    def __init__(self, base: DistributedSampler[Any]) -> None:
+        self.base, self.skip = base, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        for i, index in enumerate(self.base):
+            if i >= skip:
+                yield index
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    warm = int(cfg.warmup * cfg.steps)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+
+
+class Trainer:
+    """Holds the state of one run; :meth:`run` trains to ``cfg.steps`` and returns the summary."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        self.cfg, self.ctx = cfg, setup(cfg)
+        self.run_dir = Path(cfg.out)
+        self._prepare_run_dir(resume)
+        torch.manual_seed(cfg.seed)
+        self.model = Tokenizer(cfg.tokenizer_config()).to(self.ctx.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]),
+                                    weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
+        self.disc: nn.Module | None = None
+        self.disc_opt: torch.optim.Optimizer | None = None
+        if cfg.gan_weight > 0:
+            self.disc = PatchDiscriminator().to(self.ctx.device)
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+        self.lpips, self.lpips_note = self._load_lpips()
+        self.step, self.elapsed = 0, 0.0
+        if resume and (self.run_dir / CHECKPOINT).exists():
+            self._restore(load_checkpoint(self.run_dir, cfg.to_dict()))
+        self.train_set = build_dataset(cfg.data, "train", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
+                                       max_images=cfg.max_train_images or None)
+        self.val_set = build_dataset(cfg.data, "val", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
+                                     max_images=cfg.max_val_images or None)
+        if self.ctx.main:
+            print(f"vqkit train: {len(self.train_set)} training / {len(self.val_set)} validation images "  # type: ignore[arg-type]
+                  f"from {cfg.data}, {self.model.bits_per_token:g} bits per token", flush=True)
+        self.loader, self.sampler = self._train_loader(self.train_set)
+        self.ddp: nn.Module = self.model
+        if self.ctx.world > 1:
+            # broadcast_buffers=False keeps rank-local buffers; the quantizers all-reduce their own
+            # statistics. torch 2.13 calls the flag deprecated in favour of forward_sync_buffers.
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers. is deprecated")
+            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+            if self.disc is not None:
+                self.disc = DistributedDataParallel(self.disc, device_ids=ids, broadcast_buffers=False)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _prepare_run_dir(self, resume: bool) -> None:
+        if self.ctx.main:
+            if (self.run_dir / CHECKPOINT).exists() and not resume:
+                raise ValueError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose "
+                                 "another --out")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        self._barrier()
+
+    def _load_lpips(self) -> tuple[nn.Module | None, str]:
+        try:
+            return load_lpips(self.ctx.device), "available"
+        except WeightsUnavailableError as err:
+            note = f"unavailable ({err})"
+            if self.ctx.main and self.cfg.lpips_weight > 0:
+                print(f"vqkit train: LPIPS {note}; the LPIPS loss term is skipped", flush=True)
+            return None, note
+
+    def _train_loader(self, dataset: Dataset[Tensor]) -> tuple[DataLoader[Tensor], ResumableSampler]:
+        base: DistributedSampler[Any] = DistributedSampler(
+            dataset, num_replicas=self.ctx.world, rank=self.ctx.rank, shuffle=True, seed=self.cfg.seed, drop_last=True
+        )
+        sampler = ResumableSampler(base)
+        loader = DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=self.cfg.workers, persistent_workers=self.cfg.workers > 0,
+                            pin_memory=self.ctx.device.type == "cuda")
+        if len(loader) == 0:
+            raise ValueError(f"{base.total_size} training images are fewer than one batch of {self.cfg.batch_size} "
+                             f"per rank × {self.ctx.world} ranks")
+        return loader, sampler
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "config": self.cfg.to_dict(), "step": self.step, "elapsed": self.elapsed, "rng": rng_state(),
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.disc is not None and self.disc_opt is not None:
+            state["disc"] = _unwrap(self.disc).state_dict()
+            state["disc_optimizer"] = self.disc_opt.state_dict()
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.disc is not None and self.disc_opt is not None:
+            self.disc.load_state_dict(state["disc"])
+            self.disc_opt.load_state_dict(state["disc_optimizer"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        set_rng_state(state["rng"])
+
+    def _save(self) -> None:
+        if self.ctx.main:
+            save_checkpoint(self.run_dir, self._state())
+        self._barrier()
+
+    # -- one step ------------------------------------------------------------------------------
+    def _autocast(self) -> AbstractContextManager[Any]:
+        amp = self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and self.ctx.device.type == "cuda")
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+    def _train_step(self, images: Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        gan = self.disc is not None and self.step >= cfg.gan_start
+        with self._autocast():
+            recon, out = self.ddp(images)
+            recon = recon.float()
+            l1 = F.l1_loss(recon, images)
+            loss = cfg.l1_weight * l1 + out.loss
+            if cfg.mse_weight:
+                loss = loss + cfg.mse_weight * F.mse_loss(recon, images)
+            if self.lpips is not None and cfg.lpips_weight:
+                loss = loss + cfg.lpips_weight * self.lpips(recon, images).mean()
+            if gan and self.disc is not None:
+                loss = loss + cfg.gan_weight * hinge_g_loss(self.disc(recon))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        record = {"loss": loss.item(), "l1": l1.item(), "quantizer_loss": out.loss.item(),
+                  "usage": float(out.metrics["usage"]), "perplexity": float(out.metrics["perplexity"])}
+        if gan and self.disc is not None and self.disc_opt is not None:
+            with self._autocast():
+                d_loss: Tensor = hinge_d_loss(self.disc(images), self.disc(recon.detach()))
+            self.disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()  # type: ignore[no-untyped-call]  # torch's stub for Tensor.backward is untyped
+            self.disc_opt.step()
+            record["d_loss"] = d_loss.item()
+        self._update_ema()
+        return record
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            e.lerp_(p, 1 - self.cfg.ema_decay)
+        for eb, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            eb.copy_(b)  # codebook statistics and running averages are not averaged
+
+    # -- evaluation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """PSNR (per image), L1, LPIPS if available, and codebook usage over the validation set."""
+        model = self.ema if self.ema is not None else self.model
+        model.eval()
+        loader = DataLoader(self.val_set, batch_size=self.cfg.batch_size, shuffle=False)
+        psnrs, l1s, lp, indices = [], [], [], []
+        for images in loader:
+            images = images.to(self.ctx.device)
+            with self._autocast():
+                recon, out = model(images)
+            recon = recon.float().clamp(-1, 1)
+            psnrs.append(psnr(recon, images))
+            l1s.append((recon - images).abs().flatten(1).mean(1))
+            if self.lpips is not None:
+                lp.append(self.lpips(recon, images))
+            indices.append(out.indices)
+        model.train()
+        codes = model.quantizer.code_metrics(torch.cat(indices))
+        result = {"psnr": torch.cat(psnrs).mean().item(), "l1": torch.cat(l1s).mean().item(),
+                  "usage": float(codes["usage"]), "perplexity": float(codes["perplexity"]),
+                  "images": float(sum(len(p) for p in psnrs))}
+        if lp:
+            result["lpips"] = torch.cat(lp).mean().item()
+        return result
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, steps_per_epoch = self.cfg, len(self.loader)
+        epoch, offset = divmod(self.step, steps_per_epoch)
+        last_eval: dict[str, float] = {}
+        self.model.train()
+        with RunLog(self.run_dir, cfg.steps, self.ctx.main, resume_step=self.step) as log:
+            while self.step < cfg.steps:
+                self.sampler.set_epoch(epoch)
+                set_dataset_epoch(self.train_set, epoch)
+                self.sampler.skip = offset * cfg.batch_size
+                for images in self.loader:
+                    start = time.perf_counter()
+                    record = self._train_step(images.to(self.ctx.device, non_blocking=True))
+                    self.elapsed += time.perf_counter() - start
+                    self.step += 1
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        log.write({"step": self.step, "split": "train", "epoch": epoch,
+                                   "lr": self.sched.get_last_lr()[0], "elapsed_s": self.elapsed, **record})
+                    log.progress(self.step, f"loss {record['loss']:.4f} usage {record['usage']:.3f}")
+                    if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                        last_eval = self._evaluate_main()
+                        log.write({"step": self.step, "split": "val", **last_eval})
+                    if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                        self._save()
+                    if self.step >= cfg.steps:
+                        break
+                epoch, offset = epoch + 1, 0
+        return self._finish(last_eval)
+
+    def _evaluate_main(self) -> dict[str, float]:
+        result = self.evaluate() if self.ctx.main else {}
+        self._barrier()
+        return result
+
+    def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "steps": self.step, "train_seconds": round(self.elapsed, 2), "world_size": self.ctx.world,
+            "bits_per_token": self.model.bits_per_token, "lpips": self.lpips_note, "val": last_eval or None,
+        }
+        if self.ctx.main:
+            final = self.ema if self.ema is not None else self.model
+            final.save_pretrained(self.run_dir / "final")
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self._barrier()
+        return summary
+
+    def _barrier(self) -> None:
+        if self.ctx.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+
+def set_dataset_epoch(dataset: Dataset[Tensor], epoch: int) -> None:
+    setter = getattr(dataset, "set_epoch", None)
+    if callable(setter):
+        setter(epoch)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train a tokenizer as ``cfg`` says; returns the run summary (also written to summary.json)."""
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.ctx.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+__all__ = ["Trainer", "lr_factor", "train"]

@@ -1,0 +1,125 @@
+"""The training harness on real photos, small: loss falls, kill + resume, torchrun DDP, bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from vqkit.models import Tokenizer
+from vqkit.train import load_config, train
+from vqkit.train.checkpoint import CHECKPOINT, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY: dict[str, Any] = dict(
+    data="photos", image_size=32, batch_size=8, arch="rfsq_conv", conv_channels=(16, 32), quantizer="rfsq",
+    quantizer_args=json.dumps(dict(levels=[8, 5, 5, 5], num_stages=2, conditioning="layernorm")),
+    lr=2e-3, warmup=0.0, log_every=1, eval_every=1000, ckpt_every=5, max_val_images=8,
+)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+
+
+def _cli(out: Path, steps: int, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "vqkit.cli", "train", "--out", str(out), "--steps", str(steps)]
+    for key, value in TINY.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return args + list(extra)
+
+
+def _log(run: Path, split: str = "train") -> list[dict[str, Any]]:
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def test_loss_falls_on_real_photos(tmp_path: Path) -> None:
+    summary = train(load_config(**TINY, steps=40, out=str(tmp_path / "run")))
+    losses = [r["loss"] for r in _log(tmp_path / "run")]
+    assert summary["steps"] == 40 and len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    assert summary["val"]["psnr"] > 10
+    model = Tokenizer.from_pretrained(tmp_path / "run" / "final")
+    assert model.bits_per_token == pytest.approx(2 * (3 + 3 * torch.log2(torch.tensor(5.0)).item()))
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+    steps = 30
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(reference, steps), check=True, env=_env(), capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(run, steps), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill once a checkpoint exists and training has moved past it
+        if (run / CHECKPOINT).exists() and (run / "log.jsonl").exists() and len(_log(run)) >= 12:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists(), "the run finished before it was killed"
+    leftovers = [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    state = load_checkpoint(run, load_config(**TINY, steps=steps, out=str(run)).to_dict())  # not corrupt
+    assert 5 <= state["step"] < steps
+
+    subprocess.run(_cli(run, steps, "--resume"), check=True, env=_env(), capture_output=True)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == steps
+    assert [r["step"] for r in _log(run)] == list(range(1, steps + 1)), "log has gaps or duplicated steps"
+    resumed = Tokenizer.from_pretrained(run / "final").state_dict()
+    expected = Tokenizer.from_pretrained(reference / "final").state_dict()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_torchrun_two_ranks_hold_identical_models(tmp_path: Path) -> None:
+    overrides = {**TINY, "steps": 8, "out": str(tmp_path), "quantizer": "rvq",
+                 "quantizer_args": json.dumps(dict(dim=8, codebook_size=64, num_stages=2, dead_code_threshold=1.0))}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "ddp_train_worker.py"), json.dumps(overrides)]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    s0, s1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for key in s0:
+        assert torch.equal(s0[key], s1[key]), f"'{key}' differs between ranks"
+    fresh = Tokenizer(load_config(**overrides).tokenizer_config()).state_dict()
+    assert not torch.equal(s0["quantizer.stages.0.codebook"], fresh["quantizer.stages.0.codebook"])
+    assert json.loads((tmp_path / "summary.json").read_text())["world_size"] == 2
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(load_config(**TINY, steps=5, out=str(run)))
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(load_config(**TINY, steps=10, out=str(run)))
+    other = {**TINY, "arch": "fsq_conv", "conv_channels": (8, 16, 16)}
+    with pytest.raises(ValueError, match=r"checkpoint of another model.*arch"):
+        train(load_config(**other, steps=10, out=str(run)), resume=True)
+    data = (run / CHECKPOINT).read_bytes()
+    (run / CHECKPOINT).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        train(load_config(**TINY, steps=10, out=str(run)), resume=True)
+
+
+def test_config_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config("nope")
+    with pytest.raises(ValueError, match="unknown config option"):
+        load_config(learning_rate=1.0)
+    with pytest.raises(ValueError, match="quantizer_args is not JSON"):
+        load_config(quantizer_args="{levels")
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps({"steps": 7, "betas": [0.5, 0.9]}))
+    cfg = load_config("rfsq-cpu", cfg_file, lr=1e-3)
+    assert (cfg.steps, cfg.betas, cfg.lr, cfg.arch) == (7, (0.5, 0.9), 1e-3, "rfsq_conv")
