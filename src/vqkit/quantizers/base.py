@@ -60,9 +60,6 @@ def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor
     next to N, and ``unique`` otherwise (FSQ/LFQ codebooks of 64k codes for 4k tokens).
     """
     indices = indices.reshape(-1)
-    indices = indices[(indices >= 0) & (indices < codebook_size)]  # robust to check_finite=False garbage
-    if indices.numel() == 0:
-        return torch.ones((), device=indices.device), torch.zeros((), device=indices.device)
     dense = codebook_size <= 4 * indices.numel() or (indices.is_cuda and codebook_size <= 1 << 24)
     if dense:
         counts = torch.zeros(codebook_size, device=indices.device)
