@@ -80,6 +80,49 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .data.images import build_dataset
+    from .evaluate import format_metrics, run_evaluation, save_code_usage_plot, save_reconstruction_grid
+    from .metrics import WeightsUnavailableError, load_fid_inception, load_lpips
+    from .models import Tokenizer
+    from .train import load_config
+
+    run = Path(args.run_dir)
+    if not (run / "final").is_dir():
+        raise ValueError(f"{run / 'final'} does not exist: RUN_DIR must be a finished `vqkit train` run")
+    if not (run / "config.json").is_file():
+        raise ValueError(f"{run / 'config.json'} does not exist: RUN_DIR must be a `vqkit train` run")
+    cfg = dataclasses.replace(load_config(None, run / "config.json"), data=str(args.data))
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = Tokenizer.from_pretrained(run / "final", device=device)
+    dataset = build_dataset(cfg.data, args.split, cfg.image_size, cfg.seed, resize=cfg.crop_resize,
+                            max_images=args.max_images or None)
+    if args.max_images and len(dataset) > args.max_images:  # type: ignore[arg-type]  # the bundled photos
+        dataset = torch.utils.data.Subset(dataset, range(args.max_images))
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+    extras: list[Any] = []
+    for loader_fn in (load_lpips, load_fid_inception):
+        try:
+            extras.append(loader_fn(device))
+        except WeightsUnavailableError as err:
+            extras.append(str(err))
+    print(f"vqkit eval: {len(dataset)} {args.split} images of {cfg.data} at {cfg.image_size}px", flush=True)  # type: ignore[arg-type]
+    result = run_evaluation(model, loader, device, extras[0], extras[1], keep_samples=8)
+    out = Path(args.out) if args.out else run / f"eval-{args.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"run": str(run), "data": cfg.data, "split": args.split, "image_size": cfg.image_size,
+              "metrics": result.metrics}
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    save_reconstruction_grid(result.originals, result.reconstructions, out / "reconstructions.png")
+    save_code_usage_plot(result.usage, out / "code_usage.png")
+    print(format_metrics(result.metrics))
+    print(f"wrote {out / 'metrics.json'}, {out / 'reconstructions.png'} and {out / 'code_usage.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .experiments.demo import DemoConfig
@@ -101,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_dataclass_options(tr, TrainConfig, defaults=False)
     tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained tokenizer on a split: metrics.json and two PNGs",
+                        description="Evaluate RUN_DIR/final on a split of --data: PSNR, SSIM, L1, MSE, LPIPS and "
+                                    "rFID (when their weights are local), codebook usage, perplexity, bits.")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a `vqkit train` run directory (config.json, final/)")
+    ev.add_argument("--data", required=True, help="image folder (ImageNet layout or flat) or 'photos'")
+    ev.add_argument("--split", choices=("train", "val"), default="val")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--max-images", type=int, default=0, help="evaluate at most this many images (0 = all)")
+    ev.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval-SPLIT)")
+    ev.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'")
+    ev.set_defaults(func=_eval)
     return parser
 
 

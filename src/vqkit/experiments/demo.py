@@ -44,22 +44,24 @@ class DemoConfig:
     hidden: int = 128
     seed: int = 0
     methods: str = "all"
-    """Comma-separated method names, or 'all'."""
+    """Comma-separated method keys (fsq, lfq, vq, emavq, fc, simvq, rfsq-none, rfsq-scale,
+    rfsq-layernorm, rvq, rsimvq), or 'all'."""
 
 
-METHODS: dict[str, Callable[[], Quantizer]] = {
-    "FSQ [8,8,8,8]": lambda: FSQ([8, 8, 8, 8]),
-    "LFQ 12 bits": lambda: LFQ(12),
-    "VQ 4096": lambda: VQ(16, 4096),
-    "EMAVQ 4096": lambda: EMAVQ(16, 4096),
-    "FactorizedVQ 4096 (8-d)": lambda: FactorizedVQ(16, 4096, code_dim=8),
-    "SimVQ 4096": lambda: SimVQ(16, 4096),
-    "RFSQ 2x[8,8] none": lambda: ResidualFSQ([8, 8], 2, "none"),
-    "RFSQ 2x[8,8] scale": lambda: ResidualFSQ([8, 8], 2, "scale"),
-    "RFSQ 2x[8,8] layernorm": lambda: ResidualFSQ([8, 8], 2, "layernorm"),
-    "ResidualVQ 2x64": lambda: ResidualVQ(16, 64, 2),
-    "ResidualSimVQ 2x64": lambda: ResidualSimVQ(16, 64, 2),
+METHODS: dict[str, tuple[str, Callable[[], Quantizer]]] = {
+    "fsq": ("FSQ [8,8,8,8]", lambda: FSQ([8, 8, 8, 8])),
+    "lfq": ("LFQ 12 bits", lambda: LFQ(12)),
+    "vq": ("VQ 4096", lambda: VQ(16, 4096)),
+    "emavq": ("EMAVQ 4096", lambda: EMAVQ(16, 4096)),
+    "fc": ("FactorizedVQ 4096 (8-d)", lambda: FactorizedVQ(16, 4096, code_dim=8)),
+    "simvq": ("SimVQ 4096", lambda: SimVQ(16, 4096)),
+    "rfsq-none": ("RFSQ 2x[8,8] none", lambda: ResidualFSQ([8, 8], 2, "none")),
+    "rfsq-scale": ("RFSQ 2x[8,8] scale", lambda: ResidualFSQ([8, 8], 2, "scale")),
+    "rfsq-layernorm": ("RFSQ 2x[8,8] layernorm", lambda: ResidualFSQ([8, 8], 2, "layernorm")),
+    "rvq": ("ResidualVQ 2x64", lambda: ResidualVQ(16, 64, 2)),
+    "rsimvq": ("ResidualSimVQ 2x64", lambda: ResidualSimVQ(16, 64, 2)),
 }
+"""Method key -> (table label, builder); every method at 12 bits per token."""
 
 
 class PatchAutoencoder(nn.Module):
@@ -124,13 +126,13 @@ def fit(name: str, build: Callable[[], Quantizer], train: Tensor, test: Tensor, 
 
 def run_demo(cfg: DemoConfig) -> list[DemoResult]:
     """Fit each selected method; returns one result per method, in table order."""
-    names = list(METHODS) if cfg.methods == "all" else [m.strip() for m in cfg.methods.split(",")]
+    names = list(METHODS) if cfg.methods == "all" else [m.strip() for m in cfg.methods.split(",") if m.strip()]
     unknown = [n for n in names if n not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {unknown or cfg.methods!r}; choose from {list(METHODS)}")
     train = torch.from_numpy(photo_patches(TRAIN_PHOTOS, cfg.patch)) * 2 - 1
     test = torch.from_numpy(photo_patches(TEST_PHOTOS, cfg.patch)) * 2 - 1
-    return [fit(n, METHODS[n], train, test, cfg) for n in names]
+    return [fit(*METHODS[n], train, test, cfg) for n in names]
 
 
 def format_table(results: list[DemoResult]) -> str:

@@ -28,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.images import build_dataset
-from ..metrics import WeightsUnavailableError, load_lpips, psnr
+from ..evaluate import evaluate
+from ..metrics import WeightsUnavailableError, load_lpips
 from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
@@ -240,31 +241,18 @@ class Trainer:
             eb.copy_(b)  # codebook statistics and running averages are not averaged
 
     # -- evaluation -------------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """PSNR (per image), L1, LPIPS if available, and codebook usage over the validation set."""
+        """The numbers of :func:`vqkit.evaluate.evaluate` on the validation set (EMA weights if any).
+
+        Only its scalars are kept (psnr, l1, mse, ssim, batch_psnr, usage, perplexity, bits, images,
+        lpips when its weights exist) so that every log record stays flat; rFID is left to ``vqkit eval``.
+        """
         model = self.ema if self.ema is not None else self.model
-        model.eval()
         loader = DataLoader(self.val_set, batch_size=self.cfg.batch_size, shuffle=False)
-        psnrs, l1s, lp, indices = [], [], [], []
-        for images in loader:
-            images = images.to(self.ctx.device)
-            with self._autocast():
-                recon, out = model(images)
-            recon = recon.float().clamp(-1, 1)
-            psnrs.append(psnr(recon, images))
-            l1s.append((recon - images).abs().flatten(1).mean(1))
-            if self.lpips is not None:
-                lp.append(self.lpips(recon, images))
-            indices.append(out.indices)
-        model.train()
-        codes = model.quantizer.code_metrics(torch.cat(indices))
-        result = {"psnr": torch.cat(psnrs).mean().item(), "l1": torch.cat(l1s).mean().item(),
-                  "usage": float(codes["usage"]), "perplexity": float(codes["perplexity"]),
-                  "images": float(sum(len(p) for p in psnrs))}
-        if lp:
-            result["lpips"] = torch.cat(lp).mean().item()
-        return result
+        amp = self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and self.ctx.device.type == "cuda")
+        metrics = evaluate(model, loader, self.ctx.device, self.lpips if self.lpips is not None else self.lpips_note,
+                           amp_dtype=torch.bfloat16 if amp else None)
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

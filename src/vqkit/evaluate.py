@@ -1,0 +1,193 @@
+"""Evaluate a tokenizer on a whole split: fidelity, perceptual metrics, codebook use and rate.
+
+One function serves ``vqkit eval`` and the training loop, so a run's validation numbers and a later
+``vqkit eval`` of its final model are computed the same way. Everything is accumulated as sums over
+images (and code counts over tokens) and reduced once at the end, so the result is over the whole
+split, not an average of batch averages — except ``batch_psnr``, which *is* SimVQ's batch-level
+PSNR (MSE averaged over each batch, PSNR of that, averaged over batches), reported beside the
+per-image ``psnr`` only to show how far the two differ; do not compare it with other papers' PSNR.
+
+With ``distributed=True`` every rank evaluates its shard and the sums and code counts are
+all-reduced; every rank must then call it. A ``DistributedSampler`` pads the last shard with
+repeated images, which are counted like the others (at most world size − 1 images).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import Tensor, nn
+
+from .data.images import to_uint8
+from .metrics.codebook import CodeUsage
+from .metrics.fid import FID
+from .metrics.image import batch_psnr, l1, mse, psnr, ssim
+from .models import Tokenizer
+
+NOT_REQUESTED = "not requested"
+BATCH_PSNR_NOTE = ("SimVQ's evaluation: PSNR of the MSE averaged over each batch, then averaged over batches "
+                   "(a known bug); for comparison only, the per-image mean is 'psnr'")
+_SUMS = ("l1", "mse", "psnr", "ssim", "lpips")
+
+
+@dataclass
+class Evaluation:
+    """The metrics, the code counts behind usage (for histograms), and the first few image pairs."""
+
+    metrics: dict[str, Any]
+    usage: CodeUsage
+    originals: Tensor
+    reconstructions: Tensor
+
+
+def _unavailable(option: nn.Module | str | None) -> dict[str, str] | None:
+    if isinstance(option, nn.Module):
+        return None
+    return {"unavailable": option if option is not None else NOT_REQUESTED}
+
+
+@torch.no_grad()
+def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.device | str,
+                   lpips: nn.Module | str | None = None, fid: nn.Module | str | None = None, *,
+                   amp_dtype: torch.dtype | None = None, distributed: bool = False,
+                   keep_samples: int = 0) -> Evaluation:
+    """Evaluate ``model`` over every batch of ``loader`` (images (B, 3, H, W) in [-1, 1]).
+
+    ``lpips`` / ``fid``: the LPIPS network / the FID Inception network (:func:`load_lpips`,
+    :func:`load_fid_inception`), or the reason it is unavailable (the ``WeightsUnavailableError``
+    message), reported as ``{"unavailable": reason}``; ``None`` reports ``"not requested"``.
+    ``amp_dtype`` runs the model under autocast (the metrics are always float32).
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    usage = CodeUsage(model.quantizer.codebook_sizes)
+    rfid = FID(fid) if isinstance(fid, nn.Module) else None
+    sums = torch.zeros(len(_SUMS) + 3, dtype=torch.float64)  # + images, batch PSNR sum, batches
+    kept: list[tuple[Tensor, Tensor]] = []
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    try:
+        for batch in loader:
+            images = batch.to(device).float()
+            with autocast:
+                recon, out = model(images)
+            recon = recon.float().clamp(-1, 1)
+            values = [l1(recon, images), mse(recon, images), psnr(recon, images), ssim(recon, images)]
+            values.append(lpips(recon, images).float() if isinstance(lpips, nn.Module) else torch.zeros(len(images)))
+            for i, v in enumerate(values):
+                sums[i] += v.double().sum().cpu()
+            sums[-3] += len(images)
+            sums[-2] += batch_psnr(recon, images).double().cpu()
+            sums[-1] += 1
+            usage.update(out.indices)
+            if rfid is not None:
+                rfid.update(images, recon)
+            if sum(len(o) for o, _ in kept) < keep_samples:
+                kept.append((images.cpu(), recon.cpu()))
+    finally:
+        model.train(was_training)
+    if distributed and dist.is_available() and dist.is_initialized():
+        reduced = sums.to(device) if dist.get_backend() == "nccl" else sums
+        dist.all_reduce(reduced)
+        sums = reduced.cpu()
+        usage.all_reduce()
+        if rfid is not None:
+            rfid.all_reduce()
+    n = int(sums[-3])
+    if n == 0:
+        raise ValueError("evaluate: the loader gave no images")
+    metrics: dict[str, Any] = {"images": n}
+    for i, name in enumerate(_SUMS):
+        metrics[name] = float(sums[i]) / n
+    metrics["batch_psnr"] = float(sums[-2]) / float(sums[-1])
+    metrics["batch_psnr_note"] = BATCH_PSNR_NOTE
+    metrics["lpips"] = _unavailable(lpips) or metrics["lpips"]
+    metrics["rfid"] = _unavailable(fid) or (rfid.compute() if rfid is not None else None)
+    codes = usage.result()
+    metrics.update({k: codes[k] for k in ("usage", "perplexity", "usage_per_stage", "perplexity_per_stage")})
+    f = model.downsample_factor
+    metrics["bits_per_token"] = model.bits_per_token
+    metrics["bits_per_pixel"] = model.bits_per_token / (f * f)
+    originals = torch.cat([o for o, _ in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
+    recons = torch.cat([r for _, r in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
+    return Evaluation(metrics, usage, originals, recons)
+
+
+def evaluate(model: Tokenizer, loader: Iterable[Tensor], device: torch.device | str,
+             lpips: nn.Module | str | None = None, fid: nn.Module | str | None = None, *,
+             amp_dtype: torch.dtype | None = None, distributed: bool = False) -> dict[str, Any]:
+    """The metrics of :func:`run_evaluation` as a JSON-ready dict.
+
+    Keys: ``images``; ``l1``, ``mse`` ([-1, 1] scale), ``psnr`` (dB, per image then mean, [0, 1]
+    scale), ``ssim`` (per image then mean); ``batch_psnr`` and its ``batch_psnr_note``; ``lpips``
+    and ``rfid`` (float, or ``{"unavailable": reason}``); ``usage`` and ``perplexity`` (means over
+    stages) with ``usage_per_stage`` and ``perplexity_per_stage``; ``bits_per_token`` and
+    ``bits_per_pixel`` (= bits per token / f², f the downsample factor).
+    """
+    return run_evaluation(model, loader, device, lpips, fid, amp_dtype=amp_dtype, distributed=distributed).metrics
+
+
+def save_reconstruction_grid(originals: Tensor, reconstructions: Tensor, path: str | os.PathLike[str]) -> None:
+    """PNG of originals (top row) above their reconstructions (bottom row), 2-pixel white gutters."""
+    if originals.shape != reconstructions.shape or originals.ndim != 4 or len(originals) == 0:
+        raise ValueError(f"expected two non-empty (N, 3, H, W) batches, got {tuple(originals.shape)}, "
+                         f"{tuple(reconstructions.shape)}")
+    n, _, h, w = originals.shape
+    gap = 2
+    grid = Image.new("RGB", (n * w + (n + 1) * gap, 2 * h + 3 * gap), "white")
+    for row, images in enumerate((originals, reconstructions)):
+        pixels = to_uint8(images, channels_last=True).cpu().numpy()
+        for i in range(n):
+            grid.paste(Image.fromarray(pixels[i]), (gap + i * (w + gap), gap + row * (h + gap)))
+    grid.save(path)
+
+
+def save_code_usage_plot(usage: CodeUsage, path: str | os.PathLike[str]) -> None:
+    """PNG, one panel per stage: each used code's count, sorted descending, log y (a flat curve = even use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = usage.num_stages
+    fig, axes = plt.subplots(1, stages, figsize=(4 * stages, 3), squeeze=False)
+    result = usage.result()
+    for s, ax in enumerate(axes[0]):
+        counts = usage.counts(s).numpy()
+        if counts.size:
+            ax.bar(range(counts.size), counts, width=1.0, color="tab:blue")
+            ax.set_yscale("log")
+        ax.set_title(f"stage {s}: {result['usage_per_stage'][s]:.1%} of {usage.codebook_sizes[s]} codes used",
+                     fontsize=9)
+        ax.set_xlabel("code rank")
+        ax.set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A short two-column table of the headline numbers."""
+    rows = []
+    for key in ("images", "psnr", "batch_psnr", "ssim", "l1", "mse", "lpips", "rfid", "usage", "perplexity",
+                "bits_per_token", "bits_per_pixel"):
+        value = metrics.get(key)
+        if isinstance(value, dict):
+            text = "unavailable"
+        elif isinstance(value, float):
+            text = f"{value:.4g}"
+        else:
+            text = str(value)
+        rows.append(f"{key:<16}{text}")
+    return "\n".join(rows)
+
+
+__all__ = ["BATCH_PSNR_NOTE", "NOT_REQUESTED", "Evaluation", "evaluate", "format_metrics", "run_evaluation",
+           "save_code_usage_plot", "save_reconstruction_grid"]

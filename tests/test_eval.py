@@ -1,0 +1,69 @@
+"""`vqkit eval` end to end on a tiny trained run, and `evaluate` against the per-image metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from vqkit.cli import main
+from vqkit.evaluate import NOT_REQUESTED, evaluate
+from vqkit.metrics import psnr
+from vqkit.models import Tokenizer
+from vqkit.train import load_config, train
+
+TINY: dict[str, Any] = dict(
+    data="photos", image_size=32, batch_size=8, arch="rfsq_conv", conv_channels=(16, 32), quantizer="rfsq",
+    quantizer_args=json.dumps(dict(levels=[8, 5, 5, 5], num_stages=2, conditioning="layernorm")),
+    lr=2e-3, warmup=0.0, log_every=1, eval_every=1000, ckpt_every=5, max_val_images=8,
+)
+KEYS = {"images", "l1", "mse", "psnr", "batch_psnr", "batch_psnr_note", "ssim", "lpips", "rfid", "usage",
+        "perplexity", "usage_per_stage", "perplexity_per_stage", "bits_per_token", "bits_per_pixel"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "run"
+    summary = train(load_config(**TINY, steps=10, out=str(out)))
+    assert {"psnr", "l1", "usage", "perplexity", "images", "ssim"} <= set(summary["val"])
+    return out
+
+
+def test_vqkit_eval_writes_metrics_and_pictures(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(run_dir), "--data", "photos", "--batch-size", "4", "--max-images", "12"]) == 0
+    out = run_dir / "eval-val"
+    record = json.loads((out / "metrics.json").read_text())
+    metrics = record["metrics"]
+    assert set(metrics) >= KEYS
+    assert metrics["images"] == 12
+    assert len(metrics["usage_per_stage"]) == 2 and 0 < metrics["usage"] <= 1
+    assert metrics["bits_per_pixel"] == pytest.approx(metrics["bits_per_token"] / 16)  # f = 4
+    assert "unavailable" in metrics["rfid"] and "pt_inception-2015-12-05-6726825d.pth" in metrics["rfid"]["unavailable"]
+    assert 0 < metrics["ssim"] < 1 and metrics["psnr"] > 5
+    with Image.open(out / "reconstructions.png") as grid:
+        assert grid.size[1] > 2 * 32 and grid.size[0] > 8 * 32
+    with Image.open(out / "code_usage.png") as plot:
+        plot.load()
+    assert "psnr" in capsys.readouterr().out
+
+
+def test_vqkit_eval_needs_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path), "--data", "photos"]) == 2
+    assert "final" in capsys.readouterr().err
+
+
+def test_evaluate_averages_per_image_psnr_over_the_split(run_dir: Path) -> None:
+    model = Tokenizer.from_pretrained(run_dir / "final")
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    batches = [images[:4], images[4:]]
+    metrics = evaluate(model, batches, "cpu")
+    with torch.no_grad():
+        recon = model(images)[0].clamp(-1, 1)
+    assert metrics["images"] == 6
+    assert metrics["psnr"] == pytest.approx(psnr(recon, images).mean().item(), abs=1e-4)
+    assert metrics["lpips"] == {"unavailable": NOT_REQUESTED} and metrics["rfid"] == {"unavailable": NOT_REQUESTED}
+    assert not model.training
