@@ -81,45 +81,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
+    from .evaluate import evaluate_run, format_metrics
 
-    from .data.images import build_dataset
-    from .evaluate import format_metrics, run_evaluation, save_code_usage_plot, save_reconstruction_grid
-    from .metrics import WeightsUnavailableError, load_fid_inception, load_lpips
-    from .models import Tokenizer
-    from .train import load_config
-
-    run = Path(args.run_dir)
-    if not (run / "final").is_dir():
-        raise ValueError(f"{run / 'final'} does not exist: RUN_DIR must be a finished `vqkit train` run")
-    if not (run / "config.json").is_file():
-        raise ValueError(f"{run / 'config.json'} does not exist: RUN_DIR must be a `vqkit train` run")
-    cfg = dataclasses.replace(load_config(None, run / "config.json"), data=str(args.data))
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = Tokenizer.from_pretrained(run / "final", device=device)
-    dataset = build_dataset(cfg.data, args.split, cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                            max_images=args.max_images or None)
-    if args.max_images and len(dataset) > args.max_images:  # type: ignore[arg-type]  # the bundled photos
-        dataset = torch.utils.data.Subset(dataset, range(args.max_images))
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
-    extras: list[Any] = []
-    for loader_fn in (load_lpips, load_fid_inception):
-        try:
-            extras.append(loader_fn(device))
-        except WeightsUnavailableError as err:
-            extras.append(str(err))
-    print(f"vqkit eval: {len(dataset)} {args.split} images of {cfg.data} at {cfg.image_size}px", flush=True)  # type: ignore[arg-type]
-    result = run_evaluation(model, loader, device, extras[0], extras[1], keep_samples=8)
-    out = Path(args.out) if args.out else run / f"eval-{args.split}"
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"run": str(run), "data": cfg.data, "split": args.split, "image_size": cfg.image_size,
-              "metrics": result.metrics}
-    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    save_reconstruction_grid(result.originals, result.reconstructions, out / "reconstructions.png")
-    save_code_usage_plot(result.usage, out / "code_usage.png")
-    print(format_metrics(result.metrics))
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"eval-{args.split}"
+    metrics = evaluate_run(args.run_dir, args.data, args.split, out, batch_size=args.batch_size,
+                           max_images=args.max_images, device=args.device)
+    print(format_metrics(metrics))
     print(f"wrote {out / 'metrics.json'}, {out / 'reconstructions.png'} and {out / 'code_usage.png'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .experiments.compare import CompareConfig, run_compare
+
+    cfg = dataclass_from_args(CompareConfig, args)
+    results = run_compare(args.preset, cfg)
+    print(f"wrote {Path(cfg.out) / 'report.md'} ({len(results.get('configs', [])) or 'toy'} configurations)")
     return 0
 
 
@@ -144,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_dataclass_options(tr, TrainConfig, defaults=False)
     tr.set_defaults(func=_train)
+
+    from .experiments.compare import CompareConfig
+    from .experiments.presets import PRESETS as SWEEPS
+    from .experiments.presets import TOY_PRESET
+
+    cmp = sub.add_parser("compare", help="train and evaluate every configuration of a preset; write a report",
+                         description="Same data, steps, seed and model for every configuration; a killed sweep "
+                                     "resumes with finished configurations skipped.")
+    cmp.add_argument("preset", choices=sorted([*SWEEPS, TOY_PRESET]))
+    add_dataclass_options(cmp, CompareConfig)
+    cmp.set_defaults(func=_compare)
 
     ev = sub.add_parser("eval", help="evaluate a trained tokenizer on a split: metrics.json and two PNGs",
                         description="Evaluate RUN_DIR/final on a split of --data: PSNR, SSIM, L1, MSE, LPIPS and "

@@ -191,3 +191,52 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 __all__ = ["BATCH_PSNR_NOTE", "NOT_REQUESTED", "Evaluation", "evaluate", "format_metrics", "run_evaluation",
            "save_code_usage_plot", "save_reconstruction_grid"]
+
+
+def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: str | os.PathLike[str], *,
+                 batch_size: int = 32, max_images: int = 0, device: str = "auto") -> dict[str, Any]:
+    """Evaluate the final model of a ``vqkit train`` run on ``split`` of ``data``.
+
+    Uses the run's image size, seed and crop settings, so the numbers match its validation.
+    Writes ``out/metrics.json``, ``out/reconstructions.png`` and ``out/code_usage.png``; returns
+    the metrics. LPIPS and rFID are reported unavailable, with the reason, without their weights.
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader, Subset
+
+    from .data.images import build_dataset
+    from .metrics import WeightsUnavailableError, load_fid_inception, load_lpips
+    from .train import load_config
+
+    run = Path(run_dir)
+    if not (run / "final").is_dir():
+        raise ValueError(f"{run / 'final'} does not exist: RUN_DIR must be a finished `vqkit train` run")
+    if not (run / "config.json").is_file():
+        raise ValueError(f"{run / 'config.json'} does not exist: RUN_DIR must be a `vqkit train` run")
+    cfg = dataclasses.replace(load_config(None, run / "config.json"), data=str(data))
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = Tokenizer.from_pretrained(run / "final", device=dev)
+    dataset = build_dataset(cfg.data, split, cfg.image_size, cfg.seed, resize=cfg.crop_resize,
+                            max_images=max_images or None)
+    if max_images and len(dataset) > max_images:  # type: ignore[arg-type]  # the bundled photos
+        dataset = Subset(dataset, range(max_images))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    extras: list[Any] = []
+    for load in (load_lpips, load_fid_inception):
+        try:
+            extras.append(load(dev))
+        except WeightsUnavailableError as err:
+            extras.append(str(err))
+    print(f"vqkit eval: {len(dataset)} {split} images of {cfg.data} at {cfg.image_size}px", flush=True)  # type: ignore[arg-type]
+    result = run_evaluation(model, loader, dev, extras[0], extras[1], keep_samples=8)
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    record = {"run": str(run), "data": cfg.data, "split": split, "image_size": cfg.image_size,
+              "metrics": result.metrics}
+    (target / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    save_reconstruction_grid(result.originals, result.reconstructions, target / "reconstructions.png")
+    save_code_usage_plot(result.usage, target / "code_usage.png")
+    return result.metrics

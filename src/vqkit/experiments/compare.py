@@ -1,0 +1,128 @@
+"""``vqkit compare``: train and evaluate every configuration of a preset under identical conditions.
+
+Each configuration gets its own run directory under ``out/runs/``; all share the data, steps, seed,
+model and optimiser, so only the quantizer differs. A killed sweep resumes: finished configurations
+(trained and evaluated) are skipped, an interrupted one continues from its checkpoint. Running a
+sweep into a folder that holds one with other settings is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..evaluate import evaluate_run
+from ..train import TrainConfig, load_config, train
+from ..train.checkpoint import CHECKPOINT
+from .presets import PRESETS, TOY_PRESET, Entry, Preset
+
+_SETTINGS = ("data", "steps", "seed", "image_size", "batch_size", "arch", "quantizer", "quantizer_args")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Options of ``vqkit compare`` beside the preset name."""
+
+    data: str = "photos"
+    out: str = "results/compare"
+    scale: str = "cpu"
+    """'cpu' (minutes on 2 cores) or 'paper' (the paper's recipe, a GPU job)."""
+    steps: int = 0
+    """0 = the preset's steps at that scale."""
+    seed: int = 0
+    only: str = ""
+    """Comma-separated configuration keys to run, e.g. 'fsq-8-8-8-8,rfsq-2x-8-8-layernorm' (default: all)."""
+    max_val_images: int = 0
+    """0 = the preset's."""
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def entry_config(preset: Preset, entry: Entry, cfg: CompareConfig, run_dir: Path) -> TrainConfig:
+    if cfg.scale not in preset.base:
+        raise ValueError(f"scale must be one of {sorted(preset.base)}, got {cfg.scale!r}")
+    overrides: dict[str, Any] = dict(preset.overrides.get(cfg.scale, {}))
+    overrides.update(data=cfg.data, seed=cfg.seed, out=str(run_dir), quantizer=entry.quantizer,
+                     quantizer_args=json.dumps(entry.args))
+    if cfg.steps:
+        overrides.update(steps=cfg.steps, eval_every=cfg.steps, ckpt_every=max(1, cfg.steps // 4))
+    if cfg.max_val_images:
+        overrides["max_val_images"] = cfg.max_val_images
+    return load_config(preset.base[cfg.scale], **overrides)
+
+
+def _check_same_settings(run_dir: Path, train_cfg: TrainConfig) -> None:
+    saved = json.loads((run_dir / "config.json").read_text())
+    wanted = train_cfg.to_dict()
+    diff = [k for k in _SETTINGS if json.dumps(saved.get(k)) != json.dumps(wanted.get(k))]
+    if diff:
+        raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)}): choose another --out")
+
+
+def _curve(run_dir: Path) -> list[dict[str, float]]:
+    lines = (run_dir / "log.jsonl").read_text().splitlines() if (run_dir / "log.jsonl").exists() else []
+    return [r for r in map(json.loads, lines) if r.get("split") == "train"]
+
+
+def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> dict[str, Any]:
+    """Train (or resume, or skip) and evaluate one configuration; returns its results record."""
+    run_dir = out / "runs" / slug(entry.name)
+    eval_dir = run_dir / "eval-val"
+    train_cfg = entry_config(preset, entry, cfg, run_dir)
+    if (run_dir / "config.json").exists():
+        _check_same_settings(run_dir, train_cfg)
+    if not (run_dir / "summary.json").exists():
+        resume = (run_dir / CHECKPOINT).exists()
+        print(f"  {'resuming' if resume else 'training'} {entry.name}", flush=True)
+        train(train_cfg, resume=resume)
+    if not (eval_dir / "metrics.json").exists():
+        evaluate_run(run_dir, train_cfg.data, "val", eval_dir, batch_size=train_cfg.batch_size,
+                     max_images=train_cfg.max_val_images)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    return {
+        "name": entry.name, "family": entry.family, "quantizer": entry.quantizer, "quantizer_args": entry.args,
+        "bits_per_token": summary["bits_per_token"], "run_dir": str(run_dir.resolve()),
+        "eval_dir": str(eval_dir.resolve()), "train_seconds": summary["train_seconds"], "steps": summary["steps"],
+        "metrics": metrics, "paper": entry.paper,
+    }
+
+
+def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
+    """Run the sweep ``preset_name``; writes results.json, report.md and plots into ``cfg.out``."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if preset_name == TOY_PRESET:
+        from .toy2d import run_toy2d
+
+        return run_toy2d(out, steps=cfg.steps or 300, seed=cfg.seed)
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted([*PRESETS, TOY_PRESET])}")
+    preset = PRESETS[preset_name]
+    keys = [n.strip() for n in cfg.only.split(",") if n.strip()]
+    entries = [e for e in preset.entries if not keys or slug(e.name) in keys]
+    if keys and len(entries) != len(keys):
+        known = [slug(e.name) for e in preset.entries]
+        raise ValueError(f"unknown configuration(s) {sorted(set(keys) - set(known))}; {preset_name} has {known}")
+    start, records = time.perf_counter(), []
+    for i, entry in enumerate(entries, 1):
+        print(f"[{i}/{len(entries)}] {entry.name}", flush=True)
+        records.append(run_entry(preset, entry, cfg, out))
+    first = entry_config(preset, entries[0], cfg, out)
+    results = {
+        "preset": preset.name, "title": preset.title, "scale": cfg.scale, "data": cfg.data,
+        "steps": first.steps, "seed": cfg.seed, "image_size": first.image_size,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "train_seconds_total": round(sum(r["train_seconds"] for r in records), 1), "configs": records,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    from .report import write_report
+
+    write_report(out, results)
+    return results

@@ -1,0 +1,160 @@
+"""The papers' experiments as comparison presets, each at a CPU scale and at the paper's scale.
+
+Every configuration of a preset shares the data, model, steps, seed and optimiser (the preset's
+``base`` training preset); only the quantizer differs. Bits per token are computed from each
+quantizer, never copied from a paper: RFSQ's "12-bit" residual runs are 22 and 40 bits per token.
+``paper`` holds the numbers the paper reports for that row, for side-by-side reading only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a comparison: a named quantizer configuration."""
+
+    name: str
+    family: str
+    quantizer: str
+    args: dict[str, Any]
+    paper: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A sweep: entries trained under one base recipe (a key of ``vqkit.train.PRESETS`` per scale)."""
+
+    name: str
+    title: str
+    entries: tuple[Entry, ...]
+    base: dict[str, str]
+    """scale ('cpu' | 'paper') -> training preset name."""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """scale -> TrainConfig overrides applied on top of the base preset."""
+
+
+def _rfsq(stages: int, levels: list[int], conditioning: str, paper: tuple[float, float, float]) -> Entry:
+    size = {2: "2x2048", 4: "4x1024", 3: "3x16"}.get(stages, f"{stages}x")
+    label = {"none": "None", "scale": "Scale", "layernorm": "LayerNorm"}[conditioning]
+    return Entry(f"RFSQ-{size}-{label}", "RFSQ", "rfsq",
+                 {"levels": levels, "num_stages": stages, "conditioning": conditioning},
+                 dict(zip(("l1", "lpips", "psnr"), paper, strict=True)))
+
+
+def _paper(l1: float, lpips: float, psnr: float) -> dict[str, float]:
+    return {"l1": l1, "lpips": lpips, "psnr": psnr}
+
+
+RFSQ_SCALES = {"cpu": "rfsq-cpu", "paper": "rfsq-paper"}
+SIMVQ_SCALES = {"cpu": "simvq-cpu", "paper": "simvq-paper"}
+CPU_STEPS = {"cpu": {"steps": 300, "eval_every": 300, "ckpt_every": 50}}
+
+PRESETS: dict[str, Preset] = {}
+
+
+def _add(preset: Preset) -> None:
+    PRESETS[preset.name] = preset
+
+
+_add(Preset(
+    "rfsq-table1", "RFSQ Table 1: the nine configurations as the paper lists them (true bits per token shown)",
+    (
+        Entry("VQ-EMA", "VQ-EMA", "emavq", {"dim": 6, "codebook_size": 4096}, _paper(0.355, 0.489, 12.7)),
+        Entry("FSQ", "FSQ", "fsq", {"levels": [8, 8, 8, 8]}, _paper(0.143, 0.182, 20.3)),
+        Entry("LFQ", "LFQ", "lfq", {"dim": 12}, _paper(0.241, 0.361, 16.0)),
+        _rfsq(2, [8, 8, 8, 4], "scale", (0.122, 0.152, 21.5)),
+        _rfsq(2, [8, 8, 8, 4], "layernorm", (0.124, 0.148, 21.3)),
+        _rfsq(2, [8, 8, 8, 4], "none", (0.130, 0.159, 21.1)),
+        _rfsq(4, [4, 4, 4, 4, 4], "scale", (0.103, 0.101, 22.9)),
+        _rfsq(4, [4, 4, 4, 4, 4], "layernorm", (0.102, 0.100, 22.9)),
+        _rfsq(4, [4, 4, 4, 4, 4], "none", (0.113, 0.121, 22.2)),
+    ),
+    RFSQ_SCALES, CPU_STEPS,
+))
+
+_add(Preset(
+    "rfsq-equal-bits",
+    "RFSQ against FSQ at equal bits per token (12 and 22 bits): the comparison the paper did not make",
+    (
+        Entry("FSQ-12bit [8,8,8,8]", "FSQ", "fsq", {"levels": [8, 8, 8, 8]}),
+        Entry("RFSQ-12bit 2x[8,8]-None", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "none"}),
+        Entry("RFSQ-12bit 2x[8,8]-Scale", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "scale"}),
+        Entry("RFSQ-12bit 2x[8,8]-LayerNorm", "RFSQ", "rfsq",
+              {"levels": [8, 8], "num_stages": 2, "conditioning": "layernorm"}),
+        Entry("RFSQ-12bit 3x[4,4]-LayerNorm", "RFSQ", "rfsq",
+              {"levels": [4, 4], "num_stages": 3, "conditioning": "layernorm"}),
+        Entry("FSQ-22bit [8,8,8,8,8,8,4,4]", "FSQ", "fsq", {"levels": [8, 8, 8, 8, 8, 8, 4, 4]}),
+        Entry("RFSQ-22bit 2x[8,8,8,4]-None", "RFSQ", "rfsq",
+              {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "none"}),
+        Entry("RFSQ-22bit 2x[8,8,8,4]-Scale", "RFSQ", "rfsq",
+              {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "scale"}),
+        Entry("RFSQ-22bit 2x[8,8,8,4]-LayerNorm", "RFSQ", "rfsq",
+              {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "layernorm"}),
+    ),
+    RFSQ_SCALES, CPU_STEPS,
+))
+
+
+def _simvq_paper(util: float, rfid: float, lpips: float, psnr: float, ssim: float) -> dict[str, float]:
+    return {"usage": util, "rfid": rfid, "lpips": lpips, "psnr": psnr, "ssim": ssim / 100}
+
+
+_add(Preset(
+    "simvq-table1", "SimVQ Table 1: codebook methods at ~65k codes on the VQGAN-style model",
+    (
+        Entry("VQGAN (VQ)", "VQ", "vq", {"dim": 128, "codebook_size": 65536},
+              _simvq_paper(0.014, 3.74, 0.17, 22.20, 70.6)),
+        Entry("VQGAN-EMA", "VQ-EMA", "emavq", {"dim": 128, "codebook_size": 65536},
+              _simvq_paper(0.045, 3.23, 0.15, 22.89, 72.3)),
+        Entry("VQGAN-FC 128-d", "VQGAN-FC", "factorized", {"dim": 128, "codebook_size": 65536, "code_dim": 128},
+              _simvq_paper(0.014, 5.33, 0.18, 21.45, 68.8)),
+        Entry("VQGAN-FC 8-d", "VQGAN-FC", "factorized", {"dim": 128, "codebook_size": 65536, "code_dim": 8},
+              _simvq_paper(1.0, 2.63, 0.13, 23.79, 77.5)),
+        Entry("FSQ [8,8,8,5,5,5]", "FSQ", "fsq", {"levels": [8, 8, 8, 5, 5, 5]},
+              _simvq_paper(1.0, 2.80, 0.13, 23.63, 75.8)),
+        Entry("LFQ 16 bits", "LFQ", "lfq", {"dim": 16}, _simvq_paper(1.0, 2.88, 0.13, 23.60, 77.2)),
+        Entry("SimVQ 65k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 65536},
+              _simvq_paper(1.0, 2.24, 0.12, 24.15, 78.4)),
+    ),
+    SIMVQ_SCALES, CPU_STEPS,
+))
+
+_add(Preset(
+    "simvq-codebook-sweep", "SimVQ Tables 3-4: codebook size 1k-262k, and the frozen vs trainable codebook",
+    (
+        Entry("SimVQ 1k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 1024},
+              _simvq_paper(1.0, 3.67, 0.16, 22.34, 70.8)),
+        Entry("SimVQ 8k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 8192},
+              _simvq_paper(1.0, 2.98, 0.14, 23.23, 74.7)),
+        Entry("SimVQ 65k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 65536},
+              _simvq_paper(1.0, 2.24, 0.12, 24.15, 78.4)),
+        Entry("SimVQ 262k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 262144},
+              _simvq_paper(1.0, 1.99, 0.11, 24.68, 80.3)),
+        Entry("SimVQ 65k trainable C", "SimVQ-trainable", "simvq",
+              {"dim": 128, "codebook_size": 65536, "train_codebook": True}, _simvq_paper(1.0, 2.31, 0.12, 24.04, 77.2)),
+    ),
+    SIMVQ_SCALES, CPU_STEPS,
+))
+
+_add(Preset(
+    "quick", "Quick comparison at 12 bits per token on scikit-image's bundled photos (the README's main job)",
+    (
+        Entry("FSQ [8,8,8,8]", "FSQ", "fsq", {"levels": [8, 8, 8, 8]}),
+        Entry("LFQ 12 bits", "LFQ", "lfq", {"dim": 12}),
+        Entry("VQ-EMA 4096", "VQ-EMA", "emavq", {"dim": 6, "codebook_size": 4096}),
+        Entry("SimVQ 4096", "SimVQ", "simvq", {"dim": 16, "codebook_size": 4096}),
+        Entry("RFSQ 2x[8,8]-None", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "none"}),
+        Entry("RFSQ 2x[8,8]-Scale", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "scale"}),
+        Entry("RFSQ 2x[8,8]-LayerNorm", "RFSQ", "rfsq",
+              {"levels": [8, 8], "num_stages": 2, "conditioning": "layernorm"}),
+    ),
+    RFSQ_SCALES,
+    {"cpu": {"steps": 150, "image_size": 32, "batch_size": 16, "conv_channels": (32, 64), "eval_every": 150,
+             "ckpt_every": 50, "max_val_images": 64}},
+))
+
+TOY_PRESET = "simvq-toy2d"
+"""Not a training sweep: SimVQ Figs. 2-3 as plots (``vqkit.experiments.toy2d``)."""

@@ -1,0 +1,78 @@
+"""`vqkit compare`: a tiny sweep writes every row and plot; a killed sweep resumes; mixed settings are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vqkit.experiments.compare import CompareConfig, run_compare, slug
+from vqkit.experiments.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+ONLY = "fsq-8-8-8-8,rfsq-2x-8-8-layernorm"
+PLOTS = ("curves.png", "psnr.png", "usage.png", "rate_distortion.png", "best_reconstructions.png")
+
+
+def test_presets_count_bits_honestly() -> None:
+    from vqkit.models.registry import build_quantizer
+
+    bits = {e.name: build_quantizer(e.quantizer, e.args).bits_per_token for e in PRESETS["rfsq-table1"].entries}
+    assert bits["FSQ"] == bits["LFQ"] == pytest.approx(12.0)
+    assert bits["RFSQ-2x2048-LayerNorm"] == pytest.approx(22.0)  # the paper's "12-bit" runs
+    assert bits["RFSQ-4x1024-None"] == pytest.approx(40.0)
+    equal = {e.name: build_quantizer(e.quantizer, e.args).bits_per_token for e in PRESETS["rfsq-equal-bits"].entries}
+    assert {round(b) for b in equal.values()} == {12, 22}
+
+
+def test_tiny_sweep_writes_report_with_every_row_and_plot(tmp_path: Path) -> None:
+    results = run_compare("quick", CompareConfig(out=str(tmp_path), steps=4, only=ONLY, max_val_images=8))
+    names = [c["name"] for c in results["configs"]]
+    assert names == ["FSQ [8,8,8,8]", "RFSQ 2x[8,8]-LayerNorm"]
+    assert all(c["steps"] == 4 for c in results["configs"])
+    report = (tmp_path / "report.md").read_text()
+    for c in results["configs"]:
+        assert c["name"] in report
+        assert c["bits_per_token"] == pytest.approx(12.0)
+    for plot in PLOTS:
+        with Image.open(tmp_path / plot) as im:
+            assert im.size[0] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["preset"] == "quick"
+    with pytest.raises(ValueError, match="other settings"):
+        run_compare("quick", CompareConfig(out=str(tmp_path), steps=5, only=ONLY))
+    with pytest.raises(ValueError, match="unknown configuration"):
+        run_compare("quick", CompareConfig(out=str(tmp_path), only="nope"))
+
+
+def test_killed_sweep_resumes_with_finished_configurations_skipped(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "vqkit.cli", "compare", "quick", "--out", str(tmp_path), "--steps", "40",
+           "--only", ONLY, "--max-val-images", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    first, second = (tmp_path / "runs" / slug(n) for n in ("FSQ [8,8,8,8]", "RFSQ 2x[8,8]-LayerNorm"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (second / "checkpoint.pt").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (first / "eval-val" / "metrics.json").exists(), "the first configuration should have finished"
+    assert not (second / "summary.json").exists(), "the sweep finished before it was killed"
+    finished = {p: p.stat().st_mtime_ns for p in [first / "summary.json", first / "eval-val" / "metrics.json"]}
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming RFSQ 2x[8,8]-LayerNorm" in done.stdout
+    assert "training FSQ" not in done.stdout and "resuming FSQ" not in done.stdout
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished, "a finished configuration was redone"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [c["steps"] for c in results["configs"]] == [40, 40]
+    steps = [json.loads(line)["step"] for line in (second / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 40
