@@ -30,3 +30,11 @@ def test_demo_cli_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureFi
     assert [r["method"] for r in record["results"]] == ["LFQ 12 bits", "ResidualVQ 2x64"]
     assert main(["demo", "--methods", "bogus"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_cli_help_comes_from_the_config_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Weight EMA used for evaluation and the final model" in text
+    assert "(default: 0.0)" in text

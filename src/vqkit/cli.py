@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import inspect
+import itertools
 import json
 import os
 import sys
+import textwrap
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,24 +30,43 @@ def _tuple_of(item: type[Any]) -> Any:
     return parse
 
 
+def field_docs(cls: type[Any]) -> dict[str, str]:
+    """The docstring written under each field of dataclass ``cls`` (the CLI's help text)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # source unavailable (e.g. frozen app): no help text
+        return {}
+    docs: dict[str, str] = {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, following in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type[Any], defaults: bool = True) -> None:
     """One ``--option`` per field of dataclass ``cls``, typed from its annotation.
 
     ``defaults=False`` leaves options that are not given out of the namespace, so that they do
     not override a preset or a config file.
     """
-    hints = typing.get_type_hints(cls)
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
     for field in dataclasses.fields(cls):
         kind = hints[field.name]
         flag = "--" + field.name.replace("_", "-")
         default = field.default if defaults else argparse.SUPPRESS
+        shown = field.default if not isinstance(field.default, tuple) else ",".join(map(str, field.default))
+        help_text = f"{docs.get(field.name, '')} (default: {shown})".strip()
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(kind) is tuple:
             item = typing.get_args(kind)[0]
-            parser.add_argument(flag, type=_tuple_of(item), default=default, metavar=f"{item.__name__.upper()},...")
+            parser.add_argument(flag, type=_tuple_of(item), default=default, metavar=f"{item.__name__.upper()},...",
+                                help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper())
+            parser.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(), help=help_text)
 
 
 def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
