@@ -70,12 +70,17 @@ class VQ(Quantizer):
     def _normed(self, x: Tensor) -> Tensor:
         return F.normalize(x, dim=-1) if self.l2_normalize else x
 
+    def _search(self, x: Tensor) -> Tensor:
+        """Nearest code of already-normalised x."""
+        codes = self._normed(self.codebook.detach().float())
+        return nearest_code(x.detach(), codes, max_bytes=self.search_bytes)
+
     def _encode(self, z: Tensor) -> Tensor:
-        return nearest_code(self._normed(z), self._normed(self.codebook.detach().float()), max_bytes=self.search_bytes)
+        return self._search(self._normed(z))
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self._normed(z)
-        indices = self._encode(z)
+        indices = self._search(x)
         q = self._normed(self.codebook.float()[indices])  # gradient reaches the selected codes only
         loss = F.mse_loss(q, x.detach()) + self.beta * F.mse_loss(x, q.detach())
         return straight_through(x, q), indices, loss
