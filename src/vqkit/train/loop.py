@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..data.images import build_dataset
+from ..data.images import build_dataset, set_epoch
 from ..evaluate import evaluate
 from ..metrics import WeightsUnavailableError, load_lpips
 from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
@@ -262,8 +262,7 @@ class Trainer:
         self.model.train()
         with RunLog(self.run_dir, cfg.steps, self.ctx.main, resume_step=self.step) as log:
             while self.step < cfg.steps:
-                self.sampler.set_epoch(epoch)
-                set_dataset_epoch(self.train_set, epoch)
+                set_epoch(self.loader, epoch)  # sampler order and dataset crops
                 self.sampler.skip = offset * cfg.batch_size
                 for images in self.loader:
                     start = time.perf_counter()
@@ -304,12 +303,6 @@ class Trainer:
     def _barrier(self) -> None:
         if self.ctx.world > 1 and dist.is_initialized():
             dist.barrier()
-
-
-def set_dataset_epoch(dataset: Dataset[Tensor], epoch: int) -> None:
-    setter = getattr(dataset, "set_epoch", None)
-    if callable(setter):
-        setter(epoch)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
