@@ -32,6 +32,16 @@ def test_presets_count_bits_honestly() -> None:
     assert {round(b) for b in equal.values()} == {12, 22}
 
 
+def test_every_preset_entry_builds_and_the_simvq_sweep_covers_tables_3_and_4() -> None:
+    from vqkit.models.registry import build_quantizer
+
+    built = {(p.name, e.name): build_quantizer(e.quantizer, e.args) for p in PRESETS.values() for e in p.entries}
+    sweep = {e: q for (p, e), q in built.items() if p == "simvq-codebook-sweep"}
+    assert [round(q.bits_per_token) for q in sweep.values()] == [10, 13, 16, 18, 16, 16]
+    assert sweep["SimVQ 65k trainable C"].codebook.requires_grad
+    assert sweep["SimVQ 65k uniform C"].init == "uniform"
+
+
 def test_tiny_sweep_writes_report_with_every_row_and_plot(tmp_path: Path) -> None:
     results = run_compare("quick", CompareConfig(out=str(tmp_path), steps=4, only=ONLY, max_val_images=8))
     names = [c["name"] for c in results["configs"]]

@@ -40,7 +40,8 @@ def test_write_report(tmp_path: Path) -> None:
         _config(tmp_path, "FSQ-8x8x8x8", "FSQ", 12.0, _metrics(20.0, 0.2), None),
     ]
     results = {"preset": "rfsq-table1", "title": "RFSQ Table 1", "scale": "cpu", "data": "photos", "steps": 5,
-               "seed": 0, "image_size": 64, "wall_seconds": 99.0, "configs": configs}
+               "seed": 0, "image_size": 64, "wall_seconds": 99.0, "train_seconds_total": 36.0,
+               "configs": configs}
     paths = write_report(tmp_path / "report", results)
 
     report = (tmp_path / "report" / "report.md").read_text()
@@ -49,6 +50,8 @@ def test_write_report(tmp_path: Path) -> None:
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
         assert f"| {bits} |" in row
     assert "n/a" in report and "LPIPS n/a: no LPIPS weights" in report
+    assert "wall time of this command: 99 s (1.6 min)" in report
+    assert "training time, all configurations: 36 s (0.6 min)" in report
     assert "paper L1" in report and "Per-stage" in report
     names = {p.name for p in paths}
     assert {"curves.png", "psnr.png", "usage.png", "rate_distortion.png", "best_reconstructions.png"} <= names

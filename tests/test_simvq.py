@@ -81,6 +81,21 @@ def test_codebook_scale() -> None:
     assert q.codebook.std().item() == pytest.approx(64**-0.5, rel=0.05)
 
 
+def test_uniform_init_ablation() -> None:
+    """Table 4's uniform row: C uniform with the Gaussian's std d^-1/2, still frozen, every code moves."""
+    torch.manual_seed(0)
+    q = SimVQ(16, 4096, init="uniform")
+    assert q.codebook.abs().max().item() <= (3 / 16) ** 0.5
+    assert q.codebook.abs().max().item() > 0.95 * (3 / 16) ** 0.5  # uniform fills its range, Gaussian would not stop
+    assert q.codebook.std().item() == pytest.approx(16**-0.5, rel=0.05)
+    assert "codebook" in dict(q.named_buffers())
+    codes0 = q.codes().clone()
+    _adam_steps(q, steps=3)
+    assert ((q.codes() - codes0).norm(dim=1) > 0).all()
+    with pytest.raises(ValueError, match="init must be"):
+        SimVQ(16, 256, init="normal")  # type: ignore[arg-type]
+
+
 # -- Fig. 2 in miniature --------------------------------------------------------------------
 def _two_clusters(seed: int, per_cluster: int = 10) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

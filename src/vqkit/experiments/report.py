@@ -230,8 +230,12 @@ def _best_reconstructions(path: Path, configs: list[dict[str, Any]]) -> bool:
     return True
 
 
+def _minutes(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
+
+
 def _header(results: dict[str, Any]) -> list[str]:
-    wall = _num(results.get("wall_seconds"))
+    wall, train = _num(results.get("wall_seconds")), _num(results.get("train_seconds_total"))
     return [
         f"# {results.get('title') or results.get('preset', 'sweep')}",
         "",
@@ -241,7 +245,8 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"- steps: {results.get('steps', 'n/a')}",
         f"- seed: {results.get('seed', 'n/a')}",
         f"- image size: {results.get('image_size', 'n/a')}",
-        f"- total wall time: {'n/a' if wall is None else f'{wall:.0f} s ({wall / 60:.1f} min)'}",
+        f"- wall time of this command: {_minutes(wall)} (a resumed sweep counts only its last run)",
+        f"- training time, all configurations: {_minutes(train)}",
         "",
     ]
 

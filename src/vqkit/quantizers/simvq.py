@@ -8,14 +8,18 @@ loss = beta·||sg(q) - z||² + ||q - sg(z)||² (encoder commitment 0.25, codeboo
 the official code; the paper's eq. 4 prints the weights the other way round).
 
 Deviation from the official code: ``decode`` applies W — the official decode-from-indices
-returns C[i] and forgets it. ``train_codebook=True`` makes C a parameter too, the
-"trainable" ablation of SimVQ Table 4.
+returns C[i] and forgets it. ``train_codebook=True`` makes C a parameter too, and
+``init="uniform"`` draws C from a uniform law of the same std d^-1/2: the two ablations of SimVQ
+Table 4. The paper does not give the uniform range; matching the std changes only the shape (taming's
+U(-1/K, 1/K) would also shrink the codebook ~K-fold, which tests the scale, not the law).
 
 Speed: C·Wᵀ is formed once per step without gradient for the search; only the N selected
 rows go through W with gradient, so backward costs O(N·d²), not O(K·d²).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,16 +38,23 @@ class SimVQ(Quantizer):
         codebook_size: int,
         beta: float = 0.25,
         train_codebook: bool = False,
+        init: Literal["gaussian", "uniform"] = "gaussian",
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
     ) -> None:
         super().__init__()
         if dim < 1 or codebook_size < 2:
             raise ValueError(f"SimVQ: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}")
+        if init not in ("gaussian", "uniform"):
+            raise ValueError(f"SimVQ: init must be 'gaussian' or 'uniform', got {init!r}")
         self.dim, self.codebook_size = int(dim), int(codebook_size)
         self.beta, self.search_bytes, self.check_finite = beta, search_bytes, check_finite
-        self.train_codebook = train_codebook
-        frozen = torch.randn(codebook_size, dim) * dim**-0.5
+        self.train_codebook, self.init = train_codebook, init
+        if init == "gaussian":
+            frozen = torch.randn(codebook_size, dim) * dim**-0.5
+        else:
+            bound = (3.0 / dim) ** 0.5  # std of U(-a, a) is a / sqrt(3)
+            frozen = torch.empty(codebook_size, dim).uniform_(-bound, bound)
         if train_codebook:
             self.codebook = nn.Parameter(frozen)
         else:
@@ -70,4 +81,5 @@ class SimVQ(Quantizer):
         return codes
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, codebook_size={self.codebook_size}, train_codebook={self.train_codebook}"
+        return (f"dim={self.dim}, codebook_size={self.codebook_size}, "
+                f"train_codebook={self.train_codebook}, init={self.init}")
