@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,21 +43,27 @@ def test_every_preset_entry_builds_and_the_simvq_sweep_covers_tables_3_and_4() -
     assert sweep["SimVQ 65k uniform C"].init == "uniform"
 
 
-def test_tiny_sweep_writes_report_with_every_row_and_plot(tmp_path: Path) -> None:
+def test_tiny_sweep_writes_report_with_every_row_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = run_compare("quick", CompareConfig(out=str(tmp_path), steps=4, only=ONLY, max_val_images=8))
+    printed = capsys.readouterr().out
+    assert "[1/2] FSQ [8,8,8,8]\n" in printed
+    assert re.search(r"\[2/2\] RFSQ 2x\[8,8\]-LayerNorm \(sweep: [\d.]+ min so far, about \d+ min left\)", printed)
     names = [c["name"] for c in results["configs"]]
     assert names == ["FSQ [8,8,8,8]", "RFSQ 2x[8,8]-LayerNorm"]
     assert all(c["steps"] == 4 for c in results["configs"])
     report = (tmp_path / "report.md").read_text()
     for c in results["configs"]:
-        assert c["name"] in report
+        row = next(line for line in report.splitlines() if line.startswith(f"| {c['name']} |"))
+        assert "| 12.0 |" in row
         assert c["bits_per_token"] == pytest.approx(12.0)
     for plot in PLOTS:
         with Image.open(tmp_path / plot) as im:
             assert im.size[0] > 0
     assert json.loads((tmp_path / "results.json").read_text())["preset"] == "quick"
-    with pytest.raises(ValueError, match="other settings"):
-        run_compare("quick", CompareConfig(out=str(tmp_path), steps=5, only=ONLY))
+    with pytest.raises(ValueError, match=r"other settings \(.*steps"):
+        run_compare("quick", CompareConfig(out=str(tmp_path), steps=5, only=ONLY, max_val_images=8))
+    with pytest.raises(ValueError, match=r"other settings \(max_val_images\)"):  # would reuse a stale evaluation
+        run_compare("quick", CompareConfig(out=str(tmp_path), steps=4, only=ONLY, max_val_images=16))
     with pytest.raises(ValueError, match="unknown configuration"):
         run_compare("quick", CompareConfig(out=str(tmp_path), only="nope"))
 
@@ -73,6 +80,7 @@ def test_killed_sweep_resumes_with_finished_configurations_skipped(tmp_path: Pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (first / "eval-val" / "metrics.json").exists(), "the first configuration should have finished"
+    assert (first / "eval-val" / "reconstructions.png").exists()  # metrics.json is written last
     assert not (second / "summary.json").exists(), "the sweep finished before it was killed"
     finished = {p: p.stat().st_mtime_ns for p in [first / "summary.json", first / "eval-val" / "metrics.json"]}
 

@@ -102,3 +102,39 @@ def test_ddp_ema_equals_single_process_on_both_ranks_data(tmp_path: Path) -> Non
     reference = model.state_dict()
     for key in ("1.codebook", "1.cluster_size", "1.embed_sum", "0.weight"):
         torch.testing.assert_close(r0["state"][key], reference[key], atol=1e-5, rtol=1e-5)
+
+
+# -- evaluation statistics ----------------------------------------------------------------------------
+_USAGE_SIZES = (8, 1 << 25)  # a dense stage and a sparse (implicit, LFQ-sized) one
+_USAGE_INDICES = {  # rank -> (N, 2) indices; rank 1 uses codes rank 0 never saw
+    0: [[0, 5], [1, 5], [1, 2**25 - 1]],
+    1: [[6, 5], [6, 7], [7, 7], [1, 7]],
+}
+
+
+def _usage_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from vqkit.metrics import CodeUsage
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        usage = CodeUsage(_USAGE_SIZES)
+        usage.update(torch.tensor(_USAGE_INDICES[rank]))
+        usage.all_reduce()
+        torch.save({"result": usage.result(), "counts": [usage.counts(s) for s in range(2)]},
+                   Path(out_dir) / f"usage{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_code_usage_sums_counts_across_ranks(tmp_path: Path) -> None:
+    from vqkit.metrics import CodeUsage
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    mp.spawn(_usage_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    single = CodeUsage(_USAGE_SIZES)  # one process fed both ranks' indices
+    single.update(torch.tensor(_USAGE_INDICES[0] + _USAGE_INDICES[1]))
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"usage{rank}.pt")
+        assert got["result"] == single.result()
+        assert got["result"]["usage_per_stage"][0] == pytest.approx(4 / 8)  # codes 0, 1, 6, 7
+        assert [c.tolist() for c in got["counts"]] == [[3, 2, 1, 1], [3, 3, 1]]

@@ -25,6 +25,13 @@ KEYS = {"images", "l1", "mse", "psnr", "batch_psnr", "batch_psnr_note", "ssim", 
         "perplexity", "usage_per_stage", "perplexity_per_stage", "bits_per_token", "bits_per_pixel"}
 
 
+@pytest.fixture(autouse=True)
+def no_pretrained_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every place LPIPS / FID weights are looked for points at an empty folder."""
+    for var in ("VQKIT_WEIGHTS", "HOME", "TORCH_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / "no-weights"))
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "run"
@@ -33,7 +40,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_vqkit_eval_writes_metrics_and_pictures(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_vqkit_eval_writes_metrics_and_pictures(run_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(run_dir), "--data", "photos", "--batch-size", "4", "--max-images", "12"]) == 0
     out = run_dir / "eval-val"
     record = json.loads((out / "metrics.json").read_text())
@@ -42,7 +50,9 @@ def test_vqkit_eval_writes_metrics_and_pictures(run_dir: Path, capsys: pytest.Ca
     assert metrics["images"] == 12
     assert len(metrics["usage_per_stage"]) == 2 and 0 < metrics["usage"] <= 1
     assert metrics["bits_per_pixel"] == pytest.approx(metrics["bits_per_token"] / 16)  # f = 4
-    assert "unavailable" in metrics["rfid"] and "pt_inception-2015-12-05-6726825d.pth" in metrics["rfid"]["unavailable"]
+    assert "pt_inception-2015-12-05-6726825d.pth" in metrics["rfid"]["unavailable"]
+    assert "vgg16-397923af.pth" in metrics["lpips"]["unavailable"]
+    assert str(tmp_path / "no-weights") in metrics["lpips"]["unavailable"]  # says where it looked
     assert 0 < metrics["ssim"] < 1 and metrics["psnr"] > 5
     with Image.open(out / "reconstructions.png") as grid:
         assert grid.size[1] > 2 * 32 and grid.size[0] > 8 * 32

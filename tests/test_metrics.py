@@ -69,6 +69,14 @@ def test_ssim_matches_scikit_image_with_wang_settings() -> None:
     assert values[1].item() == pytest.approx(direct, abs=1e-6)
 
 
+def test_ssim_of_flat_images_by_hand() -> None:
+    """Constant images: no variance, so SSIM is the luminance term (2ab + C1) / (a² + b² + C1)."""
+    x = torch.full((1, 3, 16, 16), 0.2)  # 0.6 on the [0, 1] scale
+    y = torch.full((1, 3, 16, 16), -0.4)  # 0.3
+    c1 = 0.01**2
+    assert ssim(x, y).item() == pytest.approx((2 * 0.6 * 0.3 + c1) / (0.6**2 + 0.3**2 + c1), abs=1e-6)
+
+
 def test_pixel_metrics_reject_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="one shape"):
         ssim(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 15))
@@ -200,3 +208,36 @@ def test_lpips_unavailable_names_the_file_and_every_path(no_weights: Path) -> No
     assert "vgg16-397923af.pth not found; looked in:" in message
     assert str(no_weights / "weights" / "vgg16-397923af.pth") in message
     assert str(no_weights / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
+
+
+# torchvision's VGG16 `features` convolutions (index, out channels) and LPIPS v0.1's heads, written
+# down from those projects' published layouts, not from vqkit: the loader must accept their key names.
+_VGG16_CONVS = [(0, 64), (2, 64), (5, 128), (7, 128), (10, 256), (12, 256), (14, 256), (17, 512), (19, 512),
+                (21, 512), (24, 512), (26, 512), (28, 512)]
+_LPIPS_HEADS = [64, 128, 256, 512, 512]
+
+
+def test_lpips_loads_files_in_torchvision_and_lpips_key_layout(no_weights: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    vgg: dict[str, torch.Tensor] = {"classifier.0.weight": torch.zeros(2, 2)}  # the classifier is not used
+    channels = 3
+    for index, out in _VGG16_CONVS:
+        vgg[f"features.{index}.weight"] = torch.randn(out, channels, 3, 3, generator=g) * (2 / (9 * channels)) ** 0.5
+        vgg[f"features.{index}.bias"] = torch.zeros(out)
+        channels = out
+    heads = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate(_LPIPS_HEADS)}
+    torch.save(vgg, no_weights / "weights" / "vgg16-397923af.pth")
+    torch.save(heads, no_weights / "weights" / "lpips_vgg_v0.1.pth")
+
+    model = load_lpips()
+    assert torch.equal(model.features[28].weight, vgg["features.28.weight"])
+    assert torch.equal(model.heads[4].weight, heads["lin4.model.1.weight"])
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    y = (x + 0.3 * torch.randn(2, 3, 32, 32, generator=g)).clamp(-1, 1)
+    assert model(x, x).abs().max().item() < 1e-6
+    assert (model(x, y) > 0).all()
+
+    del heads["lin2.model.1.weight"]
+    torch.save(heads, no_weights / "weights" / "lpips_vgg_v0.1.pth")
+    with pytest.raises(ValueError, match=r"not LPIPS v0\.1 VGG heads"):
+        load_lpips()

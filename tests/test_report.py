@@ -75,3 +75,17 @@ def test_write_report_single_config_missing_files(tmp_path: Path) -> None:
     for path in paths[1:]:
         with Image.open(path) as im:
             im.verify()
+
+
+def test_paper_columns_follow_what_the_preset_quotes(tmp_path: Path) -> None:
+    """SimVQ rows quote usage, rFID, LPIPS, PSNR and SSIM (no L1): each gets its own column."""
+    from vqkit.experiments.presets import PRESETS
+
+    entry = PRESETS["simvq-codebook-sweep"].entries[0]
+    assert entry.paper is not None
+    configs = [_config(tmp_path, entry.name, entry.family, 10.0, _metrics(20.0, 0.2), entry.paper)]
+    report = write_report(tmp_path / "r", {"preset": "simvq-codebook-sweep", "configs": configs})[0].read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| Method |"))
+    assert header.endswith("| paper LPIPS | paper rFID | paper PSNR | paper SSIM | paper usage (%) |")
+    row = next(line for line in report.splitlines() if line.startswith(f"| {entry.name} |"))
+    assert row.endswith("| 0.16 | 3.67 | 22.34 | 0.708 | 100.0 |")  # SimVQ Table 3, 1k codes

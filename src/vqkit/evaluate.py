@@ -30,6 +30,7 @@ from .metrics.codebook import CodeUsage
 from .metrics.fid import FID
 from .metrics.image import batch_psnr, l1, mse, psnr, ssim
 from .models import Tokenizer
+from .models.pretrained import atomic_write
 
 NOT_REQUESTED = "not requested"
 BATCH_PSNR_NOTE = ("SimVQ's evaluation: PSNR of the MSE averaged over each batch, then averaged over batches "
@@ -197,7 +198,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
                  batch_size: int = 32, max_images: int = 0, device: str = "auto") -> dict[str, Any]:
     """Evaluate the final model of a ``vqkit train`` run on ``split`` of ``data``.
 
-    Uses the run's image size, seed and crop settings, so the numbers match its validation.
+    Uses the run's image size, seed, crop and autocast settings, so the numbers match its validation.
     Writes ``out/metrics.json``, ``out/reconstructions.png`` and ``out/code_usage.png``; returns
     the metrics. LPIPS and rFID are reported unavailable, with the reason, without their weights.
     """
@@ -231,12 +232,13 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
         except WeightsUnavailableError as err:
             extras.append(str(err))
     print(f"vqkit eval: {len(dataset)} {split} images of {cfg.data} at {cfg.image_size}px", flush=True)  # type: ignore[arg-type]
-    result = run_evaluation(model, loader, dev, extras[0], extras[1], keep_samples=8)
+    result = run_evaluation(model, loader, dev, extras[0], extras[1], amp_dtype=cfg.amp_dtype(dev), keep_samples=8)
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     record = {"run": str(run), "data": cfg.data, "split": split, "image_size": cfg.image_size,
               "metrics": result.metrics}
-    (target / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     save_reconstruction_grid(result.originals, result.reconstructions, target / "reconstructions.png")
     save_code_usage_plot(result.usage, target / "code_usage.png")
+    # last and atomically: `vqkit compare` takes metrics.json as "this evaluation is complete"
+    atomic_write(target / "metrics.json", (json.dumps(record, indent=2) + "\n").encode())
     return result.metrics

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate import evaluate_run
+from ..models.pretrained import atomic_write
 from ..train import TrainConfig, load_config, train
 from ..train.checkpoint import CHECKPOINT
 from .presets import PRESETS, TOY_PRESET, Entry, Preset
 
-_SETTINGS = ("data", "steps", "seed", "image_size", "batch_size", "arch", "quantizer", "quantizer_args")
+_NOT_RESULTS = frozenset({"out", "workers", "log_every", "eval_every", "ckpt_every", "device"})
+"""TrainConfig fields that do not change what a run measures; every other one must match to reuse a run."""
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,10 @@ def entry_config(preset: Preset, entry: Entry, cfg: CompareConfig, run_dir: Path
 def _check_same_settings(run_dir: Path, train_cfg: TrainConfig) -> None:
     saved = json.loads((run_dir / "config.json").read_text())
     wanted = train_cfg.to_dict()
-    diff = [k for k in _SETTINGS if json.dumps(saved.get(k)) != json.dumps(wanted.get(k))]
+    keys = sorted((set(saved) | set(wanted)) - _NOT_RESULTS)
+    diff = [k for k in keys if json.dumps(saved.get(k)) != json.dumps(wanted.get(k))]
     if diff:
         raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)}): choose another --out")
-
-
-def _curve(run_dir: Path) -> list[dict[str, float]]:
-    lines = (run_dir / "log.jsonl").read_text().splitlines() if (run_dir / "log.jsonl").exists() else []
-    return [r for r in map(json.loads, lines) if r.get("split") == "train"]
 
 
 def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> dict[str, Any]:
@@ -94,6 +92,14 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
     }
 
 
+def _progress(start: float, durations: list[float], remaining: int) -> str:
+    """' (sweep: 12.3 min so far, about 20 min left)' once one configuration has run in this process."""
+    if not durations:
+        return ""
+    left = sum(durations) / len(durations) * remaining
+    return f" (sweep: {(time.perf_counter() - start) / 60:.1f} min so far, about {left / 60:.0f} min left)"
+
+
 def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     """Run the sweep ``preset_name``; writes results.json, report.md and plots into ``cfg.out``."""
     out = Path(cfg.out)
@@ -111,9 +117,13 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
         known = [slug(e.name) for e in preset.entries]
         raise ValueError(f"unknown configuration(s) {sorted(set(keys) - set(known))}; {preset_name} has {known}")
     start, records = time.perf_counter(), []
+    durations: list[float] = []
     for i, entry in enumerate(entries, 1):
-        print(f"[{i}/{len(entries)}] {entry.name}", flush=True)
+        print(f"[{i}/{len(entries)}] {entry.name}{_progress(start, durations, len(entries) - i + 1)}", flush=True)
+        began = time.perf_counter()
         records.append(run_entry(preset, entry, cfg, out))
+        if time.perf_counter() - began > 1.0:  # skipped (already finished) configurations say nothing of speed
+            durations.append(time.perf_counter() - began)
     first = entry_config(preset, entries[0], cfg, out)
     results = {
         "preset": preset.name, "title": preset.title, "scale": cfg.scale, "data": cfg.data,
@@ -121,7 +131,7 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "train_seconds_total": round(sum(r["train_seconds"] for r in records), 1), "configs": records,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
     from .report import write_report
 
     write_report(out, results)

@@ -77,9 +77,11 @@ _add(Preset(
 
 _add(Preset(
     "rfsq-equal-bits",
-    "RFSQ against FSQ at equal bits per token (12 and 22 bits): the comparison the paper did not make",
+    "RFSQ against FSQ, LFQ and VQ-EMA at equal bits per token (12 and 22 bits): the comparison the paper did not make",
     (
         Entry("FSQ-12bit [8,8,8,8]", "FSQ", "fsq", {"levels": [8, 8, 8, 8]}),
+        Entry("VQ-EMA-12bit 4096", "VQ-EMA", "emavq", {"dim": 6, "codebook_size": 4096}),
+        Entry("LFQ-12bit", "LFQ", "lfq", {"dim": 12}),
         Entry("RFSQ-12bit 2x[8,8]-None", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "none"}),
         Entry("RFSQ-12bit 2x[8,8]-Scale", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "scale"}),
         Entry("RFSQ-12bit 2x[8,8]-LayerNorm", "RFSQ", "rfsq",
@@ -87,6 +89,7 @@ _add(Preset(
         Entry("RFSQ-12bit 3x[4,4]-LayerNorm", "RFSQ", "rfsq",
               {"levels": [4, 4], "num_stages": 3, "conditioning": "layernorm"}),
         Entry("FSQ-22bit [8,8,8,8,8,8,4,4]", "FSQ", "fsq", {"levels": [8, 8, 8, 8, 8, 8, 4, 4]}),
+        Entry("LFQ-22bit", "LFQ", "lfq", {"dim": 22}),  # no VQ-EMA: 4M codes cannot fill from a CPU sweep
         Entry("RFSQ-22bit 2x[8,8,8,4]-None", "RFSQ", "rfsq",
               {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "none"}),
         Entry("RFSQ-22bit 2x[8,8,8,4]-Scale", "RFSQ", "rfsq",

@@ -65,24 +65,27 @@ def _unavailable_notes(configs: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+_PAPER_COLUMNS = {"l1": "L1", "lpips": "LPIPS", "rfid": "rFID", "psnr": "PSNR", "ssim": "SSIM",
+                  "usage": "usage (%)"}
+"""Metrics a preset may quote from its paper (``Entry.paper``), in table order."""
+
+
 def _main_table(configs: list[dict[str, Any]]) -> list[str]:
-    with_paper = any(isinstance(c.get("paper"), dict) for c in configs)
+    papers = [c["paper"] if isinstance(c.get("paper"), dict) else {} for c in configs]
+    paper_keys = [k for k in _PAPER_COLUMNS if any(_num(p.get(k)) is not None for p in papers)]
     head = ["Method", "family", "bits/token", "L1", "LPIPS", "rFID", "PSNR (dB)", "SSIM", "usage (%)",
-            "perplexity", "train s"]
-    if with_paper:
-        head += ["paper L1", "paper LPIPS", "paper PSNR"]
+            "perplexity", "train s"] + [f"paper {_PAPER_COLUMNS[k]}" for k in paper_keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for c in configs:
+    for c, paper in zip(configs, papers, strict=True):
         m = _metrics(c)
         usage = _num(m.get("usage"))
         row = [_md(c.get("name", "?")), _md(c.get("family", "")), _bits(_bits_of(c)), _fmt(m.get("l1"), 4),
                _fmt(m.get("lpips"), 4), _fmt(m.get("rfid"), 2), _fmt(m.get("psnr"), 2), _fmt(m.get("ssim"), 4),
                "n/a" if usage is None else f"{100 * usage:.1f}", _fmt(m.get("perplexity"), 1),
                _fmt(c.get("train_seconds"), 0)]
-        if with_paper:
-            paper = c.get("paper") if isinstance(c.get("paper"), dict) else {}
-            assert isinstance(paper, dict)
-            row += ["" if _num(paper.get(k)) is None else f"{paper[k]:g}" for k in ("l1", "lpips", "psnr")]
+        for k in paper_keys:
+            x = _num(paper.get(k))
+            row.append("" if x is None else f"{100 * x:.1f}" if k == "usage" else f"{x:g}")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..models import TokenizerConfig
 
 
@@ -93,6 +95,11 @@ class TrainConfig:
             conv_channels=self.conv_channels or None, ch=self.ch, ch_mult=self.ch_mult,
             num_res_blocks=self.num_res_blocks,
         )
+
+    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype of training and validation on ``device`` (None: float32)."""
+        bf16 = self.amp == "bf16" or (self.amp == "auto" and device.type == "cuda")
+        return torch.bfloat16 if bf16 else None
 
     @property
     def crop_resize(self) -> int | None:

@@ -31,6 +31,7 @@ from ..data.images import build_dataset, set_epoch
 from ..evaluate import evaluate
 from ..metrics import WeightsUnavailableError, load_lpips
 from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
+from ..models.pretrained import atomic_write
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .log import RunLog
@@ -196,8 +197,8 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------------
     def _autocast(self) -> AbstractContextManager[Any]:
-        amp = self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and self.ctx.device.type == "cuda")
-        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+        dtype = self.cfg.amp_dtype(self.ctx.device)
+        return torch.autocast(self.ctx.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
     def _train_step(self, images: Tensor) -> dict[str, float]:
         cfg = self.cfg
@@ -249,9 +250,8 @@ class Trainer:
         """
         model = self.ema if self.ema is not None else self.model
         loader = DataLoader(self.val_set, batch_size=self.cfg.batch_size, shuffle=False)
-        amp = self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and self.ctx.device.type == "cuda")
         metrics = evaluate(model, loader, self.ctx.device, self.lpips if self.lpips is not None else self.lpips_note,
-                           amp_dtype=torch.bfloat16 if amp else None)
+                           amp_dtype=self.cfg.amp_dtype(self.ctx.device))
         return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class Trainer:
         if self.ctx.main:
             final = self.ema if self.ema is not None else self.model
             final.save_pretrained(self.run_dir / "final")
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self._barrier()
         return summary
 
