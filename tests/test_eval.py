@@ -22,7 +22,8 @@ TINY: dict[str, Any] = dict(
     lr=2e-3, warmup=0.0, log_every=1, eval_every=1000, ckpt_every=5, max_val_images=8,
 )
 KEYS = {"images", "l1", "mse", "psnr", "batch_psnr", "batch_psnr_note", "ssim", "lpips", "rfid", "usage",
-        "perplexity", "usage_per_stage", "perplexity_per_stage", "bits_per_token", "bits_per_pixel"}
+        "perplexity", "usage_per_stage", "perplexity_per_stage", "tokens", "usage_ceiling", "bits_per_token",
+        "bits_per_pixel"}
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +49,8 @@ def test_vqkit_eval_writes_metrics_and_pictures(run_dir: Path, tmp_path: Path,
     metrics = record["metrics"]
     assert set(metrics) >= KEYS
     assert metrics["images"] == 12
+    assert metrics["tokens"] == 12 * 8 * 8  # 32 px, f = 4
+    assert metrics["usage_ceiling"] == pytest.approx(768 / 1000)  # 768 tokens, 2 stages of 8·5·5·5 codes
     assert len(metrics["usage_per_stage"]) == 2 and 0 < metrics["usage"] <= 1
     assert metrics["bits_per_pixel"] == pytest.approx(metrics["bits_per_token"] / 16)  # f = 4
     assert "pt_inception-2015-12-05-6726825d.pth" in metrics["rfid"]["unavailable"]

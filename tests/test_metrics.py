@@ -92,6 +92,11 @@ def test_code_usage_of_known_index_sets_across_batches() -> None:
     p = np.array([2, 3, 3]) / 8
     assert result["perplexity"] == pytest.approx(math.exp(-(p * np.log(p)).sum()))
     assert usage.counts(0).tolist() == [3, 3, 2]
+    assert result["tokens"] == 8 and result["usage_ceiling"] == 1.0
+    few = CodeUsage((4, 64))  # 4 tokens can use all of 4 codes but at most 1/16 of 64
+    few.update(torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]]))
+    assert few.result()["usage_ceiling"] == pytest.approx((1 + 4 / 64) / 2)
+    assert few.result()["usage_per_stage"] == pytest.approx([1.0, 4 / 64])
     uniform = CodeUsage((4,))
     uniform.update(torch.arange(4).repeat(5))
     assert uniform.result()["usage"] == 1.0 and uniform.result()["perplexity"] == pytest.approx(4.0)

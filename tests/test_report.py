@@ -89,3 +89,18 @@ def test_paper_columns_follow_what_the_preset_quotes(tmp_path: Path) -> None:
     assert header.endswith("| paper LPIPS | paper rFID | paper PSNR | paper SSIM | paper usage (%) |")
     row = next(line for line in report.splitlines() if line.startswith(f"| {entry.name} |"))
     assert row.endswith("| 0.16 | 3.67 | 22.34 | 0.708 | 100.0 |")  # SimVQ Table 3, 1k codes
+    assert "max usage" not in report  # no usage_ceiling recorded: no column
+
+
+def test_usage_ceiling_column_when_the_set_is_smaller_than_a_codebook(tmp_path: Path) -> None:
+    small, big = _metrics(20.0, 0.2), _metrics(21.0, 0.2)
+    small.update(usage=0.3, usage_ceiling=1.0)
+    big.update(usage=0.05, usage_ceiling=0.25)  # 16k tokens, 65k codes
+    configs = [_config(tmp_path, "SimVQ-1k", "SimVQ", 10.0, small, None),
+               _config(tmp_path, "SimVQ-65k", "SimVQ", 16.0, big, None)]
+    report = write_report(tmp_path / "r", {"preset": "p", "configs": configs})[0].read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| Method |"))
+    assert "| usage (%) | max usage (%) | perplexity |" in header
+    assert "| 5.0 | 25.0 |" in next(line for line in report.splitlines() if line.startswith("| SimVQ-65k |"))
+    assert "| 30.0 | 100.0 |" in next(line for line in report.splitlines() if line.startswith("| SimVQ-1k |"))
+    assert "a larger set is needed" in report

@@ -112,7 +112,8 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
     metrics["lpips"] = _unavailable(lpips) or metrics["lpips"]
     metrics["rfid"] = _unavailable(fid) or (rfid.compute() if rfid is not None else None)
     codes = usage.result()
-    metrics.update({k: codes[k] for k in ("usage", "perplexity", "usage_per_stage", "perplexity_per_stage")})
+    metrics.update({k: codes[k] for k in ("usage", "perplexity", "usage_per_stage", "perplexity_per_stage",
+                                          "tokens", "usage_ceiling")})
     f = model.downsample_factor
     metrics["bits_per_token"] = model.bits_per_token
     metrics["bits_per_pixel"] = model.bits_per_token / (f * f)
@@ -129,7 +130,8 @@ def evaluate(model: Tokenizer, loader: Iterable[Tensor], device: torch.device | 
     Keys: ``images``; ``l1``, ``mse`` ([-1, 1] scale), ``psnr`` (dB, per image then mean, [0, 1]
     scale), ``ssim`` (per image then mean); ``batch_psnr`` and its ``batch_psnr_note``; ``lpips``
     and ``rfid`` (float, or ``{"unavailable": reason}``); ``usage`` and ``perplexity`` (means over
-    stages) with ``usage_per_stage`` and ``perplexity_per_stage``; ``bits_per_token`` and
+    stages) with ``usage_per_stage`` and ``perplexity_per_stage``; ``tokens`` (per stage) and
+    ``usage_ceiling`` (the most usage that many tokens allow: min(1, tokens / K)); ``bits_per_token`` and
     ``bits_per_pixel`` (= bits per token / f², f the downsample factor).
     """
     return run_evaluation(model, loader, device, lpips, fid, amp_dtype=amp_dtype, distributed=distributed).metrics

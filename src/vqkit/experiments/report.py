@@ -33,6 +33,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _percent(value: Any) -> str:
+    x = _num(value)
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
 def _bits(value: Any) -> str:
     """12.0 stays 12.0, 15.965784 becomes 15.97."""
     x = _num(value)
@@ -73,20 +78,25 @@ _PAPER_COLUMNS = {"l1": "L1", "lpips": "LPIPS", "rfid": "rFID", "psnr": "PSNR", 
 def _main_table(configs: list[dict[str, Any]]) -> list[str]:
     papers = [c["paper"] if isinstance(c.get("paper"), dict) else {} for c in configs]
     paper_keys = [k for k in _PAPER_COLUMNS if any(_num(p.get(k)) is not None for p in papers)]
+    ceilings = [_num(_metrics(c).get("usage_ceiling")) for c in configs]
+    capped = any(x is not None and x < 1 for x in ceilings)  # the set has fewer tokens than some codebook
     head = ["Method", "family", "bits/token", "L1", "LPIPS", "rFID", "PSNR (dB)", "SSIM", "usage (%)",
-            "perplexity", "train s"] + [f"paper {_PAPER_COLUMNS[k]}" for k in paper_keys]
+            *(["max usage (%)"] if capped else []), "perplexity", "train s",
+            *(f"paper {_PAPER_COLUMNS[k]}" for k in paper_keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for c, paper in zip(configs, papers, strict=True):
+    for c, paper, ceiling in zip(configs, papers, ceilings, strict=True):
         m = _metrics(c)
-        usage = _num(m.get("usage"))
         row = [_md(c.get("name", "?")), _md(c.get("family", "")), _bits(_bits_of(c)), _fmt(m.get("l1"), 4),
                _fmt(m.get("lpips"), 4), _fmt(m.get("rfid"), 2), _fmt(m.get("psnr"), 2), _fmt(m.get("ssim"), 4),
-               "n/a" if usage is None else f"{100 * usage:.1f}", _fmt(m.get("perplexity"), 1),
+               _percent(m.get("usage")), *([_percent(ceiling)] if capped else []), _fmt(m.get("perplexity"), 1),
                _fmt(c.get("train_seconds"), 0)]
         for k in paper_keys:
             x = _num(paper.get(k))
-            row.append("" if x is None else f"{100 * x:.1f}" if k == "usage" else f"{x:g}")
+            row.append("" if x is None else _percent(x) if k == "usage" else f"{x:g}")
         lines.append("| " + " | ".join(row) + " |")
+    if capped:
+        lines += ["", "_max usage: the most codes the evaluation set's tokens could use, min(1, tokens / codebook "
+                  "size), averaged over stages; a larger set is needed to test a claim of 100% usage._"]
     return lines
 
 
@@ -269,8 +279,10 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     _barh(out_dir / "psnr.png", configs, psnrs, "PSNR (dB, per image)", "PSNR per method",
           [f"{_fmt(p, 2)} dB, {_bits(_bits_of(c))} bits/token" for p, c in zip(psnrs, configs, strict=True)])
     usages = [None if (u := _num(_metrics(c).get("usage"))) is None else 100 * u for c in configs]
-    _barh(out_dir / "usage.png", configs, usages, "codebook usage (%)", "codebook usage",
-          [_fmt(u, 1) + " %" for u in usages])
+    ceilings = [_num(_metrics(c).get("usage_ceiling")) for c in configs]
+    _barh(out_dir / "usage.png", configs, usages, "codebook usage (%)", "codebook usage over the evaluation set",
+          [_fmt(u, 1) + " %" + (f" (max {_percent(m)} %)" if m is not None and m < 1 else "")
+           for u, m in zip(usages, ceilings, strict=True)])
     _plot_rate_distortion(out_dir / "rate_distortion.png", configs)
     written += [out_dir / name for name in PLOTS]
     has_best = _best_reconstructions(out_dir / BEST, configs)

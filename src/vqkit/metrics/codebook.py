@@ -114,7 +114,9 @@ class CodeUsage:
         """``usage`` (fraction of codes used at least once) and ``perplexity`` per stage and their means.
 
         Keys: ``usage``, ``perplexity`` (means over stages), ``usage_per_stage``,
-        ``perplexity_per_stage`` (lists), ``tokens`` (indices counted per stage).
+        ``perplexity_per_stage`` (lists), ``tokens`` (indices counted per stage) and
+        ``usage_ceiling``: the mean over stages of min(1, tokens / K), the most that ``tokens``
+        indices could use — 16k tokens can use at most a quarter of 65k codes.
         """
         usage, perplexity, tokens = [], [], 0
         for s, size in enumerate(self.codebook_sizes):
@@ -129,9 +131,11 @@ class CodeUsage:
             entropy = float(-(probs * probs.log()).sum())
             usage.append(used.numel() / size)
             perplexity.append(math.exp(entropy))
+        ceiling = [min(1.0, tokens / size) for size in self.codebook_sizes]
         return {
             "usage": sum(usage) / len(usage), "perplexity": sum(perplexity) / len(perplexity),
             "usage_per_stage": usage, "perplexity_per_stage": perplexity, "tokens": tokens,
+            "usage_ceiling": sum(ceiling) / len(ceiling),
         }
 
 
