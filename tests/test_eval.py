@@ -23,7 +23,7 @@ TINY: dict[str, Any] = dict(
 )
 KEYS = {"images", "l1", "mse", "psnr", "batch_psnr", "batch_psnr_note", "ssim", "lpips", "rfid", "usage",
         "perplexity", "usage_per_stage", "perplexity_per_stage", "tokens", "usage_ceiling", "bits_per_token",
-        "bits_per_pixel"}
+        "side_bits_per_image", "bits_per_pixel"}
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +80,18 @@ def test_evaluate_averages_per_image_psnr_over_the_split(run_dir: Path) -> None:
     assert metrics["psnr"] == pytest.approx(psnr(recon, images).mean().item(), abs=1e-4)
     assert metrics["lpips"] == {"unavailable": NOT_REQUESTED} and metrics["rfid"] == {"unavailable": NOT_REQUESTED}
     assert not model.training
+
+
+def test_bits_per_pixel_counts_the_side_information_of_instance_layernorm() -> None:
+    """Instance-LayerNorm RFSQ needs 2·dim·stages float32 per image besides its indices: counted."""
+    from vqkit.models import TokenizerConfig
+
+    args = dict(levels=[8, 5, 5, 5], num_stages=2, conditioning="layernorm")
+    images = [torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1]
+    for stats, side in (("running", 0), ("instance", 32 * 2 * 4 * 2)):
+        torch.manual_seed(0)
+        model = Tokenizer(TokenizerConfig(arch="rfsq_conv", quantizer="rfsq", conv_channels=(16, 32),
+                                          quantizer_args={**args, "layernorm_stats": stats}))
+        metrics = evaluate(model, images, "cpu")
+        assert metrics["side_bits_per_image"] == side
+        assert metrics["bits_per_pixel"] == pytest.approx(metrics["bits_per_token"] / 16 + side / (32 * 32))

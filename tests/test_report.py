@@ -104,3 +104,11 @@ def test_usage_ceiling_column_when_the_set_is_smaller_than_a_codebook(tmp_path: 
     assert "| 5.0 | 25.0 |" in next(line for line in report.splitlines() if line.startswith("| SimVQ-65k |"))
     assert "| 30.0 | 100.0 |" in next(line for line in report.splitlines() if line.startswith("| SimVQ-1k |"))
     assert "a larger set is needed" in report
+
+
+def test_side_information_is_counted_in_a_note(tmp_path: Path) -> None:
+    metrics = _metrics(22.4, 0.2)
+    metrics.update(side_bits_per_image=512, bits_per_pixel=0.84375)
+    configs = [_config(tmp_path, "RFSQ-LN-instance", "RFSQ", 22.0, metrics, None)]
+    report = write_report(tmp_path / "r", {"preset": "p", "configs": configs})[0].read_text()
+    assert "RFSQ-LN-instance: decoding also needs 512 bits of side information per image, 0.8438 bits" in report

@@ -73,10 +73,12 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
     rfid = FID(fid) if isinstance(fid, nn.Module) else None
     sums = torch.zeros(len(_SUMS) + 3, dtype=torch.float64)  # + images, batch PSNR sum, batches
     kept: list[tuple[Tensor, Tensor]] = []
+    pixels = 1
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     try:
         for batch in loader:
             images = batch.to(device).float()
+            pixels = images.shape[-2] * images.shape[-1]
             with autocast:
                 recon, out = model(images)
             recon = recon.float().clamp(-1, 1)
@@ -115,8 +117,10 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
     metrics.update({k: codes[k] for k in ("usage", "perplexity", "usage_per_stage", "perplexity_per_stage",
                                           "tokens", "usage_ceiling")})
     f = model.downsample_factor
+    side = int(getattr(model.quantizer, "side_bits_per_sample", 0))  # instance-LayerNorm RFSQ's statistics
     metrics["bits_per_token"] = model.bits_per_token
-    metrics["bits_per_pixel"] = model.bits_per_token / (f * f)
+    metrics["side_bits_per_image"] = side
+    metrics["bits_per_pixel"] = model.bits_per_token / (f * f) + side / pixels
     originals = torch.cat([o for o, _ in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
     recons = torch.cat([r for _, r in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
     return Evaluation(metrics, usage, originals, recons)
@@ -132,7 +136,8 @@ def evaluate(model: Tokenizer, loader: Iterable[Tensor], device: torch.device | 
     and ``rfid`` (float, or ``{"unavailable": reason}``); ``usage`` and ``perplexity`` (means over
     stages) with ``usage_per_stage`` and ``perplexity_per_stage``; ``tokens`` (per stage) and
     ``usage_ceiling`` (the most usage that many tokens allow: min(1, tokens / K)); ``bits_per_token`` and
-    ``bits_per_pixel`` (= bits per token / f², f the downsample factor).
+    ``side_bits_per_image`` (float32 side information a decoder needs besides the indices: instance
+    LayerNorm RFSQ only, else 0) and ``bits_per_pixel`` (= bits per token / f² + side bits / pixels).
     """
     return run_evaluation(model, loader, device, lpips, fid, amp_dtype=amp_dtype, distributed=distributed).metrics
 

@@ -120,9 +120,9 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     durations: list[float] = []
     for i, entry in enumerate(entries, 1):
         print(f"[{i}/{len(entries)}] {entry.name}{_progress(start, durations, len(entries) - i + 1)}", flush=True)
-        began = time.perf_counter()
+        began, fresh = time.perf_counter(), not (out / "runs" / slug(entry.name) / "summary.json").exists()
         records.append(run_entry(preset, entry, cfg, out))
-        if time.perf_counter() - began > 1.0:  # skipped (already finished) configurations say nothing of speed
+        if fresh:  # configurations trained earlier (skipped, or only re-evaluated) say nothing of speed
             durations.append(time.perf_counter() - began)
     first = entry_config(preset, entries[0], cfg, out)
     results = {

@@ -75,6 +75,17 @@ _PAPER_COLUMNS = {"l1": "L1", "lpips": "LPIPS", "rfid": "rFID", "psnr": "PSNR", 
 """Metrics a preset may quote from its paper (``Entry.paper``), in table order."""
 
 
+def _side_info_notes(configs: list[dict[str, Any]]) -> list[str]:
+    """Configs whose decoder needs more than the indices (instance-LayerNorm RFSQ): say how much."""
+    notes = []
+    for c in configs:
+        side = _num(_metrics(c).get("side_bits_per_image"))
+        if side:
+            notes.append(f"{c.get('name', '?')}: decoding also needs {side:.0f} bits of side information per "
+                         f"image, {_fmt(_metrics(c).get('bits_per_pixel'), 4)} bits per pixel in all")
+    return notes
+
+
 def _main_table(configs: list[dict[str, Any]]) -> list[str]:
     papers = [c["paper"] if isinstance(c.get("paper"), dict) else {} for c in configs]
     paper_keys = [k for k in _PAPER_COLUMNS if any(_num(p.get(k)) is not None for p in papers)]
@@ -290,7 +301,7 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
         written.append(out_dir / BEST)
 
     lines = [*_header(results), "## Results", "", *_main_table(configs), ""]
-    notes = _unavailable_notes(configs)
+    notes = _unavailable_notes(configs) + _side_info_notes(configs)
     if notes:
         lines += [f"_{_md(note)}_  " for note in notes] + [""]
     lines += ["PSNR is the per-image mean (not SimVQ's batch PSNR); usage is the share of codes used over the "
