@@ -138,3 +138,41 @@ def test_code_usage_sums_counts_across_ranks(tmp_path: Path) -> None:
         assert got["result"] == single.result()
         assert got["result"]["usage_per_stage"][0] == pytest.approx(4 / 8)  # codes 0, 1, 6, 7
         assert [c.tolist() for c in got["counts"]] == [[3, 2, 1, 1], [3, 3, 1]]
+
+
+def _tiny_tokenizer() -> nn.Module:
+    from vqkit.models import Tokenizer, TokenizerConfig
+
+    torch.manual_seed(0)
+    return Tokenizer(TokenizerConfig(arch="rfsq_conv", quantizer="rfsq", conv_channels=(8, 16),
+                                     quantizer_args={"levels": [8, 5, 5, 5], "num_stages": 2}))
+
+
+def _images() -> torch.Tensor:
+    return torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def _eval_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from vqkit.evaluate import evaluate
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        shard = _images()[rank::world]  # unequal halves would do too: sums, not means, are reduced
+        metrics = evaluate(_tiny_tokenizer(), [shard[:2], shard[2:]], "cpu", distributed=True)
+        torch.save(metrics, Path(out_dir) / f"eval{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_evaluation_equals_one_process_on_all_images(tmp_path: Path) -> None:
+    from vqkit.evaluate import evaluate
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    mp.spawn(_eval_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    images = _images()
+    single = evaluate(_tiny_tokenizer(), [images[:3], images[3:]], "cpu")
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"eval{rank}.pt")
+        assert got["images"] == 6 and got["tokens"] == single["tokens"] == 6 * 4 * 4
+        for key in ("l1", "mse", "psnr", "ssim", "usage", "perplexity"):
+            assert got[key] == pytest.approx(single[key], rel=1e-5), key

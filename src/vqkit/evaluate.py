@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from PIL import Image
 from torch import Tensor, nn
 
@@ -31,6 +30,7 @@ from .metrics.fid import FID
 from .metrics.image import batch_psnr, l1, mse, psnr, ssim
 from .models import Tokenizer
 from .models.pretrained import atomic_write
+from .quantizers.distributed import all_reduce_sum
 
 NOT_REQUESTED = "not requested"
 BATCH_PSNR_NOTE = ("SimVQ's evaluation: PSNR of the MSE averaged over each batch, then averaged over batches "
@@ -96,10 +96,8 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
                 kept.append((images.cpu(), recon.cpu()))
     finally:
         model.train(was_training)
-    if distributed and dist.is_available() and dist.is_initialized():
-        reduced = sums.to(device) if dist.get_backend() == "nccl" else sums
-        dist.all_reduce(reduced)
-        sums = reduced.cpu()
+    if distributed:  # no-ops outside a process group
+        sums = all_reduce_sum(sums)
         usage.all_reduce()
         if rfid is not None:
             rfid.all_reduce()
@@ -117,7 +115,7 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
     metrics.update({k: codes[k] for k in ("usage", "perplexity", "usage_per_stage", "perplexity_per_stage",
                                           "tokens", "usage_ceiling")})
     f = model.downsample_factor
-    side = int(getattr(model.quantizer, "side_bits_per_sample", 0))  # instance-LayerNorm RFSQ's statistics
+    side = model.quantizer.side_bits_per_sample
     metrics["bits_per_token"] = model.bits_per_token
     metrics["side_bits_per_image"] = side
     metrics["bits_per_pixel"] = model.bits_per_token / (f * f) + side / pixels

@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..quantizers.distributed import all_reduce_sum, is_distributed
+
 DENSE_LIMIT = 1 << 24
 
 
@@ -80,18 +82,12 @@ class CodeUsage:
         Every rank must call it, with the same codebook sizes; a rank that saw no index of a
         stage takes part with zeros.
         """
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not is_distributed():
             return
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
         for s, size in enumerate(self.codebook_sizes):
             if size <= DENSE_LIMIT:
                 counts = self._dense[s]
-                if counts is None:
-                    counts = torch.zeros(size, dtype=torch.int64, device=device)
-                elif device is not None:
-                    counts = counts.to(device)
-                dist.all_reduce(counts)
-                self._dense[s] = counts
+                self._dense[s] = all_reduce_sum(counts if counts is not None else torch.zeros(size, dtype=torch.int64))
             else:
                 gathered: list[Any] = [None] * dist.get_world_size()
                 dist.all_gather_object(gathered, self._sparse[s])

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..quantizers.distributed import all_reduce_sum, is_distributed
 from .perceptual import WeightsUnavailableError, weight_dirs
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -218,16 +219,11 @@ class FeatureStats:
         self.outer += f.T @ f
 
     def all_reduce(self) -> None:
-        """Sum across ranks (gloo-compatible: on CPU); a no-op without a process group."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        """Sum across ranks; a no-op without a process group."""
+        if not is_distributed():
             return
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
         packed = torch.cat([torch.tensor([float(self.n)], dtype=torch.float64), self.total, self.outer.flatten()])
-        packed = packed.to(device) if device is not None else packed
-        dist.all_reduce(packed)
-        packed = packed.cpu()
+        packed = all_reduce_sum(packed)
         d = self.total.numel()
         self.n, self.total, self.outer = int(packed[0]), packed[1 : d + 1], packed[d + 1 :].view(d, d)
 

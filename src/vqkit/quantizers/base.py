@@ -90,14 +90,15 @@ class Quantizer(nn.Module, ABC):
         return (self.codebook_size,) * self.num_stages
 
     @property
-    def side_bits_per_token(self) -> float:
-        """Bits per token of side information decoding needs beyond the indices."""
-        return 0.0
+    def side_bits_per_sample(self) -> int:
+        """Bits of side information per sample that decoding needs beyond the indices (0 for all but
+        instance-LayerNorm RFSQ). Per sample, not per token: a sample's token count is the caller's."""
+        return 0
 
     @property
     def bits_per_token(self) -> float:
-        """Σ log2(codebook size) over stages plus side information per token."""
-        return sum(math.log2(k) for k in self.codebook_sizes) + self.side_bits_per_token
+        """Σ log2(codebook size) over stages; side information is counted per sample, not here."""
+        return sum(math.log2(k) for k in self.codebook_sizes)
 
     # -- hooks -------------------------------------------------------------------------
     @abstractmethod

@@ -7,6 +7,7 @@ every rank holds the same codebook with ``DDP(broadcast_buffers=False)``.
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -31,3 +32,17 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """The sum of ``tensor`` over ranks, on ``tensor``'s device (``tensor`` itself when alone).
+
+    For statistics kept on the CPU (evaluation sums, FID moments, code counts of unseen stages):
+    NCCL reduces CUDA tensors only, so under NCCL a CPU tensor makes the trip through the GPU.
+    """
+    if not is_distributed():
+        return tensor
+    nccl = dist.get_backend() == "nccl" and not tensor.is_cuda
+    work = tensor.to(torch.device("cuda", torch.cuda.current_device())) if nccl else tensor.clone()
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.to(tensor.device)
