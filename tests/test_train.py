@@ -123,3 +123,15 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     cfg_file.write_text(json.dumps({"steps": 7, "betas": [0.5, 0.9]}))
     cfg = load_config("rfsq-cpu", cfg_file, lr=1e-3)
     assert (cfg.steps, cfg.betas, cfg.lr, cfg.arch) == (7, (0.5, 0.9), 1e-3, "rfsq_conv")
+
+
+def test_resumed_log_is_cut_to_the_checkpoint_and_survives_a_torn_line(tmp_path: Path) -> None:
+    """A kill mid-write leaves half a JSON line; resuming must cut the log back, not crash on it."""
+    from vqkit.train.log import LOG_FILE, RunLog, read_records
+
+    lines = [json.dumps({"split": "train", "step": s, "loss": 1.0 / s}) for s in (10, 20, 30)]
+    (tmp_path / LOG_FILE).write_text("\n".join(lines) + '\n{"split": "train", "st')
+    with RunLog(tmp_path, total_steps=40, enabled=True, resume_step=20) as log:
+        log.write({"split": "train", "step": 21, "loss": 0.04})
+    assert [r["step"] for r in read_records(tmp_path / LOG_FILE)] == [10, 20, 21]
+    assert read_records(tmp_path / "missing.jsonl") == []

@@ -10,12 +10,13 @@ partial sweep still gets a report.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from ..train.log import LOG_FILE, read_records
 
 PLOTS = ("curves.png", "psnr.png", "usage.png", "rate_distortion.png")
 BEST = "best_reconstructions.png"
@@ -129,23 +130,10 @@ def _stage_table(configs: list[dict[str, Any]]) -> list[str]:
 
 
 def _read_log(run_dir: Any) -> list[dict[str, Any]]:
-    """Training records of ``run_dir/log.jsonl``; [] if the file is missing or unreadable."""
+    """Training records of the run's log; [] if there is none."""
     if not run_dir:
         return []
-    path = Path(run_dir) / "log.jsonl"
-    records: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a half-written last line of a run that was stopped
-        if isinstance(record, dict) and record.get("split") == "train" and "step" in record:
-            records.append(record)
-    return records
+    return [r for r in read_records(Path(run_dir) / LOG_FILE) if r.get("split") == "train" and "step" in r]
 
 
 def _pyplot() -> Any:

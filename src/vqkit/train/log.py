@@ -16,6 +16,23 @@ from typing import Any
 LOG_FILE = "log.jsonl"
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSONL log, [] if it does not exist; a torn line (a kill mid-write) is skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class RunLog:
     """Append-only JSONL log with optional TensorBoard mirror and a one-line progress display."""
 
@@ -46,10 +63,8 @@ class RunLog:
         self._last_print = 0.0
 
     def _truncate(self, step: int) -> None:
-        if not self.path.exists():
-            return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [r for r in read_records(self.path) if r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
