@@ -30,6 +30,7 @@ from .metrics.fid import FID
 from .metrics.image import batch_psnr, l1, mse, psnr, ssim
 from .models import Tokenizer
 from .models.pretrained import atomic_write
+from .plotting import pyplot
 from .quantizers.distributed import all_reduce_sum
 
 NOT_REQUESTED = "not requested"
@@ -157,10 +158,7 @@ def save_reconstruction_grid(originals: Tensor, reconstructions: Tensor, path: s
 
 def save_code_usage_plot(usage: CodeUsage, path: str | os.PathLike[str]) -> None:
     """PNG, one panel per stage: each used code's count, sorted descending, log y (a flat curve = even use)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = usage.num_stages
     fig, axes = plt.subplots(1, stages, figsize=(4 * stages, 3), squeeze=False)

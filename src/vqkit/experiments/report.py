@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from ..plotting import pyplot
 from ..train.log import LOG_FILE, read_records
 
 PLOTS = ("curves.png", "psnr.png", "usage.png", "rate_distortion.png")
@@ -47,7 +48,8 @@ def _bits(value: Any) -> str:
     return f"{x:.1f}" if abs(x - round(x, 1)) < 1e-9 else f"{x:.2f}"
 
 
-def _md(text: Any) -> str:
+def md_cell(text: Any) -> str:
+    """Escape pipes so a name like ||x - q||² does not split a markdown table cell."""
     return str(text).replace("|", "\\|")
 
 
@@ -98,7 +100,7 @@ def _main_table(configs: list[dict[str, Any]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c, paper, ceiling in zip(configs, papers, ceilings, strict=True):
         m = _metrics(c)
-        row = [_md(c.get("name", "?")), _md(c.get("family", "")), _bits(_bits_of(c)), _fmt(m.get("l1"), 4),
+        row = [md_cell(c.get("name", "?")), md_cell(c.get("family", "")), _bits(_bits_of(c)), _fmt(m.get("l1"), 4),
                _fmt(m.get("lpips"), 4), _fmt(m.get("rfid"), 2), _fmt(m.get("psnr"), 2), _fmt(m.get("ssim"), 4),
                _percent(m.get("usage")), *([_percent(ceiling)] if capped else []), _fmt(m.get("perplexity"), 1),
                _fmt(c.get("train_seconds"), 0)]
@@ -122,10 +124,10 @@ def _stage_table(configs: list[dict[str, Any]]) -> list[str]:
              "| Method | usage per stage (%) | perplexity per stage |", "|---|---|---|"]
     for c in staged:
         m = _metrics(c)
-        usage = ", ".join(_fmt(100 * u if _num(u) is not None else None, 1) for u in m["usage_per_stage"])
+        usage = ", ".join(_percent(u) for u in m["usage_per_stage"])
         ppl = m.get("perplexity_per_stage")
         perplexity = ", ".join(_fmt(p, 1) for p in ppl) if isinstance(ppl, list) else "n/a"
-        lines.append(f"| {_md(c.get('name', '?'))} | {usage} | {perplexity} |")
+        lines.append(f"| {md_cell(c.get('name', '?'))} | {usage} | {perplexity} |")
     return [*lines, ""]
 
 
@@ -136,17 +138,8 @@ def _read_log(run_dir: Any) -> list[dict[str, Any]]:
     return [r for r in read_records(Path(run_dir) / LOG_FILE) if r.get("split") == "train" and "step" in r]
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_curves(path: Path, configs: list[dict[str, Any]]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     keys = set()
     for c in configs:
@@ -169,7 +162,7 @@ def _plot_curves(path: Path, configs: list[dict[str, Any]]) -> None:
 
 def _barh(path: Path, configs: list[dict[str, Any]], values: list[float | None], xlabel: str, title: str,
           labels: list[str]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(configs) + 1.5))
     y = list(range(len(configs)))
     ax.barh(y, [v or 0.0 for v in values], color="tab:blue")
@@ -185,7 +178,7 @@ def _barh(path: Path, configs: list[dict[str, Any]], values: list[float | None],
 
 
 def _plot_rate_distortion(path: Path, configs: list[dict[str, Any]]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     families = sorted({str(c.get("family", "")) for c in configs})
     colors = plt.get_cmap("tab10")
@@ -277,10 +270,11 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     psnrs = [_num(_metrics(c).get("psnr")) for c in configs]
     _barh(out_dir / "psnr.png", configs, psnrs, "PSNR (dB, per image)", "PSNR per method",
           [f"{_fmt(p, 2)} dB, {_bits(_bits_of(c))} bits/token" for p, c in zip(psnrs, configs, strict=True)])
-    usages = [None if (u := _num(_metrics(c).get("usage"))) is None else 100 * u for c in configs]
+    usages = [_num(_metrics(c).get("usage")) for c in configs]
     ceilings = [_num(_metrics(c).get("usage_ceiling")) for c in configs]
-    _barh(out_dir / "usage.png", configs, usages, "codebook usage (%)", "codebook usage over the evaluation set",
-          [_fmt(u, 1) + " %" + (f" (max {_percent(m)} %)" if m is not None and m < 1 else "")
+    _barh(out_dir / "usage.png", configs, [None if u is None else 100 * u for u in usages], "codebook usage (%)",
+          "codebook usage over the evaluation set",
+          [f"{_percent(u)} %" + (f" (max {_percent(m)} %)" if m is not None and m < 1 else "")
            for u, m in zip(usages, ceilings, strict=True)])
     _plot_rate_distortion(out_dir / "rate_distortion.png", configs)
     written += [out_dir / name for name in PLOTS]
@@ -291,7 +285,7 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     lines = [*_header(results), "## Results", "", *_main_table(configs), ""]
     notes = _unavailable_notes(configs) + _side_info_notes(configs)
     if notes:
-        lines += [f"_{_md(note)}_  " for note in notes] + [""]
+        lines += [f"_{md_cell(note)}_  " for note in notes] + [""]
     lines += ["PSNR is the per-image mean (not SimVQ's batch PSNR); usage is the share of codes used over the "
               "whole evaluation split.", ""]
     ranked = sorted(configs, key=lambda c: _num(_metrics(c).get("psnr")) or -math.inf, reverse=True)
@@ -307,4 +301,4 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     return [report, *written]
 
 
-__all__ = ["write_report"]
+__all__ = ["md_cell", "write_report"]

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..plotting import pyplot
 from ..quantizers import VQ, SimVQ
+from .report import md_cell
 
 NUM_CODES = 10
 POINTS_PER_CLUSTER = 1  # the paper's two target points
@@ -90,10 +92,7 @@ def _train_arm(name: str, init: Tensor, targets: Tensor, steps: int, lr: float, 
 
 
 def _plot_trajectories(path: Path, targets: Tensor, runs: dict[str, dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 5), squeeze=False)
     colors = plt.get_cmap("tab10")
@@ -116,10 +115,7 @@ def _plot_trajectories(path: Path, targets: Tensor, runs: dict[str, dict[str, An
 
 
 def _plot_dynamics(path: Path, runs: dict[str, dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_w, ax_l) = plt.subplots(1, 2, figsize=(10, 4))
     for name in ("simvq_frozen", "simvq_both"):
@@ -139,11 +135,6 @@ def _plot_dynamics(path: Path, runs: dict[str, dict[str, Any]]) -> None:
 def _agrees(name: str, moved: int) -> bool:
     """The paper's qualitative claim, as a test on the count of moved codes."""
     return moved == NUM_CODES if name == "simvq_frozen" else moved < NUM_CODES
-
-
-def _md(text: str) -> str:
-    """Escape pipes so a title like ||x - q||² does not split a markdown table cell."""
-    return text.replace("|", "\\|")
 
 
 def _w_note(arms: dict[str, Any]) -> str:
@@ -170,7 +161,7 @@ def _write_markdown(path: Path, result: dict[str, Any]) -> None:
     for name, arm in result["arms"].items():
         w = f"{arm['w_norm_start']:.3f} → {arm['w_norm_end']:.3f}" if "w_norm_start" in arm else ""
         lines.append(
-            f"| {_md(ARMS[name])} | {arm['codes_moved']}/{NUM_CODES} | {arm['codes_moved_far']}/{NUM_CODES} | "
+            f"| {md_cell(ARMS[name])} | {arm['codes_moved']}/{NUM_CODES} | {arm['codes_moved_far']}/{NUM_CODES} | "
             f"{arm['median_over_max_displacement']:.2f} | "
             f"{arm['final_loss']:.4f} | {w} | {PAPER[name]} | {'yes' if arm['agrees_with_paper'] else 'no'} |"
         )
