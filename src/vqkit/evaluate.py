@@ -14,20 +14,33 @@ repeated images, which are counted like the others (at most world size − 1 ima
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
-from .data.images import to_uint8
-from .metrics.codebook import CodeUsage
-from .metrics.fid import FID
-from .metrics.image import batch_psnr, l1, mse, psnr, ssim
+from .data.images import build_dataset, to_uint8
+from .metrics import (
+    FID,
+    CodeUsage,
+    WeightsUnavailableError,
+    batch_psnr,
+    l1,
+    load_fid_inception,
+    load_lpips,
+    mse,
+    psnr,
+    ssim,
+)
 from .models import Tokenizer
 from .models.pretrained import atomic_write
 from .plotting import pyplot
@@ -193,10 +206,6 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["BATCH_PSNR_NOTE", "NOT_REQUESTED", "Evaluation", "evaluate", "format_metrics", "run_evaluation",
-           "save_code_usage_plot", "save_reconstruction_grid"]
-
-
 def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: str | os.PathLike[str], *,
                  batch_size: int = 32, max_images: int = 0, device: str = "auto") -> dict[str, Any]:
     """Evaluate the final model of a ``vqkit train`` run on ``split`` of ``data``.
@@ -205,15 +214,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
     Writes ``out/metrics.json``, ``out/reconstructions.png`` and ``out/code_usage.png``; returns
     the metrics. LPIPS and rFID are reported unavailable, with the reason, without their weights.
     """
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    from torch.utils.data import DataLoader, Subset
-
-    from .data.images import build_dataset
-    from .metrics import WeightsUnavailableError, load_fid_inception, load_lpips
-    from .train import load_config
+    from .train import load_config  # not at the top: the training loop imports this module
 
     run = Path(run_dir)
     if not (run / "final").is_dir():
@@ -245,3 +246,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
     # last and atomically: `vqkit compare` takes metrics.json as "this evaluation is complete"
     atomic_write(target / "metrics.json", (json.dumps(record, indent=2) + "\n").encode())
     return result.metrics
+
+
+__all__ = ["BATCH_PSNR_NOTE", "NOT_REQUESTED", "Evaluation", "evaluate", "evaluate_run", "format_metrics",
+           "run_evaluation", "save_code_usage_plot", "save_reconstruction_grid"]

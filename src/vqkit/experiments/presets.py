@@ -36,21 +36,37 @@ class Preset:
     """scale -> TrainConfig overrides applied on top of the base preset."""
 
 
-def _rfsq(stages: int, levels: list[int], conditioning: str, paper: tuple[float, float, float]) -> Entry:
-    size = {2: "2x2048", 4: "4x1024", 3: "3x16"}.get(stages, f"{stages}x")
-    label = {"none": "None", "scale": "Scale", "layernorm": "LayerNorm"}[conditioning]
-    return Entry(f"RFSQ-{size}-{label}", "RFSQ", "rfsq",
-                 {"levels": levels, "num_stages": stages, "conditioning": conditioning},
-                 dict(zip(("l1", "lpips", "psnr"), paper, strict=True)))
+STRATEGIES = ("none", "scale", "layernorm")
+_LABEL = {"none": "None", "scale": "Scale", "layernorm": "LayerNorm"}
+
+
+def _rfsq(name: str, levels: list[int], stages: int, conditioning: str,
+          paper: dict[str, float] | None = None) -> Entry:
+    """An RFSQ row; ``name`` gets the strategy's label: 'RFSQ-2x2048' -> 'RFSQ-2x2048-LayerNorm'."""
+    return Entry(f"{name}-{_LABEL[conditioning]}", "RFSQ", "rfsq",
+                 {"levels": levels, "num_stages": stages, "conditioning": conditioning}, paper)
 
 
 def _paper(l1: float, lpips: float, psnr: float) -> dict[str, float]:
+    """A row of RFSQ's Table 1."""
     return {"l1": l1, "lpips": lpips, "psnr": psnr}
+
+
+def _simvq_paper(util: float, rfid: float, lpips: float, psnr: float, ssim: float) -> dict[str, float]:
+    """A row of SimVQ's Tables 1, 3 and 4 (SSIM printed in %)."""
+    return {"usage": util, "rfid": rfid, "lpips": lpips, "psnr": psnr, "ssim": ssim / 100}
+
+
+def _simvq(name: str, codebook_size: int, paper: dict[str, float], family: str = "SimVQ", **options: Any) -> Entry:
+    """A SimVQ row at the paper's 128-d latents."""
+    return Entry(name, family, "simvq", {"dim": 128, "codebook_size": codebook_size, **options}, paper)
 
 
 RFSQ_SCALES = {"cpu": "rfsq-cpu", "paper": "rfsq-paper"}
 SIMVQ_SCALES = {"cpu": "simvq-cpu", "paper": "simvq-paper"}
 CPU_STEPS = {"cpu": {"steps": 300, "eval_every": 300, "ckpt_every": 50}}
+SIMVQ_65K = _simvq("SimVQ 65k", 65536, _simvq_paper(1.0, 2.24, 0.12, 24.15, 78.4))
+"""The same row in SimVQ's Tables 1, 3 and 4."""
 
 PRESETS: dict[str, Preset] = {}
 
@@ -65,12 +81,12 @@ _add(Preset(
         Entry("VQ-EMA", "VQ-EMA", "emavq", {"dim": 6, "codebook_size": 4096}, _paper(0.355, 0.489, 12.7)),
         Entry("FSQ", "FSQ", "fsq", {"levels": [8, 8, 8, 8]}, _paper(0.143, 0.182, 20.3)),
         Entry("LFQ", "LFQ", "lfq", {"dim": 12}, _paper(0.241, 0.361, 16.0)),
-        _rfsq(2, [8, 8, 8, 4], "scale", (0.122, 0.152, 21.5)),
-        _rfsq(2, [8, 8, 8, 4], "layernorm", (0.124, 0.148, 21.3)),
-        _rfsq(2, [8, 8, 8, 4], "none", (0.130, 0.159, 21.1)),
-        _rfsq(4, [4, 4, 4, 4, 4], "scale", (0.103, 0.101, 22.9)),
-        _rfsq(4, [4, 4, 4, 4, 4], "layernorm", (0.102, 0.100, 22.9)),
-        _rfsq(4, [4, 4, 4, 4, 4], "none", (0.113, 0.121, 22.2)),
+        _rfsq("RFSQ-2x2048", [8, 8, 8, 4], 2, "scale", _paper(0.122, 0.152, 21.5)),
+        _rfsq("RFSQ-2x2048", [8, 8, 8, 4], 2, "layernorm", _paper(0.124, 0.148, 21.3)),
+        _rfsq("RFSQ-2x2048", [8, 8, 8, 4], 2, "none", _paper(0.130, 0.159, 21.1)),
+        _rfsq("RFSQ-4x1024", [4, 4, 4, 4, 4], 4, "scale", _paper(0.103, 0.101, 22.9)),
+        _rfsq("RFSQ-4x1024", [4, 4, 4, 4, 4], 4, "layernorm", _paper(0.102, 0.100, 22.9)),
+        _rfsq("RFSQ-4x1024", [4, 4, 4, 4, 4], 4, "none", _paper(0.113, 0.121, 22.2)),
     ),
     RFSQ_SCALES, CPU_STEPS,
 ))
@@ -82,28 +98,14 @@ _add(Preset(
         Entry("FSQ-12bit [8,8,8,8]", "FSQ", "fsq", {"levels": [8, 8, 8, 8]}),
         Entry("VQ-EMA-12bit 4096", "VQ-EMA", "emavq", {"dim": 6, "codebook_size": 4096}),
         Entry("LFQ-12bit", "LFQ", "lfq", {"dim": 12}),
-        Entry("RFSQ-12bit 2x[8,8]-None", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "none"}),
-        Entry("RFSQ-12bit 2x[8,8]-Scale", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "scale"}),
-        Entry("RFSQ-12bit 2x[8,8]-LayerNorm", "RFSQ", "rfsq",
-              {"levels": [8, 8], "num_stages": 2, "conditioning": "layernorm"}),
-        Entry("RFSQ-12bit 3x[4,4]-LayerNorm", "RFSQ", "rfsq",
-              {"levels": [4, 4], "num_stages": 3, "conditioning": "layernorm"}),
+        *(_rfsq("RFSQ-12bit 2x[8,8]", [8, 8], 2, c) for c in STRATEGIES),
+        _rfsq("RFSQ-12bit 3x[4,4]", [4, 4], 3, "layernorm"),
         Entry("FSQ-22bit [8,8,8,8,8,8,4,4]", "FSQ", "fsq", {"levels": [8, 8, 8, 8, 8, 8, 4, 4]}),
         Entry("LFQ-22bit", "LFQ", "lfq", {"dim": 22}),  # no VQ-EMA: 4M codes cannot fill from a CPU sweep
-        Entry("RFSQ-22bit 2x[8,8,8,4]-None", "RFSQ", "rfsq",
-              {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "none"}),
-        Entry("RFSQ-22bit 2x[8,8,8,4]-Scale", "RFSQ", "rfsq",
-              {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "scale"}),
-        Entry("RFSQ-22bit 2x[8,8,8,4]-LayerNorm", "RFSQ", "rfsq",
-              {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "layernorm"}),
+        *(_rfsq("RFSQ-22bit 2x[8,8,8,4]", [8, 8, 8, 4], 2, c) for c in STRATEGIES),
     ),
     RFSQ_SCALES, CPU_STEPS,
 ))
-
-
-def _simvq_paper(util: float, rfid: float, lpips: float, psnr: float, ssim: float) -> dict[str, float]:
-    return {"usage": util, "rfid": rfid, "lpips": lpips, "psnr": psnr, "ssim": ssim / 100}
-
 
 _add(Preset(
     "simvq-table1", "SimVQ Table 1: codebook methods at ~65k codes on the VQGAN-style model",
@@ -119,8 +121,7 @@ _add(Preset(
         Entry("FSQ [8,8,8,5,5,5]", "FSQ", "fsq", {"levels": [8, 8, 8, 5, 5, 5]},
               _simvq_paper(1.0, 2.80, 0.13, 23.63, 75.8)),
         Entry("LFQ 16 bits", "LFQ", "lfq", {"dim": 16}, _simvq_paper(1.0, 2.88, 0.13, 23.60, 77.2)),
-        Entry("SimVQ 65k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 65536},
-              _simvq_paper(1.0, 2.24, 0.12, 24.15, 78.4)),
+        SIMVQ_65K,
     ),
     SIMVQ_SCALES, CPU_STEPS,
 ))
@@ -128,18 +129,14 @@ _add(Preset(
 _add(Preset(
     "simvq-codebook-sweep", "SimVQ Tables 3-4: codebook size 1k-262k; frozen vs trainable, Gaussian vs uniform C",
     (
-        Entry("SimVQ 1k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 1024},
-              _simvq_paper(1.0, 3.67, 0.16, 22.34, 70.8)),
-        Entry("SimVQ 8k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 8192},
-              _simvq_paper(1.0, 2.98, 0.14, 23.23, 74.7)),
-        Entry("SimVQ 65k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 65536},
-              _simvq_paper(1.0, 2.24, 0.12, 24.15, 78.4)),
-        Entry("SimVQ 262k", "SimVQ", "simvq", {"dim": 128, "codebook_size": 262144},
-              _simvq_paper(1.0, 1.99, 0.11, 24.68, 80.3)),
-        Entry("SimVQ 65k trainable C", "SimVQ-trainable", "simvq",
-              {"dim": 128, "codebook_size": 65536, "train_codebook": True}, _simvq_paper(1.0, 2.31, 0.12, 24.04, 77.2)),
-        Entry("SimVQ 65k uniform C", "SimVQ-uniform", "simvq",
-              {"dim": 128, "codebook_size": 65536, "init": "uniform"}, _simvq_paper(1.0, 2.31, 0.12, 24.15, 78.4)),
+        _simvq("SimVQ 1k", 1024, _simvq_paper(1.0, 3.67, 0.16, 22.34, 70.8)),
+        _simvq("SimVQ 8k", 8192, _simvq_paper(1.0, 2.98, 0.14, 23.23, 74.7)),
+        SIMVQ_65K,
+        _simvq("SimVQ 262k", 262144, _simvq_paper(1.0, 1.99, 0.11, 24.68, 80.3)),
+        _simvq("SimVQ 65k trainable C", 65536, _simvq_paper(1.0, 2.31, 0.12, 24.04, 77.2), "SimVQ-trainable",
+               train_codebook=True),
+        _simvq("SimVQ 65k uniform C", 65536, _simvq_paper(1.0, 2.31, 0.12, 24.15, 78.4), "SimVQ-uniform",
+               init="uniform"),
     ),
     SIMVQ_SCALES, CPU_STEPS,
 ))
@@ -151,10 +148,7 @@ _add(Preset(
         Entry("LFQ 12 bits", "LFQ", "lfq", {"dim": 12}),
         Entry("VQ-EMA 4096", "VQ-EMA", "emavq", {"dim": 6, "codebook_size": 4096}),
         Entry("SimVQ 4096", "SimVQ", "simvq", {"dim": 16, "codebook_size": 4096}),
-        Entry("RFSQ 2x[8,8]-None", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "none"}),
-        Entry("RFSQ 2x[8,8]-Scale", "RFSQ", "rfsq", {"levels": [8, 8], "num_stages": 2, "conditioning": "scale"}),
-        Entry("RFSQ 2x[8,8]-LayerNorm", "RFSQ", "rfsq",
-              {"levels": [8, 8], "num_stages": 2, "conditioning": "layernorm"}),
+        *(_rfsq("RFSQ 2x[8,8]", [8, 8], 2, c) for c in STRATEGIES),
     ),
     RFSQ_SCALES,
     {"cpu": {"steps": 150, "image_size": 32, "batch_size": 16, "conv_channels": (32, 64), "eval_every": 150,
