@@ -2,7 +2,8 @@
 
 Codebook statistics must be reduced *before* they enter an EMA, and every random choice that
 changes a codebook (dead-code restart, k-means init) must be made once and broadcast, so that
-every rank holds the same codebook with ``DDP(broadcast_buffers=False)``.
+every rank holds the same codebook with ``DDP(broadcast_buffers=False)``. The evaluation's sums,
+code counts and FID moments are summed over ranks with the same helpers.
 """
 
 from __future__ import annotations
