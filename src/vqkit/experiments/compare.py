@@ -46,6 +46,10 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def run_dir_of(out: Path, entry: Entry) -> Path:
+    return out / "runs" / slug(entry.name)
+
+
 def entry_config(preset: Preset, entry: Entry, cfg: CompareConfig, run_dir: Path) -> TrainConfig:
     if cfg.scale not in preset.base:
         raise ValueError(f"scale must be one of {sorted(preset.base)}, got {cfg.scale!r}")
@@ -70,7 +74,7 @@ def _check_same_settings(run_dir: Path, train_cfg: TrainConfig) -> None:
 
 def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> dict[str, Any]:
     """Train (or resume, or skip) and evaluate one configuration; returns its results record."""
-    run_dir = out / "runs" / slug(entry.name)
+    run_dir = run_dir_of(out, entry)
     eval_dir = run_dir / "eval-val"
     train_cfg = entry_config(preset, entry, cfg, run_dir)
     if (run_dir / "config.json").exists():
@@ -120,7 +124,7 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     durations: list[float] = []
     for i, entry in enumerate(entries, 1):
         print(f"[{i}/{len(entries)}] {entry.name}{_progress(start, durations, len(entries) - i + 1)}", flush=True)
-        began, fresh = time.perf_counter(), not (out / "runs" / slug(entry.name) / "summary.json").exists()
+        began, fresh = time.perf_counter(), not (run_dir_of(out, entry) / "summary.json").exists()
         records.append(run_entry(preset, entry, cfg, out))
         if fresh:  # configurations trained earlier (skipped, or only re-evaluated) say nothing of speed
             durations.append(time.perf_counter() - began)
