@@ -123,6 +123,77 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode(args: argparse.Namespace) -> int:
+    from .experiments.files import run_encode
+
+    return run_encode(args.inputs, args.out, args.model, args.prior, args.check, args.device)
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from .experiments.files import run_decode
+
+    return run_decode(args.inputs, args.out, args.model, args.device)
+
+
+def _fit_prior(args: argparse.Namespace) -> int:
+    from .experiments.files import run_fit_prior
+
+    path = run_fit_prior(args.run_dir, args.data, args.max_images, args.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def _rd(args: argparse.Namespace) -> int:
+    from .experiments.rd import RDConfig, run_rd
+
+    cfg = dataclass_from_args(RDConfig, args)
+    run_rd(cfg, args.model or ["default"])
+    print(f"wrote {Path(cfg.out) / 'report.md'}, {Path(cfg.out) / 'rd.json'} and {Path(cfg.out) / 'rd.png'}")
+    return 0
+
+
+def _add_codec_commands(sub: Any) -> None:
+    from .codec import PRIOR_NAMES
+
+    model_help = "'default' (shipped with vqkit), a save_pretrained folder or a `vqkit train` run directory"
+    device_help = "'cpu' or 'cuda[:N]'"
+    enc = sub.add_parser("encode", help="images (PNG/JPEG/... files or folders) -> .vqt token files",
+                         description="Encode each image, whole, into one .vqt file: tokens entropy coded "
+                                     "with the model's prior, its original size stored.")
+    enc.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    enc.add_argument("-o", "--out", required=True, help="output folder (relative paths of folder inputs kept)")
+    enc.add_argument("--model", default="default", help=model_help)
+    enc.add_argument("--prior", choices=PRIOR_NAMES, default="context",
+                     help="entropy model: uniform (nominal rate), static (per-stage histograms), context")
+    enc.add_argument("--check", action="store_true", help="decode each file again and print its PSNR")
+    enc.add_argument("--device", default="cpu", help=device_help)
+    enc.set_defaults(func=_encode)
+    dec = sub.add_parser("decode", help=".vqt token files -> PNG images",
+                         description="Decode .vqt files with the model that encoded them (checked by model id).")
+    dec.add_argument("inputs", nargs="+", metavar="FILE", help=".vqt files or folders of them")
+    dec.add_argument("-o", "--out", required=True, help="output folder for the PNGs")
+    dec.add_argument("--model", default="default", help=model_help)
+    dec.add_argument("--device", default="cpu", help=device_help)
+    dec.set_defaults(func=_decode)
+    fit = sub.add_parser("fit-prior", help="fit a model's static and context prior tables on training images",
+                         description="Count the tokens of whole training images; writes prior.safetensors "
+                                     "beside the model (this changes the model id of files encoded after).")
+    fit.add_argument("run_dir", metavar="RUN_DIR", help="a `vqkit train` run directory or a saved model folder")
+    fit.add_argument("--data", required=True, help="image folder (its train/ split if it has one)")
+    fit.add_argument("--max-images", type=int, default=2000, help="images to count, evenly spread (0 = all)")
+    fit.add_argument("--device", default="cpu", help=device_help)
+    fit.set_defaults(func=_fit_prior)
+
+    from .experiments.rd import RDConfig
+
+    rd = sub.add_parser("rd", help="rate-distortion of tokenizers beside JPEG, WebP and AVIF on the same images",
+                        description="Every tokenizer (four rates each) and every classical codec at a sweep "
+                                    "of qualities, on the same images in the same run: report.md, rd.json, rd.png.")
+    rd.add_argument("--model", action="append", help=f"{model_help}; repeat for several (default: default)")
+    add_dataclass_options(rd, RDConfig)
+    rd.set_defaults(func=_rd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .experiments.demo import DemoConfig
@@ -167,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval-SPLIT)")
     ev.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'")
     ev.set_defaults(func=_eval)
+    _add_codec_commands(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from .compress import ImageCodec
 from .data.images import build_dataset, to_uint8
 from .metrics import (
     FID,
@@ -72,13 +73,15 @@ def _unavailable(option: nn.Module | str | None) -> dict[str, str] | None:
 def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.device | str,
                    lpips: nn.Module | str | None = None, fid: nn.Module | str | None = None, *,
                    amp_dtype: torch.dtype | None = None, distributed: bool = False,
-                   keep_samples: int = 0) -> Evaluation:
+                   keep_samples: int = 0, codec: ImageCodec | None = None) -> Evaluation:
     """Evaluate ``model`` over every batch of ``loader`` (images (B, 3, H, W) in [-1, 1]).
 
     ``lpips`` / ``fid``: the LPIPS network / the FID Inception network (:func:`load_lpips`,
     :func:`load_fid_inception`), or the reason it is unavailable (the ``WeightsUnavailableError``
     message), reported as ``{"unavailable": reason}``; ``None`` reports ``"not requested"``.
-    ``amp_dtype`` runs the model under autocast (the metrics are always float32).
+    ``amp_dtype`` runs the model under autocast (the metrics are always float32). ``codec`` (the
+    model's :class:`ImageCodec`) adds ``file_bpp``: each image's tokens entropy coded into a real
+    ``.vqt`` file with every prior the model has, header included, in bits per pixel.
     """
     device = torch.device(device)
     was_training = model.training
@@ -87,6 +90,7 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
     rfid = FID(fid) if isinstance(fid, nn.Module) else None
     sums = torch.zeros(len(_SUMS) + 3, dtype=torch.float64)  # + images, batch PSNR sum, batches
     kept: list[tuple[Tensor, Tensor]] = []
+    file_bits: dict[str, float] = {}
     pixels = 1
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     try:
@@ -104,6 +108,9 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
             sums[-2] += batch_psnr(recon, images).double().cpu()
             sums[-1] += 1
             usage.update(out.indices)
+            if codec is not None:
+                for prior, bpp in codec.file_rates(out.indices, images.shape[-2], images.shape[-1]).items():
+                    file_bits[prior] = file_bits.get(prior, 0.0) + sum(bpp)
             if rfid is not None:
                 rfid.update(images, recon)
             if sum(len(o) for o, _ in kept) < keep_samples:
@@ -133,6 +140,8 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
     metrics["bits_per_token"] = model.bits_per_token
     metrics["side_bits_per_image"] = side
     metrics["bits_per_pixel"] = model.bits_per_token / (f * f) + side / pixels
+    if codec is not None:
+        metrics["file_bpp"] = {prior: total / n for prior, total in file_bits.items()}
     originals = torch.cat([o for o, _ in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
     recons = torch.cat([r for _, r in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
     return Evaluation(metrics, usage, originals, recons)
@@ -149,7 +158,8 @@ def evaluate(model: Tokenizer, loader: Iterable[Tensor], device: torch.device | 
     stages) with ``usage_per_stage`` and ``perplexity_per_stage``; ``tokens`` (per stage) and
     ``usage_ceiling`` (the most usage that many tokens allow: min(1, tokens / K)); ``bits_per_token`` and
     ``side_bits_per_image`` (float32 side information a decoder needs besides the indices: instance
-    LayerNorm RFSQ only, else 0) and ``bits_per_pixel`` (= bits per token / f² + side bits / pixels).
+    LayerNorm RFSQ only, else 0) and ``bits_per_pixel`` (= bits per token / f² + side bits / pixels);
+    with a ``codec``, ``file_bpp`` per prior (real .vqt files; see :func:`run_evaluation`).
     """
     return run_evaluation(model, loader, device, lpips, fid, amp_dtype=amp_dtype, distributed=distributed).metrics
 
@@ -194,10 +204,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     """A short two-column table of the headline numbers."""
     rows = []
     for key in ("images", "psnr", "batch_psnr", "ssim", "l1", "mse", "lpips", "rfid", "usage", "perplexity",
-                "bits_per_token", "bits_per_pixel"):
+                "bits_per_token", "bits_per_pixel", "file_bpp"):
         value = metrics.get(key)
         if isinstance(value, dict):
-            text = "unavailable"
+            text = ", ".join(f"{k} {v:.4g}" for k, v in value.items()) if key == "file_bpp" else "unavailable"
         elif isinstance(value, float):
             text = f"{value:.4g}"
         else:
@@ -223,7 +233,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
         raise ValueError(f"{run / 'config.json'} does not exist: RUN_DIR must be a `vqkit train` run")
     cfg = dataclasses.replace(load_config(None, run / "config.json"), data=str(data))
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = Tokenizer.from_pretrained(run / "final", device=dev)
+    codec = ImageCodec.from_pretrained(run / "final", device=dev)
+    model = codec.tokenizer
     dataset = build_dataset(cfg.data, split, cfg.image_size, cfg.seed, resize=cfg.crop_resize,
                             max_images=max_images or None)
     if max_images and len(dataset) > max_images:  # type: ignore[arg-type]  # the bundled photos
@@ -236,7 +247,8 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
         except WeightsUnavailableError as err:
             extras.append(str(err))
     print(f"vqkit eval: {len(dataset)} {split} images of {cfg.data} at {cfg.image_size}px", flush=True)  # type: ignore[arg-type]
-    result = run_evaluation(model, loader, dev, extras[0], extras[1], amp_dtype=cfg.amp_dtype(dev), keep_samples=8)
+    result = run_evaluation(model, loader, dev, extras[0], extras[1], amp_dtype=cfg.amp_dtype(dev), keep_samples=8,
+                            codec=codec)
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     record = {"run": str(run), "data": cfg.data, "split": split, "image_size": cfg.image_size,

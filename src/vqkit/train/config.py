@@ -66,6 +66,9 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 100
     ckpt_every: int = 50
+    prior_images: int = 512
+    """Training images (whole, evenly spread) whose tokens fit the static and context entropy-coding
+    priors saved with the final model (prior.safetensors); 0 = none (uniform prior only)."""
     amp: str = "auto"
     """'auto' = bf16 autocast on CUDA, none on CPU; 'bf16' or 'none' to force."""
     device: str = "auto"
@@ -77,6 +80,7 @@ class TrainConfig:
             "amp": self.amp in ("auto", "bf16", "none"), "betas": len(self.betas) == 2,
             "ema_decay": 0 <= self.ema_decay < 1, "log_every": self.log_every >= 1,
             "eval_every": self.eval_every >= 1, "ckpt_every": self.ckpt_every >= 1,
+            "prior_images": self.prior_images >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

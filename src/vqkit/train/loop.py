@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from ..compress import fit_and_save_prior
 from ..data.images import build_dataset, set_epoch
 from ..evaluate import evaluate
 from ..metrics import WeightsUnavailableError, load_lpips
@@ -296,6 +297,8 @@ class Trainer:
         if self.ctx.main:
             final = self.ema if self.ema is not None else self.model
             final.save_pretrained(self.run_dir / "final")
+            if self.cfg.prior_images:
+                fit_and_save_prior(self.run_dir / "final", self.cfg.data, self.cfg.prior_images, self.ctx.device)
             atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self._barrier()
         return summary

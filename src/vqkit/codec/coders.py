@@ -1,0 +1,67 @@
+"""Range coding of token grids with constriction, driven by a :class:`~.priors.PriorModel`.
+
+constriction's range coder is a queue: symbols come out in the order they went in, so the
+decoder walks the grid in the same order as the encoder and rebuilds each context from what it
+has already decoded. Models are built with ``perfect=False`` on both sides (the two settings give
+different bytes). constriction's decoders do not detect damage: the container's CRC and exact
+payload length guard the bytes, and decoded indices are checked against each codebook size.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from .container import CorruptFileError
+from .priors import PriorModel, code_length
+
+_WORD_BYTES = 4  # constriction's compressed words are uint32
+
+
+def _model(probs: np.ndarray | int) -> object:
+    if isinstance(probs, int):
+        return constriction.stream.model.Uniform(probs)
+    return constriction.stream.model.Categorical(probs, perfect=False)
+
+
+def encode(model: PriorModel, prior: str, tokens: np.ndarray) -> tuple[bytes, float]:
+    """Tokens (S, *positions) int64 -> (payload bytes, the prior's cross-entropy in bits)."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    for s, spec in enumerate(model.specs):
+        if tokens.shape[0] != len(model.specs) or tokens[s].min() < 0 or tokens[s].max() >= spec.size:
+            raise ValueError(f"stage {s}: tokens outside [0, {spec.size}) or grid {tokens.shape} of the wrong rank")
+    encoder = constriction.stream.queue.RangeEncoder()
+    read, bits = model.symbol_reader(prior, tokens), [0.0]
+
+    def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
+        symbols = read(s, j, where, probs)
+        encoder.encode(symbols.astype(np.int32), _model(probs))
+        bits[0] += code_length(symbols, probs)
+        return symbols
+
+    model.walk(prior, tuple(tokens.shape), np.zeros_like(tokens), visit)
+    return encoder.get_compressed().astype("<u4").tobytes(), bits[0]
+
+
+def decode(model: PriorModel, prior: str, payload: bytes, grid: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`encode` for a token grid of shape ``grid``; CorruptFileError if the payload
+    cannot be the coding of such a grid (wrong length, or decoded codes out of range)."""
+    if len(payload) % _WORD_BYTES:
+        raise CorruptFileError(f"payload of {len(payload)} bytes is not a whole number of 32-bit words")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+
+    def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
+        try:
+            return np.asarray(decoder.decode(_model(probs), len(where)), dtype=np.int64)
+        except (AssertionError, ValueError, RuntimeError) as err:  # constriction's word for invalid data
+            raise CorruptFileError(f"payload is not a valid coding of this token grid ({err})") from err
+
+    tokens = np.zeros(grid, np.int64)
+    model.walk(prior, grid, tokens, visit)
+    for s, spec in enumerate(model.specs):
+        if tokens[s].max() >= spec.size:
+            raise CorruptFileError(f"payload decodes to codes beyond stage {s}'s {spec.size}: corrupt file")
+    if decoder.maybe_exhausted() is False:
+        raise CorruptFileError("payload is longer than the tokens it codes: corrupt file or wrong model")
+    return tokens

@@ -1,0 +1,220 @@
+"""Images ⇄ .vqt through real (small, untrained) tokenizers of every quantizer family."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqkit.codec import CorruptFileError, ModelMismatchError, StageSpec, TokenFile, TokenFileError
+from vqkit.compress import (
+    PRIOR_NAME,
+    ImageCodec,
+    fit_prior,
+    load_prior,
+    read_image,
+    save_prior,
+    stage_specs,
+    to_tensor,
+)
+from vqkit.models import Tokenizer, TokenizerConfig
+
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "fsq": ("fsq", {"levels": [8, 5, 5, 5]}),
+    "fsq_k2": ("fsq", {"levels": [2], "symmetric": True}),
+    "fsq_2^18": ("fsq", {"levels": [8, 8, 8, 8, 8, 8]}),
+    "lfq": ("lfq", {"dim": 10}),
+    "lfq_k2": ("lfq", {"dim": 1}),
+    "lfq_2^18": ("lfq", {"dim": 18}),
+    "vq": ("vq", {"dim": 8, "codebook_size": 512}),
+    "vq_k2": ("vq", {"dim": 4, "codebook_size": 2}),
+    "emavq": ("emavq", {"dim": 8, "codebook_size": 256}),
+    "factorized": ("factorized", {"dim": 8, "codebook_size": 256, "code_dim": 4}),
+    "simvq": ("simvq", {"dim": 8, "codebook_size": 1024}),
+    "simvq_2^18": ("simvq", {"dim": 4, "codebook_size": 1 << 18}),
+    "rfsq_none": ("rfsq", {"levels": [4, 4, 4], "num_stages": 3, "conditioning": "none"}),
+    "rfsq_scale": ("rfsq", {"levels": [4, 4, 4], "num_stages": 2, "conditioning": "scale"}),
+    "rfsq_ln": ("rfsq", {"levels": [4, 4, 4], "num_stages": 2, "conditioning": "layernorm"}),
+    "rfsq_ln_instance": ("rfsq", {"levels": [4, 4, 4], "num_stages": 2, "conditioning": "layernorm",
+                                  "layernorm_stats": "instance"}),
+    "rvq": ("rvq", {"dim": 8, "codebook_size": 64, "num_stages": 3}),
+    "rsimvq": ("rsimvq", {"dim": 8, "codebook_size": 128, "num_stages": 2, "conditioning": "scale"}),
+}
+
+
+def tokenizer(family: str, seed: int = 0) -> Tokenizer:
+    quantizer, args = FAMILIES[family]
+    torch.manual_seed(seed)
+    config = TokenizerConfig(arch="rfsq_conv", quantizer=quantizer, quantizer_args=args, conv_channels=(8, 16))
+    return Tokenizer(config).eval()
+
+
+def photo(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
+    """A smooth image with texture: gradients plus noise, uint8 (h, w, c)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * 3 + y) % 256, (y * 2) % 256, (x + y * 5) % 256][:c], axis=-1)
+    return np.clip(base + rng.normal(0, 12, (h, w, c)), 0, 255).astype(np.uint8)
+
+
+def fitted_codec(family: str, **options: int) -> ImageCodec:
+    codec = ImageCodec(tokenizer(family), **options)
+    codec.prior = fit_prior(codec, [photo(24, 32, seed=s) for s in range(3)])
+    return codec
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_round_trips_bit_exactly(family: str) -> None:
+    codec = fitted_codec(family, tile=64, margin=0)
+    image = photo(19, 27, seed=9)
+    grid, side = codec.tokens(image)
+    expected = codec.render(grid, side, 19, 27, 3)
+    padded = codec._padded(image)
+    with torch.no_grad():
+        direct = codec.tokenizer.encode(padded)
+    direct = direct[0] if direct.ndim == 4 else direct[0, ..., None]
+    if side is None:  # one tile, no margin: exactly the tokenizer's own tokens
+        assert np.array_equal(grid, direct.permute(2, 0, 1).numpy())
+    for prior in ("uniform", "static", "context"):
+        encoded = codec.encode(image, prior)
+        assert np.array_equal(codec.decode(encoded.data), expected), prior
+        file = TokenFile.from_bytes(encoded.data)
+        assert file.signal_shape == (3, 19, 27) and file.grid == grid.shape
+        bpp = encoded.bpp()
+        assert bpp["payload"] <= bpp["file"]
+        assert encoded.file_bits == 8 * len(encoded.data)
+    assert (len(file.side_info) > 0) == (family == "rfsq_ln_instance")
+
+
+def test_decoded_image_equals_the_tokenizers_reconstruction() -> None:
+    codec = fitted_codec("rfsq_ln", tile=64, margin=0)
+    image = photo(32, 40)
+    out = codec.decode(codec.encode(image).data)
+    with torch.no_grad():
+        recon = codec.tokenizer.decode(codec.tokenizer.encode(to_tensor(image)))
+    expected = recon[0].add(1).mul(127.5).round().clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8)
+    assert np.array_equal(out, expected)
+
+
+def test_tiles_with_a_margin_match_the_whole_image() -> None:
+    """rfsq_conv's receptive field (10 px) fits in an 8 px margin: tiles give the whole image's tokens."""
+    whole = fitted_codec("fsq", tile=256, margin=0)
+    tiled = ImageCodec(whole.tokenizer, whole.prior, tile=16, margin=8)
+    image = photo(50, 70, seed=3)
+    a, _ = whole.tokens(image)
+    b, _ = tiled.tokens(image)
+    assert (a == b).mean() > 0.99
+    pa = whole.render(a, None, 50, 70, 3).astype(float)
+    pb = tiled.render(a, None, 50, 70, 3).astype(float)
+    assert np.abs(pa - pb).max() <= 1  # decoded tiles meet without seams
+
+
+def test_model_id_covers_weights_and_prior_tables(tmp_path: Path) -> None:
+    codec = fitted_codec("vq")
+    codec.tokenizer.save_pretrained(tmp_path / "m")
+    save_prior(tmp_path / "m", codec.prior)
+    loaded = ImageCodec.from_pretrained(tmp_path / "m")
+    data = loaded.encode(photo(16, 16)).data
+    assert np.array_equal(loaded.decode(data), ImageCodec.from_pretrained(tmp_path / "m").decode(data))
+    other = ImageCodec.from_pretrained(tmp_path / "m")
+    other.prior = fit_prior(other, [photo(8, 8, seed=42)])
+    save_prior(tmp_path / "m", other.prior)
+    refit = ImageCodec.from_pretrained(tmp_path / "m")
+    assert refit.model_id != loaded.model_id
+    with pytest.raises(ModelMismatchError, match="encoded with model"):
+        refit.decode(data)
+    different = ImageCodec(tokenizer("vq", seed=1), loaded.prior)
+    with pytest.raises(ModelMismatchError):
+        different.decode(data)
+
+
+def test_missing_or_damaged_prior_tables(tmp_path: Path) -> None:
+    codec = ImageCodec(tokenizer("fsq"))
+    codec.tokenizer.save_pretrained(tmp_path)
+    bare = ImageCodec.from_pretrained(tmp_path)
+    assert bare.prior is None
+    assert bare.decode(bare.encode(photo(8, 8), "uniform").data).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="fit-prior"):
+        bare.encode(photo(8, 8), "context")
+    (tmp_path / PRIOR_NAME).write_bytes(b"\x00" * 40)
+    with pytest.raises(ValueError, match="corrupt or truncated prior"):
+        ImageCodec.from_pretrained(tmp_path)
+    save_prior(tmp_path, fit_prior(codec, [photo(8, 8)]))
+    blob = bytearray((tmp_path / PRIOR_NAME).read_bytes())
+    blob[-3] ^= 1  # a count in the data section: safetensors alone would load it
+    (tmp_path / PRIOR_NAME).write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="SHA-256"):
+        ImageCodec.from_pretrained(tmp_path)
+    save_prior(tmp_path, fit_prior(fitted_codec("vq"), [photo(8, 8)]))
+    with pytest.raises(ValueError, match="another quantizer"):
+        load_prior(tmp_path, stage_specs(codec.tokenizer.quantizer))
+
+
+def test_stage_specs_follow_the_quantizer() -> None:
+    assert stage_specs(tokenizer("fsq").quantizer) == [StageSpec.digits([8, 5, 5, 5])]
+    assert stage_specs(tokenizer("lfq").quantizer) == [StageSpec.digits([2] * 10)]
+    assert stage_specs(tokenizer("rvq").quantizer) == [StageSpec.nominal(64)] * 3
+    assert stage_specs(tokenizer("rfsq_none").quantizer) == [StageSpec.digits([4, 4, 4])] * 3
+
+
+@pytest.mark.parametrize("h, w", [(1, 5000), (333, 517), (1, 1), (4, 4)])
+def test_any_size(h: int, w: int) -> None:
+    codec = fitted_codec("fsq")
+    image = photo(h, w)
+    out = codec.decode(codec.encode(image).data)
+    assert out.shape == (h, w, 3)
+
+
+def test_grey_image_stays_grey() -> None:
+    codec = fitted_codec("fsq")
+    grey = photo(20, 12, c=1)
+    encoded = codec.encode(grey)
+    assert TokenFile.from_bytes(encoded.data).signal_shape == (1, 20, 12)
+    assert codec.decode(encoded.data).shape == (20, 12, 1)
+
+
+def test_decode_errors_name_the_cause() -> None:
+    codec = fitted_codec("fsq")
+    data = codec.encode(photo(16, 16)).data
+    with pytest.raises(CorruptFileError, match="CRC32"):
+        codec.decode(data[:-7])
+    with pytest.raises(CorruptFileError, match="magic"):
+        codec.decode(b"PNG" + data)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 4
+    with pytest.raises(CorruptFileError):
+        codec.decode(bytes(flipped))
+    tiled = ImageCodec(codec.tokenizer, codec.prior, codec.model_id, tile=32)
+    with pytest.raises(TokenFileError, match="tiles"):
+        tiled.decode(data)
+
+
+def _png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_read_image_modes(tmp_path: Path) -> None:
+    ramp = (np.arange(64, dtype=np.uint16) * 1040).reshape(8, 8)  # 16-bit grey, up to 65,520
+    (tmp_path / "g16.png").write_bytes(_png(ramp))
+    g16 = read_image(tmp_path / "g16.png")
+    assert g16.shape == (8, 8, 1) and g16.max() == 255 and g16.min() == 0
+    assert 120 <= g16[4, 0, 0] <= 135  # scaled, not clipped to white
+    rgba = np.dstack([photo(6, 5), np.full((6, 5), 7, np.uint8)])
+    (tmp_path / "rgba.png").write_bytes(_png(rgba))
+    assert np.array_equal(read_image(tmp_path / "rgba.png"), rgba[..., :3])
+    Image.fromarray(photo(6, 5)).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").shape == (6, 5, 3)
+    Image.fromarray(photo(9, 7, c=1)[..., 0]).save(tmp_path / "grey.jpg")
+    assert read_image(tmp_path / "grey.jpg").shape == (9, 7, 1)
+    Image.fromarray(photo(9, 7)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert read_image(tmp_path / "cmyk.jpg").shape == (9, 7, 3)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(ValueError, match="cannot read image"):
+        read_image(tmp_path / "bad.png")
