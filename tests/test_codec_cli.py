@@ -101,8 +101,8 @@ def test_rd_report(model_dir: Path, images: Path, tmp_path: Path) -> None:
                  "--qualities", "20,80"]) == 0
     result = json.loads((out / "rd.json").read_text())
     rows = {(r["codec"], r["setting"]) for r in result["summary"]}
-    assert (str(model_dir), "context") in rows and ("JPEG", "20") in rows and ("JPEG", "80") in rows
-    tok = next(r for r in result["summary"] if r["codec"] == str(model_dir))
+    assert {(str(model_dir), "static"), (str(model_dir), "context"), ("JPEG", "20"), ("JPEG", "80")} <= rows
+    tok = next(r for r in result["summary"] if r["codec"] == str(model_dir) and r["setting"] == "context")
     assert tok["bpp_cross_entropy"] <= tok["bpp_payload"] + 0.01 <= tok["bpp_file"] + 0.01
     jpeg = sorted((r for r in result["summary"] if r["codec"] == "JPEG"), key=lambda r: r["bpp_file"])
     assert jpeg[0]["psnr"] < jpeg[1]["psnr"]  # more bits, better fidelity

@@ -105,8 +105,18 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run, format_metrics
+    from .train import load_config
+    from .train.modality import modality_of
 
     out = Path(args.out) if args.out else Path(args.run_dir) / f"eval-{args.split}"
+    config = Path(args.run_dir) / "config.json"
+    if config.is_file() and modality_of(load_config(None, config).arch).name == "audio":
+        from .evaluate_audio import evaluate_audio_run, format_audio_metrics
+
+        metrics = evaluate_audio_run(args.run_dir, args.data, out, max_items=args.max_images, device=args.device)
+        print(format_audio_metrics(metrics))
+        print(f"wrote {out / 'metrics.json'}, {out / 'samples'}/ and {out / 'spectrograms.png'}")
+        return 0
     metrics = evaluate_run(args.run_dir, args.data, args.split, out, batch_size=args.batch_size,
                            max_images=args.max_images, device=args.device)
     print(format_metrics(metrics))
@@ -157,10 +167,10 @@ def _add_codec_commands(sub: Any) -> None:
 
     model_help = "'default' (shipped with vqkit), a save_pretrained folder or a `vqkit train` run directory"
     device_help = "'cpu' or 'cuda[:N]'"
-    enc = sub.add_parser("encode", help="images (PNG/JPEG/... files or folders) -> .vqt token files",
-                         description="Encode each image, whole, into one .vqt file: tokens entropy coded "
-                                     "with the model's prior, its original size stored.")
-    enc.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    enc = sub.add_parser("encode", help="images (PNG/JPEG/...) or speech (wav/flac) -> .vqt token files",
+                         description="Encode each image or utterance, whole, into one .vqt file: tokens entropy "
+                                     "coded with the model's prior, its original size stored.")
+    enc.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     enc.add_argument("-o", "--out", required=True, help="output folder (relative paths of folder inputs kept)")
     enc.add_argument("--model", default="default", help=model_help)
     enc.add_argument("--prior", choices=PRIOR_NAMES, default="context",
@@ -168,10 +178,10 @@ def _add_codec_commands(sub: Any) -> None:
     enc.add_argument("--check", action="store_true", help="decode each file again and print its PSNR")
     enc.add_argument("--device", default="cpu", help=device_help)
     enc.set_defaults(func=_encode)
-    dec = sub.add_parser("decode", help=".vqt token files -> PNG images",
+    dec = sub.add_parser("decode", help=".vqt token files -> PNG images (WAV for a speech model)",
                          description="Decode .vqt files with the model that encoded them (checked by model id).")
     dec.add_argument("inputs", nargs="+", metavar="FILE", help=".vqt files or folders of them")
-    dec.add_argument("-o", "--out", required=True, help="output folder for the PNGs")
+    dec.add_argument("-o", "--out", required=True, help="output folder for the PNGs (WAVs)")
     dec.add_argument("--model", default="default", help=model_help)
     dec.add_argument("--device", default="cpu", help=device_help)
     dec.set_defaults(func=_decode)
@@ -179,7 +189,8 @@ def _add_codec_commands(sub: Any) -> None:
                          description="Count the tokens of whole training images; writes prior.safetensors "
                                      "beside the model (this changes the model id of files encoded after).")
     fit.add_argument("run_dir", metavar="RUN_DIR", help="a `vqkit train` run directory or a saved model folder")
-    fit.add_argument("--data", required=True, help="image folder (its train/ split if it has one)")
+    fit.add_argument("--data", required=True,
+                     help="image folder, or wav/flac folder for a speech model (its train/ split if it has one)")
     fit.add_argument("--max-images", type=int, default=2000, help="images to count, evenly spread (0 = all)")
     fit.add_argument("--device", default="cpu", help=device_help)
     fit.set_defaults(func=_fit_prior)
@@ -231,10 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Evaluate RUN_DIR/final on a split of --data: PSNR, SSIM, L1, MSE, LPIPS and "
                                     "rFID (when their weights are local), codebook usage, perplexity, bits.")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a `vqkit train` run directory (config.json, final/)")
-    ev.add_argument("--data", required=True, help="image folder (ImageNet layout or flat) or 'photos'")
+    ev.add_argument("--data", required=True, help="image folder (ImageNet layout or flat) or 'photos'; for a "
+                                                  "speech run, the folder of test utterances (wav/flac)")
     ev.add_argument("--split", choices=("train", "val"), default="val")
     ev.add_argument("--batch-size", type=int, default=32)
-    ev.add_argument("--max-images", type=int, default=0, help="evaluate at most this many images (0 = all)")
+    ev.add_argument("--max-images", type=int, default=0,
+                    help="evaluate at most this many images (utterances for speech; 0 = all)")
     ev.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval-SPLIT)")
     ev.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'")
     ev.set_defaults(func=_eval)

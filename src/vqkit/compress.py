@@ -22,8 +22,8 @@ import struct
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import Generic, Self, TypeVar
 
 import numpy as np
 import safetensors.numpy
@@ -160,8 +160,22 @@ class Encoded:
                 "payload": self.payload_bits / self.pixels, "file": self.file_bits / self.pixels}
 
 
-class ImageCodec:
-    """A tokenizer, its prior tables and its model id: images ⇄ ``.vqt`` bytes."""
+Signal = TypeVar("Signal")
+
+
+class Codec(Generic[Signal]):
+    """A tokenizer, its prior tables and its model id; subclasses add a modality's signal handling
+    (:class:`ImageCodec`, :class:`vqkit.compress_audio.AudioCodec`)."""
+
+    modality = "image"
+
+    def encode(self, signal: Signal, prior: str = "context") -> Encoded:
+        """A signal -> the ``.vqt`` bytes and their rates."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Signal:
+        """``.vqt`` bytes -> the signal; TokenFileError (a ValueError) naming what is wrong."""
+        raise NotImplementedError
 
     def __init__(self, tokenizer: Tokenizer, prior: PriorModel | None = None, model_id: bytes | None = None,
                  tile: int = DEFAULT_TILE, margin: int = DEFAULT_MARGIN, name: str = "tokenizer") -> None:
@@ -176,7 +190,7 @@ class ImageCodec:
 
     @classmethod
     def from_pretrained(cls, name: str | os.PathLike[str] = "default", device: str | torch.device = "cpu",
-                        **options: int) -> ImageCodec:
+                        **options: int) -> Self:
         """Load ``"default"`` (shipped in the package) or a ``save_pretrained`` / run directory."""
         directory = resolve_model_dir(name)
         tokenizer = Tokenizer.from_pretrained(directory, device=device)
@@ -188,6 +202,38 @@ class ImageCodec:
     @property
     def side_info(self) -> bool:
         return self.tokenizer.quantizer.side_bits_per_sample > 0
+
+    def token_file(self, grid: np.ndarray, side: bytes, signal_shape: tuple[int, ...], prior: str
+                   ) -> tuple[bytes, int, float]:
+        """Tokens (S, *positions) -> (the ``.vqt`` bytes, payload bytes, the prior's cross-entropy bits)."""
+        payload, ce = coders.encode(self._prior_model(prior), prior, grid)
+        file = TokenFile(self.modality, prior, self.model_id, signal_shape, tuple(grid.shape),
+                         tuple(s.size for s in self.specs), payload, side, self.tile)
+        return file.to_bytes(), len(payload), ce
+
+    def check_model(self, file: TokenFile) -> None:
+        """TokenFileError unless ``file`` was encoded by this model, for this modality, with these tiles."""
+        if file.model_id != self.model_id:
+            raise ModelMismatchError(
+                f"this file was encoded with model {file.model_id.hex()}, not with {self.name} "
+                f"({self.model_id.hex()}): decode it with the model (and prior tables) that encoded it"
+            )
+        if file.modality != self.modality:
+            raise TokenFileError(f"this is an {file.modality} token file; {self.name} decodes {self.modality}")
+        if file.tile != self.tile:
+            raise TokenFileError(f"file was encoded with tiles of {file.tile}, this codec uses {self.tile}")
+
+    def _prior_model(self, prior: str) -> PriorModel:
+        if prior == "uniform":
+            return PriorModel.uniform(self.specs)
+        if self.prior is None:
+            raise ValueError(f"{self.name} has no prior tables ({PRIOR_NAME}): use --prior uniform, "
+                             "or fit them with `vqkit fit-prior RUN_DIR --data DIR`")
+        return self.prior
+
+
+class ImageCodec(Codec[np.ndarray]):
+    """Images ⇄ ``.vqt`` bytes: padded, tiled with a margin, cropped back."""
 
     # -- tokens ------------------------------------------------------------------------------
     def _tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
@@ -247,14 +293,11 @@ class ImageCodec:
 
     def pack(self, grid: np.ndarray, side: bytes, shape: tuple[int, ...], prior: str) -> Encoded:
         """Tokens (S, h, w) and side information of an image of ``shape`` (H, W, C) -> file and rates."""
-        payload, ce = coders.encode(self._prior_model(prior), prior, grid)
         height, width, channels = shape
-        file = TokenFile("image", prior, self.model_id, (channels, height, width), tuple(grid.shape),
-                         tuple(s.size for s in self.specs), payload, side, self.tile)
-        data = file.to_bytes()
+        data, payload, ce = self.token_file(grid, side, (channels, height, width), prior)
         side_bits = 8 * len(side)
         nominal = grid[0].size * sum(math.log2(s.size) for s in self.specs)
-        return Encoded(data, height * width, nominal + side_bits, ce + side_bits, 8 * len(payload), 8 * len(data))
+        return Encoded(data, height * width, nominal + side_bits, ce + side_bits, 8 * payload, 8 * len(data))
 
     def decode(self, data: bytes) -> np.ndarray:
         """``.vqt`` bytes -> uint8 (H, W, C); TokenFileError (a ValueError) naming what is wrong."""
@@ -271,15 +314,9 @@ class ImageCodec:
 
     def check(self, file: TokenFile) -> tuple[int, ...]:
         """The token grid ``file`` must hold for this codec; TokenFileError if it cannot be ours."""
-        if file.model_id != self.model_id:
-            raise ModelMismatchError(
-                f"this file was encoded with model {file.model_id.hex()}, not with {self.name} "
-                f"({self.model_id.hex()}): decode it with the model (and prior tables) that encoded it"
-            )
-        if file.modality != "image" or len(file.signal_shape) != 3 or file.signal_shape[0] not in (1, 3, 4):
-            raise TokenFileError(f"not an image token file (modality {file.modality}, shape {file.signal_shape})")
-        if file.tile != self.tile:
-            raise TokenFileError(f"file was encoded with tiles of {file.tile} px, this codec uses {self.tile}")
+        self.check_model(file)
+        if len(file.signal_shape) != 3 or file.signal_shape[0] not in (1, 3, 4):
+            raise TokenFileError(f"not an image's shape: {file.signal_shape}")
         f = self.tokenizer.downsample_factor
         _, height, width = file.signal_shape
         grid = (len(self.specs), -(-height // f), -(-width // f))
@@ -301,14 +338,6 @@ class ImageCodec:
         grids = (indices if indices.ndim == 4 else indices[..., None]).permute(0, 3, 1, 2).cpu().numpy()
         priors = ("static", "context") if self.prior is not None else ("uniform",)
         return {p: [self.pack(g, side, (height, width, 3), p).bpp()["file"] for g in grids] for p in priors}
-
-    def _prior_model(self, prior: str) -> PriorModel:
-        if prior == "uniform":
-            return PriorModel.uniform(self.specs)
-        if self.prior is None:
-            raise ValueError(f"{self.name} has no prior tables ({PRIOR_NAME}): use --prior uniform, "
-                             "or fit them with `vqkit fit-prior RUN_DIR --data DIR`")
-        return self.prior
 
 
 def fit_prior(codec: ImageCodec, images: Iterable[np.ndarray]) -> PriorModel:
@@ -362,16 +391,9 @@ def _model_id(tokenizer: Tokenizer, prior: bytes, weights: str | None = None) ->
     return h.digest()[:MODEL_ID_BYTES]
 
 
-def default_model_dir() -> Path:
-    return Path(str(resources.files("vqkit") / "assets" / "default"))
-
-
 def resolve_model_dir(name: str | os.PathLike[str]) -> Path:
     """``"default"``, a ``save_pretrained`` directory, or a run directory (its ``final/``)."""
-    if str(name) == "default":
-        return default_model_dir()
-    path = Path(name)
-    return path / "final" if (path / "final" / stored.CONFIG_NAME).is_file() else path
+    return stored.resolve(name)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..evaluate import evaluate_run
 from ..models.pretrained import atomic_write
 from ..train import TrainConfig, load_config, train
 from ..train.checkpoint import CHECKPOINT
+from ..train.modality import modality_of
 from .presets import PRESETS, TOY_PRESET, Entry, Preset
 
 _NOT_RESULTS = frozenset({"out", "workers", "log_every", "eval_every", "ckpt_every", "device"})
@@ -30,6 +30,9 @@ class CompareConfig:
     """Options of ``vqkit compare`` beside the preset name."""
 
     data: str = "photos"
+    """Training data: an image folder or 'photos'; for speech presets a folder of wav/flac."""
+    val_data: str = ""
+    """Validation folder (speech presets: required unless --data has a val/ split); empty = data's val split."""
     out: str = "results/compare"
     scale: str = "cpu"
     """'cpu' (minutes on 2 cores) or 'paper' (the paper's recipe, a GPU job)."""
@@ -54,8 +57,8 @@ def entry_config(preset: Preset, entry: Entry, cfg: CompareConfig, run_dir: Path
     if cfg.scale not in preset.base:
         raise ValueError(f"scale must be one of {sorted(preset.base)}, got {cfg.scale!r}")
     overrides: dict[str, Any] = dict(preset.overrides.get(cfg.scale, {}))
-    overrides.update(data=cfg.data, seed=cfg.seed, out=str(run_dir), quantizer=entry.quantizer,
-                     quantizer_args=json.dumps(entry.args))
+    overrides.update(data=cfg.data, val_data=cfg.val_data, seed=cfg.seed, out=str(run_dir),
+                     quantizer=entry.quantizer, quantizer_args=json.dumps(entry.args))
     if cfg.steps:
         overrides.update(steps=cfg.steps, eval_every=cfg.steps, ckpt_every=max(1, cfg.steps // 4))
     if cfg.max_val_images:
@@ -84,15 +87,14 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
         print(f"  {'resuming' if resume else 'training'} {entry.name}", flush=True)
         train(train_cfg, resume=resume)
     if not (eval_dir / "metrics.json").exists():
-        evaluate_run(run_dir, train_cfg.data, "val", eval_dir, batch_size=train_cfg.batch_size,
-                     max_images=train_cfg.max_val_images)
+        modality_of(train_cfg.arch).evaluate_run(run_dir, train_cfg, eval_dir, train_cfg.max_val_images)
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
     return {
         "name": entry.name, "family": entry.family, "quantizer": entry.quantizer, "quantizer_args": entry.args,
         "bits_per_token": summary["bits_per_token"], "run_dir": str(run_dir.resolve()),
         "eval_dir": str(eval_dir.resolve()), "train_seconds": summary["train_seconds"], "steps": summary["steps"],
-        "metrics": metrics, "paper": entry.paper,
+        "metrics": metrics, "paper": entry.paper, "modality": modality_of(train_cfg.arch).name,
     }
 
 
@@ -116,9 +118,12 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted([*PRESETS, TOY_PRESET])}")
     preset = PRESETS[preset_name]
     keys = [n.strip() for n in cfg.only.split(",") if n.strip()]
-    entries = [e for e in preset.entries if not keys or slug(e.name) in keys]
+    if cfg.scale not in preset.base:
+        raise ValueError(f"scale must be one of {sorted(preset.base)}, got {cfg.scale!r}")
+    rows = preset.rows(cfg.scale)
+    entries = [e for e in rows if not keys or slug(e.name) in keys]
     if keys and len(entries) != len(keys):
-        known = [slug(e.name) for e in preset.entries]
+        known = [slug(e.name) for e in rows]
         raise ValueError(f"unknown configuration(s) {sorted(set(keys) - set(known))}; {preset_name} has {known}")
     start, records = time.perf_counter(), []
     durations: list[float] = []
@@ -131,12 +136,14 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     first = entry_config(preset, entries[0], cfg, out)
     results = {
         "preset": preset.name, "title": preset.title, "scale": cfg.scale, "data": cfg.data,
-        "steps": first.steps, "seed": cfg.seed, "image_size": first.image_size,
+        "steps": first.steps, "seed": cfg.seed, "image_size": first.image_size, "segment": first.segment,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "train_seconds_total": round(sum(r["train_seconds"] for r in records), 1), "configs": records,
     }
+    results["modality"] = records[0]["modality"]
     atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
     from .report import write_report
+    from .report_audio import write_audio_report
 
-    write_report(out, results)
+    {"image": write_report, "audio": write_audio_report}[results["modality"]](out, results)
     return results

@@ -8,14 +8,26 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from torch import Tensor
 from tqdm import tqdm
 
-from ..compress import ImageCodec, fit_and_save_prior, read_image, to_tensor, write_png
+from ..compress import (
+    Codec,
+    Encoded,
+    ImageCodec,
+    fit_and_save_prior,
+    read_image,
+    resolve_model_dir,
+    save_prior,
+    to_tensor,
+    write_png,
+)
 from ..data.images import find_images
 from ..metrics import psnr
 from ..models.pretrained import atomic_write
@@ -55,55 +67,138 @@ def _progress(jobs: list[Job], what: str) -> Iterator[Job]:
     yield from tqdm(jobs, desc=what, unit="file", file=sys.stderr, disable=len(jobs) < 2, leave=False)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(psnr(to_tensor(a), to_tensor(b))[0])
+@dataclass(frozen=True)
+class Media:
+    """How a modality's files are read, written, described and compared."""
+
+    extensions: tuple[str, ...]
+    suffix: str
+    read: Callable[[Path, Any], Any]
+    write: Callable[[Path, Any, Any], None]
+    describe: Callable[[Any, Any], str]
+    rate: Callable[[Encoded, Any], str]
+    fidelity: Callable[[Any, Any, Any], str]
+    fit: Callable[[Any, str, int], Any]
+
+
+def _image_fidelity(a: np.ndarray, b: np.ndarray, codec: Any) -> str:
+    return f"PSNR {float(psnr(to_tensor(a), to_tensor(b))[0]):.2f} dB"
+
+
+def _audio_fidelity(a: Tensor, b: Tensor, codec: Any) -> str:
+    from ..metrics.speech import mel_distance, si_sdr
+
+    return f"SI-SDR {float(si_sdr(b, a)[0]):.2f} dB, mel distance {float(mel_distance(b, a, codec.sample_rate)[0]):.3f}"
+
+
+def _kbps(encoded: Encoded, codec: Any) -> str:
+    seconds = encoded.pixels / codec.sample_rate
+    return f"{encoded.file_bits / seconds / 1000:.3f} kbps (nominal {encoded.nominal_bits / seconds / 1000:.3f})"
+
+
+def _fit_audio(codec: Any, data: str, max_items: int) -> Path:
+    from ..compress_audio import fit_audio_prior
+    from ..data.audio import AudioFolder
+
+    root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
+    clips = AudioFolder(root, codec.sample_rate, train=False, max_items=max_items or None)
+    items = (clips[i] for i in tqdm(range(len(clips)), desc="fit-prior", unit="clip", file=sys.stderr))
+    return save_prior(resolve_model_dir(codec.name), fit_audio_prior(codec, items))
+
+
+def _write_wav(path: Path, audio: Tensor, codec: Any) -> None:
+    from ..data.audio import write_wav
+
+    write_wav(path, audio, codec.sample_rate)
+
+
+def _read_audio(path: Path, codec: Any) -> Tensor:
+    from ..data.audio import load_audio
+
+    return load_audio(path, codec.sample_rate)
+
+
+MEDIA = {
+    "image": Media(ENCODE_EXTENSIONS, ".png", lambda path, codec: read_image(path),
+                   lambda path, image, codec: write_png(path, image),
+                   lambda image, codec: f"{image.shape[1]}x{image.shape[0]}",
+                   lambda e, codec: f"{e.bpp()['file']:.3f} bpp (nominal {e.bpp()['nominal']:.3f} bpp)",
+                   _image_fidelity,
+                   lambda codec, data, n: fit_and_save_prior(codec.name, data, n, codec.device, progress=True)),
+    "audio": Media((".wav", ".flac"), ".wav", _read_audio, _write_wav,
+                   lambda audio, codec: f"{len(audio) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz",
+                   _kbps, _audio_fidelity, _fit_audio),
+}
+
+
+def open_codec(model: str, device: str) -> tuple[Codec[Any], Media]:
+    """The codec of ``model`` for its modality (images, or speech for the ``speech`` arch)."""
+    from ..compress_audio import AudioCodec
+    from ..models import pretrained
+    from ..train.modality import ARCH_MODALITY
+
+    config, _ = pretrained.read_config(resolve_model_dir(model))
+    modality = ARCH_MODALITY.get(config.arch, "image")
+    codec_class: type[Codec[Any]] = AudioCodec if modality == "audio" else ImageCodec
+    return codec_class.from_pretrained(model, device=device), MEDIA[modality]
+
+
+def _fail(job: Job, err: Exception) -> None:
+    tqdm.write(f"vqkit: error: {job.source}: {err}", file=sys.stderr)
 
 
 def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: bool, device: str) -> int:
-    jobs, failed = plan(inputs, out, ENCODE_EXTENSIONS, SUFFIX), 0
-    codec = ImageCodec.from_pretrained(model, device=device)
-    total_bits = total_pixels = 0.0
+    jobs = plan(inputs, out, (*ENCODE_EXTENSIONS, *MEDIA["audio"].extensions), SUFFIX)
+    codec, media = open_codec(model, device)
+    failed, total_bits, total_units = 0, 0.0, 0.0
     start = time.perf_counter()
     for job in _progress(jobs, "encode"):
         try:
-            image = read_image(job.source)
-            encoded = codec.encode(image, prior)
+            if job.source.suffix.lower() not in media.extensions:
+                raise ValueError(f"{codec.name} encodes {', '.join(media.extensions)} files")
+            signal = media.read(job.source, codec)
+            encoded = codec.encode(signal, prior)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(job.target, encoded.data)
         except ValueError as err:
             failed += 1
-            tqdm.write(f"vqkit: error: {job.source}: {err}", file=sys.stderr)
+            _fail(job, err)
             continue
-        line = (f"{job.source} -> {job.target}: {len(encoded.data):,} bytes, {encoded.bpp()['file']:.3f} bpp "
-                f"({image.shape[1]}x{image.shape[0]}, nominal {encoded.bpp()['nominal']:.3f} bpp)")
+        line = (f"{job.source} -> {job.target}: {len(encoded.data):,} bytes, {media.rate(encoded, codec)}, "
+                f"{media.describe(signal, codec)}")
         if check:
-            line += f", PSNR {_psnr(image, codec.decode(encoded.data)):.2f} dB"
+            line += ", " + media.fidelity(signal, codec.decode(encoded.data), codec)
         tqdm.write(line)
         total_bits += encoded.file_bits
-        total_pixels += encoded.pixels
-    seconds = time.perf_counter() - start
-    if total_pixels:
+        total_units += encoded.pixels
+    if total_units:
+        overall = Encoded(b"", int(total_units), 0.0, 0.0, 0, int(total_bits))
         print(f"encoded {len(jobs) - failed} file(s) with {codec.name} ({prior} prior): "
-              f"{total_bits / total_pixels:.3f} bpp overall, {seconds:.1f} s")
+              f"{media.rate(overall, codec).split(' (')[0]} overall, {time.perf_counter() - start:.1f} s")
     return 1 if failed else 0
 
 
 def run_decode(inputs: Sequence[str], out: str, model: str, device: str) -> int:
-    jobs, failed = plan(inputs, out, (SUFFIX,), ".png"), 0
-    codec = ImageCodec.from_pretrained(model, device=device)
+    jobs = plan(inputs, out, (SUFFIX,), ".out")
+    codec, media = open_codec(model, device)
+    failed = 0
     for job in _progress(jobs, "decode"):
+        target = job.target.with_suffix(media.suffix)
         try:
-            image = codec.decode(job.source.read_bytes())
-            job.target.parent.mkdir(parents=True, exist_ok=True)
-            write_png(job.target, image)
+            signal = codec.decode(job.source.read_bytes())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            media.write(target, signal, codec)
         except (ValueError, OSError) as err:
             failed += 1
-            tqdm.write(f"vqkit: error: {job.source}: {err}", file=sys.stderr)
+            _fail(job, err)
             continue
-        tqdm.write(f"{job.source} -> {job.target} ({image.shape[1]}x{image.shape[0]})")
+        tqdm.write(f"{job.source} -> {target} ({media.describe(signal, codec)})")
     return 1 if failed else 0
 
 
 def run_fit_prior(run: str, data: str, max_images: int, device: str) -> Path:
-    """Fit the static and context tables of ``run``'s model on up to ``max_images`` training images."""
-    return fit_and_save_prior(run, data, max_images, device, progress=True)
+    """Fit the static and context tables of ``run``'s model on up to ``max_images`` training images
+    (utterances for a speech model); returns the path of ``prior.safetensors``."""
+    codec, media = open_codec(run, device)
+    path: Path = media.fit(codec, data, max_images)
+    return path

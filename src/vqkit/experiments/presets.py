@@ -21,6 +21,8 @@ class Entry:
     quantizer: str
     args: dict[str, Any]
     paper: dict[str, float] | None = None
+    scales: tuple[str, ...] = ("cpu", "paper")
+    """The scales this row runs at (a 262k codebook is a paper-scale row only)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class Preset:
     """scale ('cpu' | 'paper') -> training preset name."""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """scale -> TrainConfig overrides applied on top of the base preset."""
+    entry_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """scale -> quantizer arguments set in every row (e.g. the latent width of the paper's model)."""
+
+    def rows(self, scale: str) -> tuple[Entry, ...]:
+        """The rows that run at ``scale``, with that scale's shared quantizer arguments."""
+        extra = self.entry_args.get(scale, {})
+        return tuple(Entry(e.name, e.family, e.quantizer, {**e.args, **extra}, e.paper, e.scales)
+                     for e in self.entries if scale in e.scales)
 
 
 STRATEGIES = ("none", "scale", "layernorm")
@@ -153,6 +163,29 @@ _add(Preset(
     RFSQ_SCALES,
     {"cpu": {"steps": 150, "image_size": 32, "batch_size": 16, "conv_channels": (32, 64), "eval_every": 150,
              "ckpt_every": 50, "max_val_images": 64}},
+))
+
+def _audio_paper(util: float, pesq: float, stoi: float) -> dict[str, float]:
+    """A row of SimVQ's Table 2, LibriTTS test-other column (utilization as a fraction)."""
+    return {"usage": util / 100, "pesq_wb": pesq, "stoi": stoi}
+
+
+_add(Preset(
+    "simvq-audio", "SimVQ Table 2 on LibriSpeech-subset-16k: VQ-EMA and FSQ against SimVQ on one speech model",
+    (
+        Entry("VQ-EMA 4096 (WavTokenizer)", "VQ-EMA", "emavq", {"dim": 64, "codebook_size": 4096},
+              _audio_paper(100, 2.26, 0.89)),
+        Entry("FSQ [8,8,8,8] 4096", "FSQ", "fsq", {"levels": [8, 8, 8, 8], "dim": 64}),
+        Entry("SimVQ 4096", "SimVQ", "simvq", {"dim": 64, "codebook_size": 4096}, _audio_paper(100, 2.08, 0.88)),
+        Entry("FSQ [8,8,8,5,5,5] 64000", "FSQ", "fsq", {"levels": [8, 8, 8, 5, 5, 5], "dim": 64}),
+        Entry("SimVQ 65536", "SimVQ", "simvq", {"dim": 64, "codebook_size": 65536}, _audio_paper(99.0, 2.26, 0.90)),
+        Entry("SimVQ 262144", "SimVQ", "simvq", {"dim": 64, "codebook_size": 262144}, _audio_paper(94.7, 2.31, 0.90),
+              scales=("paper",)),
+    ),
+    {"cpu": "speech-cpu", "paper": "speech-paper"},
+    {"cpu": {"steps": 600, "segment": 8000, "batch_size": 8, "eval_every": 600, "ckpt_every": 100,
+             "max_val_images": 100, "prior_images": 100}},
+    {"paper": {"dim": 512}},
 ))
 
 TOY_PRESET = "simvq-toy2d"

@@ -38,8 +38,8 @@ class RDConfig:
     """folder of images (searched recursively), e.g. ../shared/data/images/kodak24"""
     out: str = "results/rd"
     """folder for report.md, rd.json and rd.png"""
-    prior: str = "context"
-    """the tokenizers' entropy model: uniform, static or context"""
+    priors: tuple[str, ...] = ("static", "context")
+    """the tokenizers' entropy models, each a row: uniform, static, context"""
     qualities: tuple[int, ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
     """quality settings of the classical codecs (Pillow's 0-100 scale)"""
     max_images: int = 0
@@ -52,6 +52,8 @@ class RDConfig:
             raise ValueError("vqkit rd: --data (a folder of images) is required")
         if not self.qualities or any(not 0 <= q <= 100 for q in self.qualities):
             raise ValueError(f"vqkit rd: qualities must be in 0..100, got {self.qualities}")
+        if not self.priors or any(p not in ("uniform", "static", "context") for p in self.priors):
+            raise ValueError(f"vqkit rd: priors must be among uniform, static, context, got {self.priors}")
         if self.max_images < 0:
             raise ValueError(f"vqkit rd: max_images must be >= 0, got {self.max_images}")
 
@@ -89,10 +91,15 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
         image = read_image(path)
         pixels = image.shape[0] * image.shape[1]
         for model, codec in zip(models, codecs, strict=True):
-            encoded = codec.encode(image, cfg.prior)
-            p, s = _quality(image, codec.decode(encoded.data))
-            records.append({"codec": model, "setting": cfg.prior, "image": path.name, "psnr": p, "ssim": s,
-                            **{f"bpp_{k}": v for k, v in encoded.bpp().items()}})
+            grid, side = codec.tokens(image)
+            decoded = codec.render(grid, side, *image.shape)
+            p, s = _quality(image, decoded)
+            for prior in cfg.priors:
+                encoded = codec.pack(grid, b"" if side is None else side.tobytes(), image.shape, prior)
+                if prior == cfg.priors[0] and not np.array_equal(codec.decode(encoded.data), decoded):
+                    raise RuntimeError(f"{path}: the .vqt file does not decode to the measured image")
+                records.append({"codec": model, "setting": prior, "image": path.name, "psnr": p, "ssim": s,
+                                **{f"bpp_{k}": v for k, v in encoded.bpp().items()}})
         for name, fmt in classical.items():
             for q in cfg.qualities:
                 bits, decoded = _classical(image, fmt, q)
@@ -127,25 +134,28 @@ def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _plot(summary: list[dict[str, Any]], models: list[str], path: Path, data: str, n: int) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6))
     for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
         for name in CLASSICAL:
             rows = sorted((r for r in summary if r["codec"] == name), key=lambda r: r["bpp_file"])
             if rows:
                 ax.plot([r["bpp_file"] for r in rows], [r[metric] for r in rows], "o-", ms=3, label=name)
         for i, model in enumerate(models):
-            row = next(r for r in summary if r["codec"] == model)
-            color = f"C{3 + i}"
-            ax.plot([row["bpp_nominal"], row["bpp_file"]], [row[metric]] * 2, ":", color=color)
-            ax.plot(row["bpp_nominal"], row[metric], "o", mfc="none", color=color, ms=7)
-            ax.plot(row["bpp_file"], row[metric], "*", color=color, ms=12,
-                    label=f"{Path(model).name}: file (★) vs nominal (○)")
-        ax.set_xlabel("bits per pixel (whole file; ○ = the tokenizer's nominal rate)")
+            rows = [r for r in summary if r["codec"] == model]
+            color, y = f"C{3 + i}", rows[0][metric]
+            ax.plot([rows[0]["bpp_nominal"], min(r["bpp_file"] for r in rows)], [y, y], ":", color=color)
+            ax.plot(rows[0]["bpp_nominal"], y, "o", mfc="none", color=color, ms=7)
+            for row, marker in zip(rows, "*Ds^", strict=False):
+                ax.plot(row["bpp_file"], y, marker, color=color, ms=11 if marker == "*" else 6,
+                        label=f"{Path(model).name}, {row['setting']} prior")
+        ax.set_xlabel("bits per pixel (whole file; ○ = a tokenizer's nominal rate, Σ log2 K per token)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend_rows = -(-len(labels) // 4)
     fig.suptitle(f"Rate–distortion on {data} ({n} images, mean over images)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.045 * legend_rows + 0.02, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -155,16 +165,19 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [f"# Rate–distortion on {Path(cfg['data']).name}", "",
              f"{result['images']} images, whole (no crops); rates in bits per pixel of the original image; "
              "PSNR and SSIM per image, then averaged. Tokenizer rates: nominal = tokens × Σ log2 K (the papers' "
-             f"figure); cross-entropy = ideal code length under the `{cfg['prior']}` prior; payload = range-coded "
-             "bytes; file = the whole .vqt file, header and CRC included.", ""]
+             "figure); cross-entropy = ideal code length under the prior; payload = range-coded bytes; file = the "
+             "whole .vqt file, header and CRC included. A tokenizer's PSNR and SSIM are the same for every prior "
+             "(entropy coding is lossless).", ""]
     if result["skipped_codecs"]:
         lines += [f"Not available in this Pillow: {', '.join(result['skipped_codecs'])}.", ""]
-    lines += ["## Tokenizers", "", "| model | nominal | cross-entropy | payload | file | PSNR (dB) | SSIM |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["## Tokenizers", "", "| model | prior | nominal | cross-entropy | payload | file | file vs nominal | "
+              "PSNR (dB) | SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for model in result["models"]:
-        r = next(r for r in summary if r["codec"] == model)
-        lines.append(f"| {model} | {r['bpp_nominal']:.3f} | {r['bpp_cross_entropy']:.3f} | {r['bpp_payload']:.3f} | "
-                     f"{r['bpp_file']:.3f} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+        for r in (r for r in summary if r["codec"] == model):
+            saving = 1 - r["bpp_file"] / r["bpp_nominal"]
+            lines.append(f"| {model} | {r['setting']} | {r['bpp_nominal']:.3f} | {r['bpp_cross_entropy']:.3f} | "
+                         f"{r['bpp_payload']:.3f} | {r['bpp_file']:.3f} | {-saving:+.1%} | {r['psnr']:.2f} | "
+                         f"{r['ssim']:.4f} |")
     lines += ["", "## Classical codecs", "", "| codec | quality | bpp (file) | PSNR (dB) | SSIM |",
               "|---|---:|---:|---:|---:|"]
     for name in CLASSICAL:

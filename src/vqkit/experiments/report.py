@@ -259,7 +259,8 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"- scale: {results.get('scale', 'n/a')}",
         f"- steps: {results.get('steps', 'n/a')}",
         f"- seed: {results.get('seed', 'n/a')}",
-        f"- image size: {results.get('image_size', 'n/a')}",
+        *([f"- image size: {results.get('image_size', 'n/a')}"] if results.get("modality", "image") == "image" else
+          [f"- training crops: {results.get('segment', 'n/a')} samples"]),
         f"- wall time of this command: {_minutes(wall)} (a resumed sweep counts only its last run)",
         f"- training time, all configurations: {_minutes(train)}",
         "",

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import ARCHITECTURES, DEFAULT_CONV_CHANNELS, DEFAULT_QUANTIZER_ARGS, QUANTIZERS
+from .registry import ARCH_ARGS, ARCHITECTURES, DEFAULT_CONV_CHANNELS, DEFAULT_QUANTIZER_ARGS, QUANTIZERS
 
 
 def _freeze(value: Any, where: str) -> Any:
@@ -39,12 +39,12 @@ class FrozenArgs(Mapping[str, Any]):
 
     __slots__ = ("_items",)
 
-    def __init__(self, args: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, args: Mapping[str, Any] | None = None, name: str = "quantizer_args") -> None:
         items = dict(args or {})
         for key in items:
             if not isinstance(key, str):
-                raise ValueError(f"quantizer_args: keys must be strings, got {key!r}")
-        self._items = tuple(sorted((k, _freeze(v, f"quantizer_args[{k!r}]")) for k, v in items.items()))
+                raise ValueError(f"{name}: keys must be strings, got {key!r}")
+        self._items = tuple(sorted((k, _freeze(v, f"{name}[{k!r}]")) for k, v in items.items()))
 
     def __getitem__(self, key: str) -> Any:
         for k, v in self._items:
@@ -88,6 +88,8 @@ class TokenizerConfig:
                     fsq_conv: the arch fixes f); ``None`` means (128, 256) and (128, 256, 256).
     ch, ch_mult, num_res_blocks, norm_groups: the vqgan ResNet (width, per-level multipliers,
                     residual blocks per level, GroupNorm groups); f = 2^(len(ch_mult) - 1).
+    arch_args:      the ``speech`` arch's :class:`~vqkit.models.speech.SpeechConfig` fields (JSON
+                    values; empty = its defaults); must be empty for the image archs.
     """
 
     arch: str = "rfsq_conv"
@@ -98,6 +100,7 @@ class TokenizerConfig:
     ch_mult: tuple[int, ...] = (1, 2, 2, 4)
     num_res_blocks: int = 2
     norm_groups: int = 32
+    arch_args: Mapping[str, Any] = field(default_factory=FrozenArgs)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -107,6 +110,14 @@ class TokenizerConfig:
         if not isinstance(self.quantizer_args, Mapping):
             raise ValueError(f"quantizer_args must be a mapping, got {type(self.quantizer_args).__name__}")
         object.__setattr__(self, "quantizer_args", FrozenArgs(self.quantizer_args))
+        if not isinstance(self.arch_args, Mapping):
+            raise ValueError(f"arch_args must be a mapping, got {type(self.arch_args).__name__}")
+        object.__setattr__(self, "arch_args", FrozenArgs(self.arch_args, "arch_args"))
+        if self.arch in ARCH_ARGS:
+            ARCH_ARGS[self.arch](self.arch_args)  # validates: ValueError naming the field
+        elif self.arch_args:
+            given = dict(self.arch_args)
+            raise ValueError(f"arch_args are for {sorted(ARCH_ARGS)}; {self.arch} takes none, got {given}")
         object.__setattr__(self, "ch_mult", _positive_ints("ch_mult", self.ch_mult))
         if self.conv_channels is not None:
             object.__setattr__(self, "conv_channels", _positive_ints("conv_channels", self.conv_channels))
@@ -133,12 +144,14 @@ class TokenizerConfig:
         channels = self.conv_channels
         if channels is None and self.arch in DEFAULT_CONV_CHANNELS:
             channels = DEFAULT_CONV_CHANNELS[self.arch]
-        return dataclasses.replace(self, quantizer_args=args, conv_channels=channels)
+        arch_args = ARCH_ARGS[self.arch](self.arch_args) if self.arch in ARCH_ARGS else {}
+        return dataclasses.replace(self, quantizer_args=args, conv_channels=channels, arch_args=arch_args)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists)."""
         out = {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["quantizer_args"] = FrozenArgs(self.quantizer_args).to_json()
+        out["arch_args"] = FrozenArgs(self.arch_args, "arch_args").to_json()
         return out
 
     @classmethod

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _SHOW = 6  # key names listed per kind of mismatch
+
+
+def resolve(directory: str | os.PathLike[str]) -> Path:
+    """``"default"`` -> the tokenizer shipped inside the package; a run directory -> its ``final/``;
+    anything else is taken as a ``save_pretrained`` directory."""
+    if str(directory) == "default":
+        return Path(str(resources.files("vqkit") / "assets" / "default"))
+    path = Path(directory)
+    return path / "final" if (path / "final" / CONFIG_NAME).is_file() else path
 
 
 def atomic_write(path: Path, data: bytes) -> None:

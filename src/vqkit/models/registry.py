@@ -15,6 +15,7 @@ from torch import nn
 
 from ..quantizers import EMAVQ, FSQ, LFQ, VQ, FactorizedVQ, Quantizer, ResidualFSQ, ResidualSimVQ, ResidualVQ, SimVQ
 from .conv import FSQ_CONV_CHANNELS, RFSQ_CONV_CHANNELS, ConvDecoder, ConvEncoder
+from .speech import SpeechConfig, SpeechDecoder, SpeechEncoder
 from .vqgan import VQGANDecoder, VQGANEncoder
 
 if TYPE_CHECKING:
@@ -63,9 +64,13 @@ def build_quantizer(name: str, args: Mapping[str, Any]) -> Quantizer:
 
 
 class Backbone(NamedTuple):
+    """Encoder and decoder around a quantizer; the signal they take is (B, channels, *ndim positions)."""
+
     encoder: nn.Module
     decoder: nn.Module
     downsample_factor: int
+    channels: int = 3
+    ndim: int = 2
 
 
 def _conv(config: TokenizerConfig, dim: int) -> Backbone:
@@ -80,11 +85,27 @@ def _vqgan(config: TokenizerConfig, dim: int) -> Backbone:
     return Backbone(encoder, VQGANDecoder(dim, *shape), encoder.downsample_factor)
 
 
+def speech_config(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved :class:`SpeechConfig` of ``arch_args`` as JSON values (ValueError if invalid)."""
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+    return SpeechConfig.from_dict(plain).to_dict()
+
+
+def _speech(config: TokenizerConfig, dim: int) -> Backbone:
+    cfg = SpeechConfig.from_dict({k: list(v) if isinstance(v, tuple) else v for k, v in config.arch_args.items()})
+    encoder = SpeechEncoder(dim, cfg)
+    return Backbone(encoder, SpeechDecoder(dim, cfg), cfg.hop, channels=1, ndim=1)
+
+
 ARCHITECTURES: dict[str, Callable[[TokenizerConfig, int], Backbone]] = {
     "rfsq_conv": _conv,
     "fsq_conv": _conv,
     "vqgan": _vqgan,
+    "speech": _speech,
 }
+
+ARCH_ARGS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"speech": speech_config}
+"""Archs configured by ``arch_args``, each with the function that validates and resolves them."""
 
 
 def build_backbone(config: TokenizerConfig, dim: int) -> Backbone:

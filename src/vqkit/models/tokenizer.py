@@ -1,10 +1,11 @@
 """Tokenizer = encoder + quantizer + decoder, any vqkit quantizer in the middle.
 
-Images are float ``(B, 3, H, W)`` in **[-1, 1]** (the range of :mod:`vqkit.data.images`; it is
-documented, not clamped), with H and W multiples of ``downsample_factor``. The encoder gives
-``(B, C, h, w)``; the model, not the quantizer, moves it to channels-last ``(B, h, w, C)`` because
-quantizers take ``(..., dim)``. Tokens are ``(B, h, w)``, or ``(B, h, w, S)`` for residual
-quantizers, with h = H / f and w = W / f.
+Signals are float ``(B, channels, *positions)`` in **[-1, 1]** (documented, not clamped): images
+``(B, 3, H, W)`` (:mod:`vqkit.data.images`), speech ``(B, 1, T)`` (:mod:`vqkit.data.audio`), with every
+position axis a multiple of ``downsample_factor``. The encoder gives ``(B, C, h, w)`` (or ``(B, C, t)``);
+the model, not the quantizer, moves it to channels-last ``(B, h, w, C)`` because quantizers take
+``(..., dim)``. Tokens are ``(B, h, w)`` (``(B, t)``), or ``(B, h, w, S)`` for residual quantizers,
+with h = H / f and w = W / f.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Tokenizer(nn.Module):
         self.quantizer = quantizer
         self.decoder = backbone.decoder
         self.downsample_factor = backbone.downsample_factor
+        self.signal_channels, self.signal_ndim = backbone.channels, backbone.ndim
 
     @property
     def residual(self) -> bool:
@@ -50,12 +52,12 @@ class Tokenizer(nn.Module):
     def bits_per_token(self) -> float:
         return self.quantizer.bits_per_token
 
-    def token_grid(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) of the token grid of an image of ``height`` × ``width`` pixels."""
+    def token_grid(self, *size: int) -> tuple[int, ...]:
+        """(h, w) of the token grid of an image of ``height`` × ``width`` pixels ((t,) of T samples)."""
         f = self.downsample_factor
-        if height <= 0 or width <= 0 or height % f or width % f:
-            raise ValueError(f"Tokenizer: image size {height}×{width} is not a positive multiple of f={f}")
-        return height // f, width // f
+        if len(size) != self.signal_ndim or any(s <= 0 or s % f for s in size):
+            raise ValueError(f"Tokenizer: signal size {size} is not {self.signal_ndim} positive multiple(s) of f={f}")
+        return tuple(s // f for s in size)
 
     # -- the three paths -------------------------------------------------------------------
     def forward(self, images: Tensor) -> tuple[Tensor, QuantizerOutput]:
@@ -82,7 +84,9 @@ class Tokenizer(nn.Module):
         A residual quantizer also decodes its first S' < S stages (coarse reconstruction);
         ``side_info`` is only for instance-LayerNorm RFSQ (see :meth:`encode_with_side_info`).
         """
-        ndim, expected = (4, "(B, h, w, S)") if self.residual else (3, "(B, h, w)")
+        axes = "h, w" if self.signal_ndim == 2 else "t"
+        ndim = 1 + self.signal_ndim + self.residual
+        expected = f"(B, {axes}, S)" if self.residual else f"(B, {axes})"
         if not isinstance(indices, Tensor) or indices.ndim != ndim:
             shape = tuple(indices.shape) if isinstance(indices, Tensor) else type(indices).__name__
             raise ValueError(f"Tokenizer: expected indices of shape {expected}, got {shape}")
@@ -99,29 +103,31 @@ class Tokenizer(nn.Module):
     def _latents(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> encoder output, channels-last (B, h, w, C)."""
         self._check_images(images)
-        latents: Tensor = rearrange(self.encoder(images), "b c h w -> b h w c")
+        latents: Tensor = rearrange(self.encoder(images), "b c ... -> b ... c")
         return latents
 
     def _reconstruct(self, quantized: Tensor) -> Tensor:
-        """Channels-last (B, h, w, C) -> images (B, 3, H, W)."""
-        out: Tensor = self.decoder(rearrange(quantized, "b h w c -> b c h w"))
+        """Channels-last (B, h, w, C) -> images (B, 3, H, W); (B, t, C) -> speech (B, 1, T)."""
+        out: Tensor = self.decoder(rearrange(quantized, "b ... c -> b c ..."))
         return out
 
     def _check_images(self, images: Tensor) -> None:
+        kind, axes = ("images", "H, W") if self.signal_ndim == 2 else ("audio", "T")
+        expected = f"(B, {self.signal_channels}, {axes})"
         if not isinstance(images, Tensor):
-            raise ValueError(f"Tokenizer: images must be a torch.Tensor, got {type(images).__name__}")
+            raise ValueError(f"Tokenizer: {kind} must be a torch.Tensor, got {type(images).__name__}")
         shape = tuple(images.shape)
-        if images.ndim != 4 or shape[1] != 3:
-            raise ValueError(f"Tokenizer: expected images of shape (B, 3, H, W), got {shape}")
+        if images.ndim != 2 + self.signal_ndim or shape[1] != self.signal_channels:
+            raise ValueError(f"Tokenizer: expected {kind} of shape {expected}, got {shape}")
         if not images.dtype.is_floating_point:
             raise ValueError(
-                f"Tokenizer: images must be floating point in [-1, 1], got {images.dtype} "
+                f"Tokenizer: {kind} must be floating point in [-1, 1], got {images.dtype} "
                 "(vqkit.data.images.from_uint8 converts uint8)"
             )
         f = self.downsample_factor
-        if shape[0] == 0 or shape[2] == 0 or shape[3] == 0 or shape[2] % f or shape[3] % f:
+        if shape[0] == 0 or any(s == 0 or s % f for s in shape[2:]):
             raise ValueError(
-                f"Tokenizer: images {shape}: batch must be non-empty and H, W positive multiples of "
+                f"Tokenizer: {kind} {shape}: batch must be non-empty and {axes} positive multiples of "
                 f"the downsample factor {f} ({self.config.arch})"
             )
 
@@ -133,10 +139,12 @@ class Tokenizer(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> Tokenizer:
         """Rebuild a tokenizer saved by :meth:`save_pretrained`, in eval mode on ``device``.
+        ``"default"`` loads the tokenizer shipped with vqkit; a run directory, its ``final/`` model.
 
         Raises ValueError, naming the file, for a missing or malformed ``config.json``, unknown
         arch or quantizer names, weights of another architecture, and corrupt weights.
         """
+        directory = pretrained.resolve(directory)
         config, digest = pretrained.read_config(directory)
         try:
             model = cls(config)

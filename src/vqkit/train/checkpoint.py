@@ -18,7 +18,7 @@ import torch
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT, VERSION = "vqkit.train-checkpoint", 1
-MODEL_KEYS = ("arch", "quantizer", "quantizer_args", "conv_channels", "ch", "ch_mult", "num_res_blocks")
+MODEL_KEYS = ("arch", "quantizer", "quantizer_args", "conv_channels", "ch", "ch_mult", "num_res_blocks", "arch_args")
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:

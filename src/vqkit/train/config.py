@@ -24,18 +24,27 @@ class TrainConfig:
 
     # data: a folder (ImageNet layout split/class/file, or flat) or "photos" (scikit-image's)
     data: str = "photos"
+    """Training data: an image folder (ImageNet layout or flat), 'photos', or a folder of wav/flac."""
+    val_data: str = ""
+    """Validation folder; empty = the val/ split of --data (a speech run must name one)."""
     image_size: int = 64
+    """Side of the square training and validation crops (images)."""
+    segment: int = 16000
+    """Samples per training crop (audio; validation uses whole utterances)."""
     resize: int = 0
     """Shorter side before cropping; 0 = the dataset's default room for random crops
     (image_size + image_size // 8 for folders, 2 × image_size for the bundled photos)."""
     max_train_images: int = 0
     max_val_images: int = 256
+    """Validation items (images, or utterances), evenly spread; 0 = all."""
     workers: int = 0
     # model
     arch: str = "rfsq_conv"
     quantizer: str = "rfsq"
     quantizer_args: str = "{}"
     """JSON object of the quantizer's keyword arguments; {} = the registry's paper defaults."""
+    arch_args: str = "{}"
+    """JSON object of the arch's options (the speech arch's SpeechConfig fields); {} = its defaults."""
     conv_channels: tuple[int, ...] = ()
     ch: int = 128
     ch_mult: tuple[int, ...] = (1, 2, 2, 4)
@@ -60,6 +69,12 @@ class TrainConfig:
     gan_weight: float = 0.0
     gan_start: int = 0
     disc_lr: float = 1e-4
+    mel_weight: float = 0.0
+    """Multi-resolution log-mel L1 (audio)."""
+    stft_weight: float = 0.0
+    """Multi-resolution STFT loss: spectral convergence + log magnitude (audio)."""
+    fm_weight: float = 0.0
+    """Discriminator feature matching (audio, with gan_weight > 0)."""
     # run
     out: str = "runs/rfsq"
     seed: int = 0
@@ -80,7 +95,7 @@ class TrainConfig:
             "amp": self.amp in ("auto", "bf16", "none"), "betas": len(self.betas) == 2,
             "ema_decay": 0 <= self.ema_decay < 1, "log_every": self.log_every >= 1,
             "eval_every": self.eval_every >= 1, "ckpt_every": self.ckpt_every >= 1,
-            "prior_images": self.prior_images >= 0,
+            "prior_images": self.prior_images >= 0, "segment": self.segment >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -88,16 +103,11 @@ class TrainConfig:
         self.tokenizer_config()  # validates arch, quantizer and its arguments early
 
     def tokenizer_config(self) -> TokenizerConfig:
-        try:
-            args = json.loads(self.quantizer_args)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"TrainConfig: quantizer_args is not JSON: {self.quantizer_args!r} ({err})") from err
-        if not isinstance(args, dict):
-            raise ValueError(f"TrainConfig: quantizer_args must be a JSON object, got {self.quantizer_args!r}")
         return TokenizerConfig(
-            arch=self.arch, quantizer=self.quantizer, quantizer_args=args,
+            arch=self.arch, quantizer=self.quantizer,
+            quantizer_args=_json_object("quantizer_args", self.quantizer_args),
             conv_channels=self.conv_channels or None, ch=self.ch, ch_mult=self.ch_mult,
-            num_res_blocks=self.num_res_blocks,
+            num_res_blocks=self.num_res_blocks, arch_args=_json_object("arch_args", self.arch_args),
         )
 
     def amp_dtype(self, device: torch.device) -> torch.dtype | None:
@@ -115,8 +125,24 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _json_object(name: str, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TrainConfig: {name} is not JSON: {text!r} ({err})") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"TrainConfig: {name} must be a JSON object, got {text!r}")
+    return value
+
+
 def _args(**kwargs: Any) -> str:
     return json.dumps(kwargs)
+
+
+# The speech tokenizer (SEANet encoder, Vocos decoder; vqkit.models.speech): sizes as JSON arch_args.
+_SPEECH_CPU = {"channels": 24, "backbone_dim": 192, "backbone_layers": 6, "intermediate": 576, "sample_rate": 16000}
+_SPEECH_PAPER = {"channels": 32, "max_channels": 512, "backbone_dim": 768, "backbone_layers": 12,
+                 "intermediate": 2304, "sample_rate": 16000}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -146,6 +172,21 @@ PRESETS: dict[str, dict[str, Any]] = {
                       lr=4e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup=0.0, schedule="constant",
                       grad_clip=0.0, ema_decay=0.99, l1_weight=1.0, eval_every=200, ckpt_every=50,
                       log_every=10, max_val_images=256),
+    # Speech (SimVQ's audio model, WavTokenizer-style) scaled to a CPU: 16 kHz, hop 320 (50 tokens/s),
+    # 1 s crops, mel + waveform L1, no GAN; SimVQ 4096 × 64 by default.
+    "speech-cpu": dict(arch="speech", arch_args=_args(**_SPEECH_CPU), quantizer="simvq",
+                       quantizer_args=_args(dim=64, codebook_size=4096), segment=16000, batch_size=8, steps=1500,
+                       lr=5e-4, betas=(0.8, 0.9), weight_decay=0.0, warmup=0.01, schedule="linear", grad_clip=1.0,
+                       l1_weight=0.1, mel_weight=1.0, eval_every=500, ckpt_every=100, log_every=25,
+                       max_val_images=100, prior_images=251),
+    # SimVQ / WavTokenizer recipe: ~1 s crops, AdamW-style betas (0.8, 0.9), lr 2e-4, mel 45 + GAN (MPD + MRD,
+    # hinge) + feature matching 2, 512-d codes; 16 kHz LibriSpeech here instead of 24 kHz LibriTTS.
+    "speech-paper": dict(arch="speech", arch_args=_args(**_SPEECH_PAPER), quantizer="simvq",
+                         quantizer_args=_args(dim=512, codebook_size=65_536), segment=16000, batch_size=40,
+                         steps=100_000, lr=2e-4, betas=(0.8, 0.9), weight_decay=0.0, warmup=0.0, schedule="constant",
+                         grad_clip=1.0, l1_weight=0.0, mel_weight=45.0, gan_weight=1.0, fm_weight=2.0, gan_start=0,
+                         disc_lr=2e-4, eval_every=5000, ckpt_every=1000, log_every=100, max_val_images=100,
+                         prior_images=1000),
 }
 
 
@@ -166,8 +207,9 @@ def load_config(preset: str | None = None, file: str | Path | None = None, **ove
     for name in ("betas", "ch_mult", "conv_channels"):
         if isinstance(values.get(name), list):
             values[name] = tuple(values[name])
-    if isinstance(values.get("quantizer_args"), dict):
-        values["quantizer_args"] = json.dumps(values["quantizer_args"])
+    for name in ("quantizer_args", "arch_args"):
+        if isinstance(values.get(name), dict):
+            values[name] = json.dumps(values[name])
     return TrainConfig(**values)
 
 

@@ -1,9 +1,11 @@
 """The training loop: one process, or many under ``torchrun`` (DDP, NCCL on GPU, gloo on CPU).
 
-Per step: images -> Tokenizer -> L1 (+MSE, +LPIPS when its weights exist, +GAN after
-``gan_start``) + the quantizer's own loss -> Adam, warm-up + linear decay, gradient clipping,
-optional weight EMA. Rank 0 alone logs, evaluates and writes checkpoints; codebook statistics
-are all-reduced inside the quantizers (``broadcast_buffers=False``). A run resumes from its last
+Per step: a batch of signals -> Tokenizer -> the modality's reconstruction losses (+ its adversary
+after ``gan_start``) + the quantizer's own loss -> Adam, warm-up + linear decay, gradient clipping,
+optional weight EMA. What differs between images and speech (datasets, losses, discriminators,
+validation) comes in as values (:mod:`.modality`); the loop has no branch on the kind of signal.
+Rank 0 alone logs, evaluates and writes checkpoints; codebook statistics are all-reduced inside the
+quantizers (``broadcast_buffers=False``). A run resumes from its last
 checkpoint at the same step, data order and crop randomness (both derive from seed and epoch).
 """
 
@@ -22,20 +24,17 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..compress import fit_and_save_prior
-from ..data.images import build_dataset, set_epoch
-from ..evaluate import evaluate
-from ..metrics import WeightsUnavailableError, load_lpips
-from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
+from ..data.images import set_epoch
+from ..models import Tokenizer
 from ..models.pretrained import atomic_write
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .log import RunLog
+from .modality import Adversary, modality_of
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,7 @@ class Trainer:
         self.run_dir = Path(cfg.out)
         self._prepare_run_dir(resume)
         torch.manual_seed(cfg.seed)
+        self.modality = modality_of(cfg.arch)
         self.model = Tokenizer(cfg.tokenizer_config()).to(self.ctx.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]),
@@ -109,19 +109,16 @@ class Trainer:
         self.disc: nn.Module | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
         if cfg.gan_weight > 0:
-            self.disc = PatchDiscriminator().to(self.ctx.device)
+            self.disc = self.modality.adversary(cfg).to(self.ctx.device)
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
-        self.lpips, self.lpips_note = self._load_lpips()
+        self.objective = self.modality.objective(cfg, self.ctx.device, self.ctx.main)
         self.step, self.elapsed = 0, 0.0
         if resume and (self.run_dir / CHECKPOINT).exists():
             self._restore(load_checkpoint(self.run_dir, cfg.to_dict()))
-        self.train_set = build_dataset(cfg.data, "train", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                                       max_images=cfg.max_train_images or None)
-        self.val_set = build_dataset(cfg.data, "val", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                                     max_images=cfg.max_val_images or None)
+        self.train_set, self.val_set = self.modality.datasets(cfg)
         if self.ctx.main:
-            print(f"vqkit train: {len(self.train_set)} training / {len(self.val_set)} validation images "  # type: ignore[arg-type]
-                  f"from {cfg.data}, {self.model.bits_per_token:g} bits per token", flush=True)
+            print(f"vqkit train: {len(self.train_set)} training / {len(self.val_set)} validation "  # type: ignore[arg-type]
+                  f"{self.modality.items} from {cfg.data}, {self.model.bits_per_token:g} bits per token", flush=True)
         self.loader, self.sampler = self._train_loader(self.train_set)
         self.ddp: nn.Module = self.model
         if self.ctx.world > 1:
@@ -142,15 +139,6 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
         self._barrier()
-
-    def _load_lpips(self) -> tuple[nn.Module | None, str]:
-        try:
-            return load_lpips(self.ctx.device), "available"
-        except WeightsUnavailableError as err:
-            note = f"unavailable ({err})"
-            if self.ctx.main and self.cfg.lpips_weight > 0:
-                print(f"vqkit train: LPIPS {note}; the LPIPS loss term is skipped", flush=True)
-            return None, note
 
     def _train_loader(self, dataset: Dataset[Tensor]) -> tuple[DataLoader[Tensor], ResumableSampler]:
         base: DistributedSampler[Any] = DistributedSampler(
@@ -207,31 +195,33 @@ class Trainer:
         with self._autocast():
             recon, out = self.ddp(images)
             recon = recon.float()
-            l1 = F.l1_loss(recon, images)
-            loss = cfg.l1_weight * l1 + out.loss
-            if cfg.mse_weight:
-                loss = loss + cfg.mse_weight * F.mse_loss(recon, images)
-            if self.lpips is not None and cfg.lpips_weight:
-                loss = loss + cfg.lpips_weight * self.lpips(recon, images).mean()
+            loss, terms = self.objective(recon, images)
+            loss = loss + out.loss
             if gan and self.disc is not None:
-                loss = loss + cfg.gan_weight * hinge_g_loss(self.disc(recon))
+                loss = loss + self._adversary.generator_loss(recon, images)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
         self.sched.step()
-        record = {"loss": loss.item(), "l1": l1.item(), "quantizer_loss": out.loss.item(),
+        record = {"loss": loss.item(), **terms, "quantizer_loss": out.loss.item(),
                   "usage": float(out.metrics["usage"]), "perplexity": float(out.metrics["perplexity"])}
         if gan and self.disc is not None and self.disc_opt is not None:
             with self._autocast():
-                d_loss: Tensor = hinge_d_loss(self.disc(images), self.disc(recon.detach()))
+                d_loss: Tensor = self._adversary.discriminator_loss(recon.detach(), images)
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()  # type: ignore[no-untyped-call]  # torch's stub for Tensor.backward is untyped
             self.disc_opt.step()
             record["d_loss"] = d_loss.item()
         self._update_ema()
         return record
+
+    @property
+    def _adversary(self) -> Adversary:
+        disc = _unwrap(self.disc) if self.disc is not None else None
+        assert isinstance(disc, Adversary)
+        return disc
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -244,16 +234,13 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """The numbers of :func:`vqkit.evaluate.evaluate` on the validation set (EMA weights if any).
-
-        Only its scalars are kept (psnr, l1, mse, ssim, batch_psnr, usage, perplexity, bits, images,
-        lpips when its weights exist) so that every log record stays flat; rFID is left to ``vqkit eval``.
-        """
+        """The modality's validation scalars on the validation set (EMA weights if any): images —
+        psnr, l1, mse, ssim, batch_psnr, usage, perplexity, bits (lpips when its weights exist);
+        speech — mel distance, SI-SDR, STOI, usage, bits. Flat, so every log record stays flat;
+        rFID, PESQ and DNSMOS are left to ``vqkit eval``."""
         model = self.ema if self.ema is not None else self.model
-        loader = DataLoader(self.val_set, batch_size=self.cfg.batch_size, shuffle=False)
-        metrics = evaluate(model, loader, self.ctx.device, self.lpips if self.lpips is not None else self.lpips_note,
-                           amp_dtype=self.cfg.amp_dtype(self.ctx.device))
-        return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        assert isinstance(model, Tokenizer)
+        return self.modality.validate(model, self.val_set, self.cfg, self.ctx.device, self.objective)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -292,13 +279,14 @@ class Trainer:
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "steps": self.step, "train_seconds": round(self.elapsed, 2), "world_size": self.ctx.world,
-            "bits_per_token": self.model.bits_per_token, "lpips": self.lpips_note, "val": last_eval or None,
+            "bits_per_token": self.model.bits_per_token, **self.objective.notes, "modality": self.modality.name,
+            "val": last_eval or None,
         }
         if self.ctx.main:
             final = self.ema if self.ema is not None else self.model
             final.save_pretrained(self.run_dir / "final")
             if self.cfg.prior_images:
-                fit_and_save_prior(self.run_dir / "final", self.cfg.data, self.cfg.prior_images, self.ctx.device)
+                self.modality.fit_prior(self.run_dir / "final", self.cfg, self.ctx.device)
             atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self._barrier()
         return summary

@@ -1,0 +1,176 @@
+"""Evaluate a speech tokenizer on whole utterances: quality, codebook use and rate.
+
+Each utterance is zero-padded to a multiple of the hop, tokenized and decoded whole, and cropped
+back, so no metric sees padding. Quality: mel distance, SI-SDR, STOI / ESTOI, and with ``full``
+PESQ-WB and DNSMOS (UTMOS is reported unavailable: its checkpoint cannot be fetched here).
+Codebook usage is over every token of the set, with its ceiling min(1, tokens / K). Rates: nominal
+kbps = tokens/s × Σ log2 K, and with a codec the real ``.vqt`` file kbps per prior.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .metrics import CodeUsage
+from .models import Tokenizer
+from .models.pretrained import atomic_write
+from .plotting import pyplot
+
+
+@dataclass
+class AudioEvaluation:
+    metrics: dict[str, Any]
+    usage: CodeUsage
+    samples: list[tuple[Tensor, Tensor]]
+    """(original (T,), reconstruction (T,)) of the first few utterances."""
+
+
+def sample_rate_of(model: Tokenizer) -> int:
+    return int(model.config.arch_args.get("sample_rate", 16000))
+
+
+@torch.no_grad()
+def reconstruct(model: Tokenizer, audio: Tensor, amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """(1, T) or (T,) -> (reconstruction (T,) in [-1, 1], indices (t[, S])): padded to the hop, cropped back."""
+    x = audio.reshape(1, 1, -1)
+    length = x.shape[-1]
+    device = next(model.parameters()).device
+    x = F.pad(x, (0, -length % model.downsample_factor)).to(device)
+    with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+        recon, out = model(x)
+    return recon.float().reshape(-1)[:length].clamp(-1, 1).cpu(), out.indices[0]
+
+
+def evaluate_audio(model: Tokenizer, dataset: Dataset[Tensor], device: torch.device | str, *, full: bool = True,
+                   amp_dtype: torch.dtype | None = None, keep_samples: int = 0, codec: Any = None) -> AudioEvaluation:
+    """Evaluate ``model`` (eval mode for the duration) on every utterance of ``dataset`` ((1, T) items).
+
+    ``full=False`` skips PESQ and DNSMOS (the slow ones; training validation). ``codec``: an
+    :class:`~vqkit.compress_audio.AudioCodec` of this model, to add ``file_kbps`` per prior.
+    """
+    from .metrics.speech import SpeechMetrics
+
+    was_training = model.training
+    model.eval().to(device)
+    rate = sample_rate_of(model)
+    scores = SpeechMetrics(rate, use_pesq=full, use_dnsmos=full)
+    usage = CodeUsage(model.quantizer.codebook_sizes)
+    samples: list[tuple[Tensor, Tensor]] = []
+    seconds, file_bits = 0.0, dict[str, float]()
+    try:
+        for i in range(len(dataset)):  # type: ignore[arg-type]
+            audio = dataset[i].reshape(-1).float()
+            recon, indices = reconstruct(model, audio, amp_dtype)
+            scores.update(recon[None], audio[None])
+            usage.update(indices)
+            seconds += len(audio) / rate
+            if codec is not None:
+                for prior, bits in codec.file_bits(indices, len(audio)).items():
+                    file_bits[prior] = file_bits.get(prior, 0.0) + bits
+            if len(samples) < keep_samples:
+                samples.append((audio, recon))
+    finally:
+        model.train(was_training)
+    if not seconds:
+        raise ValueError("evaluate_audio: the dataset has no utterances")
+    metrics: dict[str, Any] = scores.result()
+    codes = usage.result()
+    metrics.update({k: codes[k] for k in ("usage", "perplexity", "usage_per_stage", "perplexity_per_stage",
+                                          "tokens", "usage_ceiling")})
+    tokens_per_second = rate / model.downsample_factor
+    metrics.update(seconds=seconds, sample_rate=rate, tokens_per_second=tokens_per_second,
+                   bits_per_token=model.bits_per_token, kbps=tokens_per_second * model.bits_per_token / 1000)
+    if codec is not None:
+        metrics["file_kbps"] = {prior: bits / seconds / 1000 for prior, bits in file_bits.items()}
+    return AudioEvaluation(metrics, usage, samples)
+
+
+def save_spectrograms(samples: list[tuple[Tensor, Tensor]], sample_rate: int, path: str | os.PathLike[str]) -> None:
+    """PNG: log-mel of each original (left) beside its reconstruction (right), one row per utterance."""
+    from .dsp import log_mel
+
+    plt = pyplot()
+    rows = max(1, len(samples))
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 2.4 * rows), squeeze=False)
+    hop = 256 * sample_rate // 16000 or 1
+    for r, (original, recon) in enumerate(samples):
+        mels = [log_mel(x, sample_rate, n_fft=4 * hop, hop=hop, n_mels=80) for x in (original, recon)]
+        low, high = float(mels[0].min()), float(mels[0].max())
+        for c, (mel, title) in enumerate(zip(mels, ("original", "reconstruction"), strict=True)):
+            ax = axes[r][c]
+            ax.imshow(mel.numpy(), origin="lower", aspect="auto", vmin=low, vmax=high, cmap="magma",
+                      extent=(0, len(original) / sample_rate, 0, 80))
+            ax.set_title(f"utterance {r + 1}: {title}", fontsize=9)
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("mel bin")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_audio_metrics(metrics: dict[str, Any]) -> str:
+    rows = []
+    for key in ("utterances", "seconds", "pesq_wb", "stoi", "estoi", "mel_distance", "si_sdr", "dnsmos_ovrl",
+                "utmos", "usage", "usage_ceiling", "perplexity", "bits_per_token", "kbps", "file_kbps"):
+        value = metrics.get(key)
+        if isinstance(value, dict):
+            text = ("unavailable" if "unavailable" in value
+                    else ", ".join(f"{k} {v:.4g}" for k, v in value.items()))
+        elif isinstance(value, float):
+            text = f"{value:.4g}"
+        else:
+            text = str(value)
+        rows.append(f"{key:<16}{text}")
+    return "\n".join(rows)
+
+
+def evaluate_audio_run(run_dir: str | os.PathLike[str], data: str, out: str | os.PathLike[str], *,
+                       max_items: int = 0, device: str = "auto", samples: int = 3) -> dict[str, Any]:
+    """Evaluate a speech run's final model on every utterance under ``data``; writes ``metrics.json``,
+    ``samples/`` (original and decoded wavs) and ``spectrograms.png`` into ``out``."""
+    from .compress_audio import AudioCodec
+    from .data.audio import AudioFolder, write_wav
+    from .evaluate import save_code_usage_plot
+
+    run = Path(run_dir)
+    if not (run / "final").is_dir():
+        raise ValueError(f"{run / 'final'} does not exist: RUN_DIR must be a finished `vqkit train` run")
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    codec = AudioCodec.from_pretrained(run / "final", device=dev)
+    model = codec.tokenizer
+    rate = sample_rate_of(model)
+    dataset = AudioFolder(data, rate, train=False, max_items=max_items or None)
+    print(f"vqkit eval: {len(dataset)} utterances of {data} at {rate} Hz", flush=True)
+    result = evaluate_audio(model, dataset, dev, full=True, keep_samples=samples, codec=codec)
+    target = Path(out)
+    (target / "samples").mkdir(parents=True, exist_ok=True)
+    for i, (original, recon) in enumerate(result.samples):
+        write_wav(target / "samples" / f"{i:02d}-original.wav", original, rate)
+        write_wav(target / "samples" / f"{i:02d}-decoded.wav", recon, rate)
+    save_spectrograms(result.samples[:3], rate, target / "spectrograms.png")
+    save_code_usage_plot(result.usage, target / "code_usage.png")
+    record = {"run": str(run), "data": str(data), "modality": "audio", "metrics": _finite(result.metrics)}
+    atomic_write(target / "metrics.json", (json.dumps(record, indent=2) + "\n").encode())
+    return result.metrics
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: such a mean is stored as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,191 @@
+"""Speech end to end: the speech arch in Tokenizer, training through the audio modality, evaluation,
+the audio codec and `vqkit encode`/`decode` on wav files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vqkit.cli import main
+from vqkit.codec import ModelMismatchError, TokenFile
+from vqkit.compress import save_prior
+from vqkit.compress_audio import AudioCodec, fit_audio_prior
+from vqkit.evaluate_audio import evaluate_audio
+from vqkit.experiments.report_audio import write_audio_report
+from vqkit.models import Tokenizer, TokenizerConfig
+from vqkit.train import load_config, train
+from vqkit.train.modality import modality_of
+
+TINY = {"channels": 8, "max_channels": 32, "backbone_dim": 32, "backbone_layers": 1, "intermediate": 64,
+        "strides": [2, 4, 5, 8]}
+RATE, HOP = 16000, 320
+LIBRISPEECH = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "audio"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """Tiny models on a busy 2-core machine run faster (and steadier) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def speech_like(seconds: float, seed: int) -> np.ndarray:
+    """Voiced-speech-like audio: a 100-200 Hz pulse train through formant-ish resonances, amplitude-modulated."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = 110 + 60 * np.sin(2 * np.pi * 0.7 * t + seed)
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 20))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 3 * t + rng.uniform(0, 6)))
+    x = voiced * envelope + 0.01 * rng.standard_normal(len(t))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("speech")
+    for split, n in (("train", 6), ("val", 2)):
+        (root / split).mkdir()
+        for i in range(n):
+            sf.write(root / split / f"{i}.wav", speech_like(1.3 + 0.2 * i, seed=i + 10 * (split == "val")), RATE)
+    return root
+
+
+def tokenizer(quantizer: str = "simvq", args: dict[str, Any] | None = None, seed: int = 0) -> Tokenizer:
+    torch.manual_seed(seed)
+    config = TokenizerConfig(arch="speech", quantizer=quantizer, quantizer_args=args or {"dim": 16,
+                             "codebook_size": 256}, arch_args=TINY)
+    return Tokenizer(config).eval()
+
+
+def test_speech_tokenizer_shapes_and_decode_of_encode() -> None:
+    model = tokenizer()
+    audio = torch.from_numpy(speech_like(1.0, 0))[None, None]
+    recon, out = model(audio)
+    assert recon.shape == (1, 1, RATE) and out.indices.shape == (1, RATE // HOP)
+    assert torch.allclose(model.decode(model.encode(audio)), recon, atol=1e-5)
+    assert model.token_grid(RATE) == (RATE // HOP,)
+    with pytest.raises(ValueError, match=r"expected audio of shape \(B, 1, T\)"):
+        model.encode(torch.zeros(1, 3, 640))
+    with pytest.raises(ValueError, match="multiples of the downsample factor 320"):
+        model.encode(torch.zeros(1, 1, 1000))
+    residual = tokenizer("rfsq", {"levels": [4, 4, 4], "num_stages": 2})
+    assert residual.encode(audio).shape == (1, RATE // HOP, 2)
+
+
+def test_speech_config_is_validated_and_saved(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        TokenizerConfig(arch="speech", arch_args={"chanels": 8})
+    with pytest.raises(ValueError, match="takes none"):
+        TokenizerConfig(arch="rfsq_conv", arch_args={"channels": 8})
+    model = tokenizer()
+    model.save_pretrained(tmp_path)
+    again = Tokenizer.from_pretrained(tmp_path)
+    audio = torch.from_numpy(speech_like(0.6, 1))[None, None][..., : 30 * HOP]
+    assert torch.equal(again(audio)[0], model(audio)[0])
+    assert again.config.arch_args["strides"] == (2, 4, 5, 8)
+    assert modality_of("speech").name == "audio" and modality_of("vqgan").name == "image"
+
+
+def _train(corpus: Path, out: Path, steps: int, **overrides: Any) -> dict[str, Any]:
+    options: dict[str, Any] = dict(data=str(corpus), out=str(out), arch_args=json.dumps(TINY),
+                                   quantizer_args=json.dumps({"dim": 16, "codebook_size": 256}), steps=steps,
+                                   batch_size=4, segment=3200, eval_every=steps, ckpt_every=steps, log_every=1, lr=2e-3,
+                                   prior_images=4)
+    cfg = load_config("speech-cpu", None, **{**options, **overrides})
+    return train(cfg)
+
+
+def test_training_lowers_the_mel_loss_and_fits_a_prior(corpus: Path, tmp_path: Path) -> None:
+    summary = _train(corpus, tmp_path / "run", steps=40)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    mel = [r["mel"] for r in records if r.get("split") == "train"]
+    assert np.mean(mel[-5:]) < 0.85 * np.mean(mel[:5])
+    assert summary["modality"] == "audio" and summary["val"]["utterances"] == 2
+    assert {"mel_distance", "si_sdr", "stoi", "usage", "kbps"} <= set(summary["val"])
+    assert (tmp_path / "run" / "final" / "prior.safetensors").is_file()
+    assert main(["eval", str(tmp_path / "run"), "--data", str(corpus / "val"), "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert set(metrics["file_kbps"]) == {"static", "context"} and metrics["file_kbps"]["context"] < metrics["kbps"]
+    assert (tmp_path / "ev" / "spectrograms.png").is_file() and len(list((tmp_path / "ev" / "samples").iterdir())) == 4
+
+
+def test_adversarial_step_runs_and_logs(corpus: Path, tmp_path: Path) -> None:
+    _train(corpus, tmp_path / "gan", steps=2, gan_weight=1.0, fm_weight=2.0, prior_images=0)
+    records = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["d_loss"]) for r in records if r.get("split") == "train")
+
+
+def test_evaluate_audio_and_report(corpus: Path, tmp_path: Path) -> None:
+    from vqkit.data.audio import AudioFolder
+
+    model = tokenizer()
+    dataset = AudioFolder(corpus / "val", RATE, train=False)
+    result = evaluate_audio(model, dataset, "cpu", full=True, keep_samples=1)
+    m = result.metrics
+    assert m["utterances"] == 2 and m["kbps"] == pytest.approx(50 * 8 / 1000)
+    assert 1.0 <= m["pesq_wb"] <= 4.6 and m["utmos"] == {"unavailable": m["utmos"]["unavailable"]}
+    assert len(result.samples) == 1 and result.samples[0][0].shape == result.samples[0][1].shape
+    results = {"preset": "simvq-audio", "modality": "audio", "configs": [
+        {"name": "SimVQ 256", "bits_per_token": 8.0, "metrics": m, "paper": {"usage": 1.0, "pesq_wb": 2.08}}]}
+    write_audio_report(tmp_path, results)
+    report = (tmp_path / "report.md").read_text()
+    assert "LibriSpeech-subset-16k" in report and "| SimVQ 256 | 8.0 | 0.400 |" in report
+
+
+@pytest.mark.parametrize("quantizer, args", [("simvq", {"dim": 16, "codebook_size": 256}),
+                                             ("fsq", {"levels": [8, 5, 5], "dim": 16}),
+                                             ("rfsq", {"levels": [4, 4, 4], "num_stages": 2})])
+def test_audio_codec_round_trip(quantizer: str, args: dict[str, Any]) -> None:
+    model = tokenizer(quantizer, args)
+    codec = AudioCodec(model, tile=HOP * 20, margin=HOP * 4)
+    codec.prior = fit_audio_prior(codec, [torch.from_numpy(speech_like(1.0, s)) for s in range(3)])
+    audio = torch.from_numpy(speech_like(1.57, 7))  # not a multiple of the hop, several chunks
+    grid = codec.tokens(audio)
+    for prior in ("uniform", "static", "context"):
+        encoded = codec.encode(audio, prior)
+        file = TokenFile.from_bytes(encoded.data)
+        assert file.modality == "audio" and file.signal_shape == (1, len(audio))
+        assert torch.equal(codec.decode(encoded.data), codec.render(grid, len(audio)))
+    whole = AudioCodec(model, tile=HOP * 1000, margin=0)
+    assert (whole.tokens(audio) == grid).mean() > 0.95  # chunks with a margin ≈ the whole signal
+
+
+def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tokenizer()
+    model.save_pretrained(tmp_path / "m")
+    codec = AudioCodec.from_pretrained(tmp_path / "m")
+    save_prior(tmp_path / "m", fit_audio_prior(codec, [torch.from_numpy(speech_like(1.0, 3))]))
+    sf.write(tmp_path / "a.wav", speech_like(0.9, 5), RATE)
+    sf.write(tmp_path / "b.flac", np.stack([speech_like(0.5, 6)] * 2, 1), 22050)  # stereo, another rate
+    model_dir = str(tmp_path / "m")
+    args = [str(tmp_path / "a.wav"), str(tmp_path / "b.flac"), "-o", str(tmp_path / "vqt"), "--model", model_dir]
+    assert main(["encode", *args, "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "kbps" in out and "SI-SDR" in out
+    assert main(["decode", str(tmp_path / "vqt"), "-o", str(tmp_path / "wav"), "--model", model_dir]) == 0
+    a, rate = sf.read(tmp_path / "wav" / "a.wav")
+    b, _ = sf.read(tmp_path / "wav" / "b.wav")
+    assert rate == RATE and len(a) == int(0.9 * RATE)
+    assert len(b) == round(8000 * RATE / 22050)  # 8000 samples were written at 22.05 kHz
+    other = tokenizer(seed=3)
+    with pytest.raises(ModelMismatchError):
+        AudioCodec(other, codec.prior).decode((tmp_path / "vqt" / "a.vqt").read_bytes())
+
+
+@pytest.mark.skipif(not (LIBRISPEECH / "librispeech-test-other").is_dir(), reason="shared LibriSpeech absent")
+def test_real_utterance_through_the_codec() -> None:
+    from vqkit.data.audio import find_audio, load_audio
+
+    audio = load_audio(find_audio(LIBRISPEECH / "librispeech-test-other")[0], RATE)
+    codec = AudioCodec(tokenizer())
+    decoded = codec.decode(codec.encode(audio, "uniform").data)
+    assert decoded.shape == audio.shape and torch.isfinite(decoded).all()
