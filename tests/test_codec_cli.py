@@ -83,7 +83,7 @@ def test_wrong_model_is_named(model_dir: Path, images: Path, tmp_path: Path,
     assert "was encoded with model" in capsys.readouterr().err
 
 
-def test_missing_input_and_no_prior(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_input(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["encode", str(tmp_path / "nope.png"), "-o", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
 

@@ -17,11 +17,11 @@ from vqkit.compress import (
     ImageCodec,
     fit_prior,
     load_prior,
-    read_image,
     save_prior,
     stage_specs,
     to_tensor,
 )
+from vqkit.data.images import read_image
 from vqkit.models import Tokenizer, TokenizerConfig
 
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -102,7 +102,8 @@ def test_decoded_image_equals_the_tokenizers_reconstruction() -> None:
 
 
 def test_tiles_with_a_margin_match_the_whole_image() -> None:
-    """rfsq_conv's receptive field (10 px) fits in an 8 px margin: tiles give the whole image's tokens."""
+    """rfsq_conv's receptive field (10 px) fits in an 8 px margin: tiles give the whole image's tokens
+    (but for the odd float-rounding tie: convolutions of other sizes sum in another order)."""
     whole = fitted_codec("fsq", tile=256, margin=0)
     tiled = ImageCodec(whole.tokenizer, whole.prior, tile=16, margin=8)
     image = photo(50, 70, seed=3)
@@ -119,6 +120,7 @@ def test_model_id_covers_weights_and_prior_tables(tmp_path: Path) -> None:
     codec.tokenizer.save_pretrained(tmp_path / "m")
     save_prior(tmp_path / "m", codec.prior)
     loaded = ImageCodec.from_pretrained(tmp_path / "m")
+    assert ImageCodec.from_pretrained(tmp_path / "m").model_id == loaded.model_id  # a function of the files
     data = loaded.encode(photo(16, 16)).data
     assert np.array_equal(loaded.decode(data), ImageCodec.from_pretrained(tmp_path / "m").decode(data))
     other = ImageCodec.from_pretrained(tmp_path / "m")
@@ -128,9 +130,10 @@ def test_model_id_covers_weights_and_prior_tables(tmp_path: Path) -> None:
     assert refit.model_id != loaded.model_id
     with pytest.raises(ModelMismatchError, match="encoded with model"):
         refit.decode(data)
-    different = ImageCodec(tokenizer("vq", seed=1), loaded.prior)
+    tokenizer("vq", seed=1).save_pretrained(tmp_path / "other")  # same config and prior, other weights
+    save_prior(tmp_path / "other", codec.prior)
     with pytest.raises(ModelMismatchError):
-        different.decode(data)
+        ImageCodec.from_pretrained(tmp_path / "other").decode(data)
 
 
 def test_missing_or_damaged_prior_tables(tmp_path: Path) -> None:
@@ -176,6 +179,27 @@ def test_grey_image_stays_grey() -> None:
     encoded = codec.encode(grey)
     assert TokenFile.from_bytes(encoded.data).signal_shape == (1, 20, 12)
     assert codec.decode(encoded.data).shape == (20, 12, 1)
+
+
+def test_forged_absurd_sizes_are_refused_before_allocating() -> None:
+    codec = fitted_codec("fsq")
+    data = codec.encode(photo(16, 16)).data
+    file = TokenFile.from_bytes(data)
+    huge = TokenFile("image", "context", codec.model_id, (3, 60_000, 60_000), (1, 15_000, 15_000),
+                     file.codebook_sizes, file.payload, b"", file.tile)
+    with pytest.raises(TokenFileError, match="larger than"):
+        codec.decode(huge.to_bytes())
+    empty = TokenFile("image", "context", codec.model_id, (3, 64, 64), (1, 16, 16), file.codebook_sizes, b"", b"",
+                      file.tile)
+    with pytest.raises(CorruptFileError, match="not the coding"):
+        codec.decode(empty.to_bytes())
+
+
+def test_the_shipped_default_is_read_only() -> None:
+    from vqkit.models.pretrained import resolve
+
+    with pytest.raises(ValueError, match="read-only"):
+        save_prior(resolve("default"), fitted_codec("fsq").prior)
 
 
 def test_decode_errors_name_the_cause() -> None:

@@ -176,9 +176,10 @@ def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     b, _ = sf.read(tmp_path / "wav" / "b.wav")
     assert rate == RATE and len(a) == int(0.9 * RATE)
     assert len(b) == round(8000 * RATE / 22050)  # 8000 samples were written at 22.05 kHz
-    other = tokenizer(seed=3)
+    tokenizer(seed=3).save_pretrained(tmp_path / "other")  # same config and prior tables, other weights
+    (tmp_path / "other" / "prior.safetensors").write_bytes((tmp_path / "m" / "prior.safetensors").read_bytes())
     with pytest.raises(ModelMismatchError):
-        AudioCodec(other, codec.prior).decode((tmp_path / "vqt" / "a.vqt").read_bytes())
+        AudioCodec.from_pretrained(tmp_path / "other").decode((tmp_path / "vqt" / "a.vqt").read_bytes())
 
 
 @pytest.mark.skipif(not (LIBRISPEECH / "librispeech-test-other").is_dir(), reason="shared LibriSpeech absent")
@@ -189,3 +190,16 @@ def test_real_utterance_through_the_codec() -> None:
     codec = AudioCodec(tokenizer())
     decoded = codec.decode(codec.encode(audio, "uniform").data)
     assert decoded.shape == audio.shape and torch.isfinite(decoded).all()
+
+
+def test_checkpoints_from_before_arch_args_and_adversary_keys_still_load(tmp_path: Path) -> None:
+    """Runs saved before speech support (no arch_args; PatchGAN keys at main.*) resume."""
+    from vqkit.models import PatchDiscriminator
+    from vqkit.train.checkpoint import load_checkpoint, save_checkpoint
+    from vqkit.train.modality import ImageAdversary
+
+    cfg = load_config("rfsq-cpu", None, gan_weight=0.1)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "arch_args"}
+    save_checkpoint(tmp_path, {"config": old, "step": 3})
+    assert load_checkpoint(tmp_path, cfg.to_dict())["step"] == 3
+    ImageAdversary(cfg).load_state_dict(PatchDiscriminator().state_dict())  # strict: the same keys

@@ -175,7 +175,8 @@ def _add_codec_commands(sub: Any) -> None:
     enc.add_argument("--model", default="default", help=model_help)
     enc.add_argument("--prior", choices=PRIOR_NAMES, default="context",
                      help="entropy model: uniform (nominal rate), static (per-stage histograms), context")
-    enc.add_argument("--check", action="store_true", help="decode each file again and print its PSNR")
+    enc.add_argument("--check", action="store_true",
+                     help="decode each file again and print its fidelity (PSNR; SI-SDR and mel distance for speech)")
     enc.add_argument("--device", default="cpu", help=device_help)
     enc.set_defaults(func=_encode)
     dec = sub.add_parser("decode", help=".vqt token files -> PNG images (WAV for a speech model)",
@@ -220,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import PRESETS, TrainConfig
 
     tr = sub.add_parser("train", help="train a tokenizer (one process, or torchrun for DDP)",
-                        description="Train an image tokenizer. Options override --config, which overrides --preset.")
+                        description="Train an image or speech tokenizer (speech: --arch speech or --preset "
+                                    "speech-cpu). Options override --config, which overrides --preset.")
     tr.add_argument("--preset", choices=sorted(PRESETS), default=None, help="the papers' or CPU-scale settings")
     tr.add_argument("--config", default=None, help="JSON or YAML file of options")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -238,9 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_options(cmp, CompareConfig)
     cmp.set_defaults(func=_compare)
 
-    ev = sub.add_parser("eval", help="evaluate a trained tokenizer on a split: metrics.json and two PNGs",
+    ev = sub.add_parser("eval", help="evaluate a trained tokenizer on a split: metrics.json and plots",
                         description="Evaluate RUN_DIR/final on a split of --data: PSNR, SSIM, L1, MSE, LPIPS and "
-                                    "rFID (when their weights are local), codebook usage, perplexity, bits.")
+                                    "rFID (when their weights are local), codebook usage, perplexity, bits and "
+                                    "real file bits; for a speech run, every utterance under --data: PESQ-WB, "
+                                    "STOI/ESTOI, mel distance, SI-SDR, DNSMOS, usage, nominal and real kbps.")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a `vqkit train` run directory (config.json, final/)")
     ev.add_argument("--data", required=True, help="image folder (ImageNet layout or flat) or 'photos'; for a "
                                                   "speech run, the folder of test utterances (wav/flac)")

@@ -20,7 +20,7 @@ import math
 import os
 import struct
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Self, TypeVar
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .codec import PriorModel, StageSpec, TokenFile, coders
 from .codec.container import MODEL_ID_BYTES, ModelMismatchError, TokenFileError
+from .data.images import training_images
 from .models import Tokenizer
 from .models import pretrained as stored
 from .quantizers import FSQ, LFQ, Quantizer, ResidualQuantizer
@@ -41,6 +42,8 @@ PRIOR_NAME = "prior.safetensors"
 PRIOR_FORMAT = "vqkit.prior.v1"
 DEFAULT_TILE = 256
 DEFAULT_MARGIN = 32
+MAX_PIXELS = 1 << 27
+"""Largest image a file may claim (134 MP, e.g. 11,585²): checked before anything is allocated."""
 
 
 # -- the quantizer's symbols -----------------------------------------------------------------
@@ -92,7 +95,11 @@ def prior_bytes(model: PriorModel) -> bytes:
 
 
 def save_prior(directory: str | os.PathLike[str], model: PriorModel) -> Path:
-    """Write the tables to ``directory/prior.safetensors`` atomically."""
+    """Write the tables to ``directory/prior.safetensors`` atomically (never into the shipped default:
+    new tables change its model id, and files encoded before could no longer be decoded)."""
+    if Path(directory).resolve() == stored.resolve("default").resolve():
+        raise ValueError("the default tokenizer shipped with vqkit is read-only: copy its folder "
+                         f"({stored.resolve('default')}) and fit the copy")
     path = Path(directory) / PRIOR_NAME
     stored.atomic_write(path, prior_bytes(model))
     return path
@@ -317,6 +324,9 @@ class ImageCodec(Codec[np.ndarray]):
         self.check_model(file)
         if len(file.signal_shape) != 3 or file.signal_shape[0] not in (1, 3, 4):
             raise TokenFileError(f"not an image's shape: {file.signal_shape}")
+        if file.signal_shape[1] * file.signal_shape[2] > MAX_PIXELS:
+            raise TokenFileError(f"image of {file.signal_shape[2]}x{file.signal_shape[1]} pixels is larger than the "
+                                 f"{MAX_PIXELS:,} pixels vqkit decodes: corrupt or forged file")
         f = self.tokenizer.downsample_factor
         _, height, width = file.signal_shape
         grid = (len(self.specs), -(-height // f), -(-width // f))
@@ -344,25 +354,6 @@ def fit_prior(codec: ImageCodec, images: Iterable[np.ndarray]) -> PriorModel:
     """Count the tokens of ``images`` (whole images, as the codec encodes them)."""
     grids = [codec.tokens(image)[0] for image in images]
     return PriorModel.fit(codec.specs, grids, code_embeddings(codec.tokenizer.quantizer))
-
-
-def training_images(data: str, max_images: int = 0) -> Iterator[np.ndarray]:
-    """Whole training images of ``data`` as uint8 arrays: ``"photos"`` (scikit-image's bundled
-    training photos), a folder's ``train/`` split, or a flat folder; ``max_images`` evenly spread."""
-    if data == "photos":
-        from .data.photos import TRAIN_PHOTOS, load_photo
-
-        names = TRAIN_PHOTOS[:max_images] if max_images > 0 else TRAIN_PHOTOS
-        for name in names:
-            yield np.round(load_photo(name) * 255).astype(np.uint8)
-        return
-    from .data.images import find_images
-
-    root = Path(data)
-    files = find_images(root / "train" if (root / "train").is_dir() else root)
-    n = min(max_images, len(files)) if max_images > 0 else len(files)
-    for i in range(n):
-        yield read_image(files[i * len(files) // n])
 
 
 def fit_and_save_prior(model_dir: str | os.PathLike[str], data: str, max_images: int = 0,
@@ -394,34 +385,3 @@ def _model_id(tokenizer: Tokenizer, prior: bytes, weights: str | None = None) ->
 def resolve_model_dir(name: str | os.PathLike[str]) -> Path:
     """``"default"``, a ``save_pretrained`` directory, or a run directory (its ``final/``)."""
     return stored.resolve(name)
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as uint8 (H, W, C): C = 1 for grey (L, LA, 16-bit and 32-bit grey, scaled, not
-    clipped), 3 for everything else (RGB, RGBA and LA lose alpha; palette, CMYK, YCbCr converted)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                a = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-                return np.clip(np.round(a * 255.0 / top), 0, 255).astype(np.uint8)[..., None]
-            if im.mode in ("L", "LA", "1"):
-                return np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
-            source = im.convert("RGBA") if im.mode == "P" and "transparency" in im.info else im
-            return np.asarray(source.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
-
-
-def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """uint8 (H, W, 1|3) -> PNG (greyscale or RGB), written atomically."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, format="PNG")
-    stored.atomic_write(Path(path), buf.getvalue())

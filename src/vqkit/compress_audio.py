@@ -22,9 +22,12 @@ from .codec import PriorModel, TokenFile, coders
 from .codec.container import TokenFileError
 from .compress import Codec, Encoded, code_embeddings
 from .models import Tokenizer
+from .models.speech import sample_rate_of
 
 TILE_TOKENS = 1000
 MARGIN_TOKENS = 100
+MAX_SAMPLES = 1 << 31
+"""Longest waveform a file may claim (37 h at 16 kHz): checked before anything is allocated."""
 
 
 class AudioCodec(Codec[Tensor]):
@@ -41,7 +44,7 @@ class AudioCodec(Codec[Tensor]):
                          margin if margin >= 0 else hop * MARGIN_TOKENS, name)
         if self.side_info:
             raise ValueError("AudioCodec: instance-LayerNorm side information is not supported for audio")
-        self.sample_rate = int(tokenizer.config.arch_args.get("sample_rate", 16000))
+        self.sample_rate = sample_rate_of(tokenizer.config.arch_args)
 
     def _chunks(self, tokens: int) -> list[tuple[int, int]]:
         step = self.tile // self.tokenizer.downsample_factor
@@ -91,6 +94,8 @@ class AudioCodec(Codec[Tensor]):
         if len(file.signal_shape) != 2 or file.signal_shape[0] != 1:
             raise TokenFileError(f"not a mono waveform's shape: {file.signal_shape}")
         length, hop = file.signal_shape[1], self.tokenizer.downsample_factor
+        if length > MAX_SAMPLES:
+            raise TokenFileError(f"{length:,} samples is longer than the {MAX_SAMPLES:,} vqkit decodes: corrupt file")
         grid = (len(self.specs), -(-length // hop))
         if file.grid != grid or file.codebook_sizes != tuple(s.size for s in self.specs) or file.side_info:
             raise TokenFileError(f"token grid {file.grid} / sizes {file.codebook_sizes} do not fit this model {grid}")

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from .metrics import CodeUsage
 from .models import Tokenizer
 from .models.pretrained import atomic_write
+from .models.speech import sample_rate_of as speech_rate
 from .plotting import pyplot
 
 
@@ -37,7 +38,7 @@ class AudioEvaluation:
 
 
 def sample_rate_of(model: Tokenizer) -> int:
-    return int(model.config.arch_args.get("sample_rate", 16000))
+    return speech_rate(model.config.arch_args)
 
 
 @torch.no_grad()

@@ -62,6 +62,9 @@ def decode(model: PriorModel, prior: str, payload: bytes, grid: tuple[int, ...])
     for s, spec in enumerate(model.specs):
         if tokens[s].max() >= spec.size:
             raise CorruptFileError(f"payload decodes to codes beyond stage {s}'s {spec.size}: corrupt file")
-    if decoder.maybe_exhausted() is False:
-        raise CorruptFileError("payload is longer than the tokens it codes: corrupt file or wrong model")
+    # constriction reads zeros past the end and cannot tell a short or forged payload from a real one;
+    # encoding is deterministic, so the real payload is exactly the encoding of what it decodes to.
+    if encode(model, prior, tokens)[0] != payload:
+        raise CorruptFileError("payload is not the coding of the tokens it decodes to: corrupt, truncated or "
+                               "forged file, or other prior tables")
     return tokens

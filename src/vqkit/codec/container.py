@@ -10,7 +10,7 @@ Layout (little-endian; ``varint`` = unsigned LEB128, at most 10 bytes)::
     model_id     16 bytes first 16 bytes of the SHA-256 over what decoding needs (config, weights, prior tables)
     signal       varint n, then n varints: the original signal's shape (image: C, H, W)
     grid         varint n, then n varints: the token grid (stages, *positions), e.g. (S, h, w)
-    tile         varint   positions per tile side used by the encoder (0 = one tile)
+    tile         varint   the encoder's tile size in signal units (pixels per side, samples), 0 = untiled
     sizes        one varint per stage: K, the codebook size of that stage
     side         varint length, then that many bytes (e.g. instance-LayerNorm statistics)
     payload      varint length, then that many bytes: the entropy-coded tokens
@@ -34,7 +34,7 @@ MODEL_ID_BYTES = 16
 
 # Caps: far above any real use, low enough that a hostile header cannot make us allocate much.
 MAX_DIMS = 4
-MAX_DIM = 1 << 24
+MAX_DIM = 1 << 32
 MAX_TOKENS = 1 << 30
 MAX_STAGES = 64
 MAX_CODEBOOK = 1 << 24

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,3 +279,47 @@ def from_uint8(images: Tensor, channels_last: bool = False) -> Tensor:
     if channels_last:
         images = images.movedim(-1, -3)
     return images.float().div(127.5).sub_(1.0)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as uint8 (H, W, C): C = 1 for grey (L, LA, 16-bit and 32-bit grey, scaled, not
+    clipped), 3 for everything else (RGB, RGBA and LA lose alpha; palette, CMYK, YCbCr converted)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                a = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+                return np.clip(np.round(a * 255.0 / top), 0, 255).astype(np.uint8)[..., None]
+            if im.mode in ("L", "LA", "1"):
+                return np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
+            source = im.convert("RGBA") if im.mode == "P" and "transparency" in im.info else im
+            return np.asarray(source.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """uint8 (H, W, 1|3) -> PNG (greyscale or RGB), written atomically."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, format="PNG")
+    from ..models.pretrained import atomic_write
+
+    atomic_write(Path(path), buf.getvalue())
+
+
+def training_images(data: str, max_images: int = 0) -> Iterator[np.ndarray]:
+    """Whole training images of ``data`` as uint8 arrays: ``"photos"`` (scikit-image's bundled
+    training photos), a folder's ``train/`` split, or a flat folder; ``max_images`` evenly spread."""
+    if data == "photos":
+        names = TRAIN_PHOTOS[:max_images] if max_images > 0 else TRAIN_PHOTOS
+        for name in names:
+            yield np.round(load_photo(name) * 255).astype(np.uint8)
+        return
+    root = Path(data)
+    files = find_images(root / "train" if (root / "train").is_dir() else root)
+    n = min(max_images, len(files)) if max_images > 0 else len(files)
+    for i in range(n):
+        yield read_image(files[i * len(files) // n])

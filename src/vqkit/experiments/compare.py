@@ -135,7 +135,7 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
             durations.append(time.perf_counter() - began)
     first = entry_config(preset, entries[0], cfg, out)
     results = {
-        "preset": preset.name, "title": preset.title, "scale": cfg.scale, "data": cfg.data,
+        "preset": preset.name, "title": preset.title, "scale": cfg.scale, "data": cfg.data, "val_data": cfg.val_data,
         "steps": first.steps, "seed": cfg.seed, "image_size": first.image_size, "segment": first.segment,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "train_seconds_total": round(sum(r["train_seconds"] for r in records), 1), "configs": records,

@@ -22,13 +22,11 @@ from ..compress import (
     Encoded,
     ImageCodec,
     fit_and_save_prior,
-    read_image,
     resolve_model_dir,
     save_prior,
     to_tensor,
-    write_png,
 )
-from ..data.images import find_images
+from ..data.images import find_images, read_image, write_png
 from ..metrics import psnr
 from ..models.pretrained import atomic_write
 
@@ -160,7 +158,7 @@ def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: b
             encoded = codec.encode(signal, prior)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(job.target, encoded.data)
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             failed += 1
             _fail(job, err)
             continue

@@ -173,7 +173,9 @@ def _audio_paper(util: float, pesq: float, stoi: float) -> dict[str, float]:
 _add(Preset(
     "simvq-audio", "SimVQ Table 2 on LibriSpeech-subset-16k: VQ-EMA and FSQ against SimVQ on one speech model",
     (
-        Entry("VQ-EMA 4096 (WavTokenizer)", "VQ-EMA", "emavq", {"dim": 64, "codebook_size": 4096},
+        # WavTokenizer's codebook is EnCodec's: EMA 0.99, k-means initialisation, dead codes (EMA count < 2) restarted
+        Entry("VQ-EMA 4096 (WavTokenizer)", "VQ-EMA", "emavq",
+              {"dim": 64, "codebook_size": 4096, "kmeans_init": True, "dead_code_threshold": 2.0},
               _audio_paper(100, 2.26, 0.89)),
         Entry("FSQ [8,8,8,8] 4096", "FSQ", "fsq", {"levels": [8, 8, 8, 8], "dim": 64}),
         Entry("SimVQ 4096", "SimVQ", "simvq", {"dim": 64, "codebook_size": 4096}, _audio_paper(100, 2.08, 0.88)),

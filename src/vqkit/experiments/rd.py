@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, features
 
-from ..compress import ImageCodec, read_image, to_tensor
-from ..data.images import find_images
+from ..compress import ImageCodec, to_tensor
+from ..data.images import find_images, read_image
 from ..metrics import psnr, ssim
 from ..models.pretrained import atomic_write
 from ..plotting import pyplot

@@ -11,12 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..models.pretrained import atomic_write
 from .report import _barh, _bits, _bits_of, _fmt, _header, _metrics, _num, _percent, _plot_curves, md_cell
 
-DIFFERENCES = ("16 kHz LibriSpeech subsets (train-clean-100 251 utterances / test-other 100 utterances: "
-               "'LibriSpeech-subset-16k'), not 24 kHz LibriTTS; hop 320 gives 50 tokens/s (the paper: 75); "
-               "model size, steps, crop length and losses are the preset's (see config.json of each run); "
-               "UTMOS and V/UV F1 are not measured (UTMOS needs a checkpoint that cannot be fetched here).")
+
+def differences(results: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """What differs from SimVQ's Table 2, from what this sweep actually ran on."""
+    rate, tokens = _num(metrics.get("sample_rate")), _num(metrics.get("tokens_per_second"))
+    return (f"trained on {results.get('data', '?')} and tested on {results.get('val_data') or 'its val split'} at "
+            f"{_fmt(rate, 0)} Hz (for the shared LibriSpeech subsets: 'LibriSpeech-subset-16k'), not 24 kHz "
+            f"LibriTTS; {_fmt(tokens, 0)} tokens/s (the paper: 75); model size, steps, crop length and losses are "
+            "the preset's (config.json of each run); UTMOS and V/UV F1 are not measured (UTMOS needs a "
+            "checkpoint that cannot be fetched here).")
 
 
 def _rate(m: dict[str, Any], prior: str) -> str:
@@ -59,13 +65,14 @@ def write_audio_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     written = [out_dir / name for name in ("curves.png", "usage.png", "pesq.png")]
     seconds = _num(_metrics(configs[0]).get("seconds")) if configs else None
     lines = [*_header(results), f"- test set: {_fmt(_metrics(configs[0]).get('utterances'), 0) if configs else 0} "
-             f"utterances, {_fmt(seconds, 0)} s", "", "**What differs from the paper:** " + DIFFERENCES, "",
-             "## Results (LibriSpeech-subset-16k)", "", *_table(configs), "",
+             f"utterances, {_fmt(seconds, 0)} s", "",
+             "**What differs from the paper:** " + differences(results, _metrics(configs[0]) if configs else {}), "",
+             "## Results", "", *_table(configs), "",
              "_usage: share of codes used over every token of the test set; max usage = min(1, tokens / K). "
              "kbps file: each utterance's tokens entropy coded into a real .vqt file (header included) with the "
              "prior fitted on training utterances; nominal = tokens/s × Σ log2 K / 1000. One seed; differences "
              "of a few hundredths in PESQ/STOI are within run-to-run noise at this scale._", "", "## Plots", ""]
     lines += [f"- [{p.name}]({p.name})" for p in written] + [""]
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write(report, "\n".join(lines).encode())
     return [report, *written]

@@ -291,3 +291,8 @@ def _vocos_init(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def sample_rate_of(arch_args: Mapping[str, Any]) -> int:
+    """The sample rate a speech tokenizer's ``arch_args`` give (SpeechConfig's default when absent)."""
+    return int(arch_args.get("sample_rate", SpeechConfig.sample_rate))

@@ -50,12 +50,16 @@ def load_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{path}: not a vqkit training checkpoint")
     if state.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')}, this vqkit reads {VERSION}")
-    saved = state.get("config", {})
+    saved = {**_ADDED_LATER, **state.get("config", {})}
     diff = {k: (saved.get(k), config.get(k)) for k in MODEL_KEYS if _norm(saved.get(k)) != _norm(config.get(k))}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{path}: checkpoint of another model, cannot resume ({detail})")
     return state
+
+
+_ADDED_LATER = {"arch_args": "{}"}
+"""Model keys that checkpoints written before they existed lack, with the value those runs had."""
 
 
 def _norm(value: Any) -> Any:

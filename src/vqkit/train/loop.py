@@ -34,7 +34,7 @@ from ..models.pretrained import atomic_write
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .log import RunLog
-from .modality import Adversary, modality_of
+from .modality import modality_of
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,9 @@ class Trainer:
             # statistics. torch 2.13 calls the flag deprecated in favour of forward_sync_buffers.
             warnings.filterwarnings("ignore", message=".*broadcast_buffers. is deprecated")
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            if self.ctx.device.type == "cuda":  # batch statistics over every rank (the speech encoder's
+                # input norm); torch's SyncBatchNorm is CUDA-only, so gloo ranks keep per-rank statistics
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # type: ignore[no-untyped-call]
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
             if self.disc is not None:
                 self.disc = DistributedDataParallel(self.disc, device_ids=ids, broadcast_buffers=False)
@@ -198,7 +201,7 @@ class Trainer:
             loss, terms = self.objective(recon, images)
             loss = loss + out.loss
             if gan and self.disc is not None:
-                loss = loss + self._adversary.generator_loss(recon, images)
+                loss = loss + self.disc(recon, images, True)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -209,19 +212,13 @@ class Trainer:
                   "usage": float(out.metrics["usage"]), "perplexity": float(out.metrics["perplexity"])}
         if gan and self.disc is not None and self.disc_opt is not None:
             with self._autocast():
-                d_loss: Tensor = self._adversary.discriminator_loss(recon.detach(), images)
+                d_loss: Tensor = self.disc(recon.detach(), images, False)
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()  # type: ignore[no-untyped-call]  # torch's stub for Tensor.backward is untyped
             self.disc_opt.step()
             record["d_loss"] = d_loss.item()
         self._update_ema()
         return record
-
-    @property
-    def _adversary(self) -> Adversary:
-        disc = _unwrap(self.disc) if self.disc is not None else None
-        assert isinstance(disc, Adversary)
-        return disc
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -27,6 +27,7 @@ from ..data.images import build_dataset
 from ..evaluate import evaluate
 from ..metrics import WeightsUnavailableError, load_lpips
 from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
+from ..models.speech import sample_rate_of as speech_rate
 from .config import TrainConfig
 
 ARCH_MODALITY = {"speech": "audio"}
@@ -44,7 +45,13 @@ class Objective(nn.Module):
 
 
 class Adversary(nn.Module):
-    """A discriminator and its losses; the loop owns its optimizer and when it starts."""
+    """A discriminator and its losses: ``forward(fake, real, generator)`` is the generator's
+    adversarial loss (``generator=True``) or the discriminator's. One forward entry point so that a
+    ``DistributedDataParallel`` wrapper sees every use and keeps the ranks' discriminators in step;
+    the loop owns the optimizer and decides when the adversary starts."""
+
+    def forward(self, fake: Tensor, real: Tensor, generator: bool) -> Tensor:
+        return self.generator_loss(fake, real) if generator else self.discriminator_loss(fake.detach(), real)
 
     def generator_loss(self, fake: Tensor, real: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -79,15 +86,18 @@ class ImageObjective(Objective):
 
 
 class ImageAdversary(Adversary):
+    """PatchGAN with hinge losses; its layers sit at ``main.*`` as in a bare PatchDiscriminator, so
+    checkpoints of either load into the other."""
+
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
-        self.disc, self.weight = PatchDiscriminator(), cfg.gan_weight
+        self.main, self.weight = PatchDiscriminator().main, cfg.gan_weight
 
     def generator_loss(self, fake: Tensor, real: Tensor) -> Tensor:
-        return self.weight * hinge_g_loss(self.disc(fake))
+        return self.weight * hinge_g_loss(self.main(fake))
 
     def discriminator_loss(self, fake: Tensor, real: Tensor) -> Tensor:
-        return hinge_d_loss(self.disc(real), self.disc(fake.detach()))
+        return hinge_d_loss(self.main(real), self.main(fake.detach()))
 
 
 def _image_datasets(cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
@@ -109,8 +119,7 @@ def _image_validate(model: Tokenizer, dataset: Dataset[Tensor], cfg: TrainConfig
 
 # -- audio -------------------------------------------------------------------------------------
 def sample_rate_of(cfg: TrainConfig) -> int:
-    rate = json.loads(cfg.arch_args or "{}").get("sample_rate", 16000)
-    return int(rate)
+    return speech_rate(json.loads(cfg.arch_args or "{}"))
 
 
 class AudioObjective(Objective):
