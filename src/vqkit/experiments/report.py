@@ -149,13 +149,14 @@ def _read_log(run_dir: Any) -> list[dict[str, Any]]:
     return [r for r in read_records(Path(run_dir) / LOG_FILE) if r.get("split") == "train" and "step" in r]
 
 
-def _plot_curves(path: Path, configs: list[dict[str, Any]]) -> None:
+def _plot_curves(path: Path, configs: list[dict[str, Any]], metric: str = "l1") -> None:
+    """Training ``metric`` (or the total loss where a log lacks it) per step, one line per configuration."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     keys = set()
     for c in configs:
         records = _read_log(c.get("run_dir"))
-        key = "l1" if any("l1" in r for r in records) else "loss"
+        key = metric if any(metric in r for r in records) else "loss"
         points = [(r["step"], r[key]) for r in records if _num(r.get(key)) is not None]
         if points:
             keys.add(key)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.pretrained import atomic_write
+from ..plotting import pyplot
 from .report import _barh, _bits, _bits_of, _fmt, _header, _metrics, _num, _percent, _plot_curves, md_cell
 
 
@@ -49,20 +50,45 @@ def _table(configs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+_PANELS = (("pesq_wb", "PESQ-WB (1 to 4.5, higher is better)", (1.0, 4.5)),
+           ("stoi", "STOI (0 to 1, higher is better)", (0.0, 1.0)),
+           ("mel_distance", "mel distance (lower is better)", None))
+
+
+def _quality(path: Path, configs: list[dict[str, Any]]) -> None:
+    """One panel per quality metric, one bar per configuration, each axis on the metric's own scale."""
+    plt = pyplot()
+    names = [str(c.get("name", "?")) for c in configs]
+    fig, axes = plt.subplots(1, len(_PANELS), figsize=(13, 0.5 * len(configs) + 1.6), sharey=True)
+    for ax, (key, label, limits) in zip(axes, _PANELS, strict=True):
+        values = [_num(_metrics(c).get(key)) for c in configs]
+        ax.barh(range(len(names)), [v or 0.0 for v in values], color="tab:blue")
+        for i, v in enumerate(values):
+            ax.text(v or 0.0, i, f" {_fmt(v, 3)}", va="center", fontsize=7)
+        if limits:
+            ax.set_xlim(*limits)
+        ax.set_xlabel(label, fontsize=8)
+    axes[0].set_yticks(range(len(names)), names, fontsize=7)
+    axes[0].invert_yaxis()
+    fig.suptitle("speech quality over the test utterances")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_audio_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     """Write ``report.md``, ``curves.png``, ``usage.png`` and ``pesq.png`` for a speech sweep."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     configs: list[dict[str, Any]] = [c for c in results.get("configs", []) if isinstance(c, dict)]
-    _plot_curves(out_dir / "curves.png", configs)
+    _plot_curves(out_dir / "curves.png", configs, "mel")  # the waveform L1 barely moves; the mel loss does
     usages = [_num(_metrics(c).get("usage")) for c in configs]
     ceilings = [_num(_metrics(c).get("usage_ceiling")) for c in configs]
     _barh(out_dir / "usage.png", configs, [None if u is None else 100 * u for u in usages], "codebook usage (%)",
           "codebook usage over the test utterances",
           [f"{_percent(u)} % (max {_percent(m)} %)" for u, m in zip(usages, ceilings, strict=True)])
-    pesq = [_num(_metrics(c).get("pesq_wb")) for c in configs]
-    _barh(out_dir / "pesq.png", configs, pesq, "PESQ-WB (1-4.5)", "PESQ-WB per method",
-          [f"{_fmt(p, 2)}, {_fmt(_metrics(c).get('kbps'), 2)} kbps" for p, c in zip(pesq, configs, strict=True)])
-    written = [out_dir / name for name in ("curves.png", "usage.png", "pesq.png")]
+    _quality(out_dir / "quality.png", configs)
+    written = [out_dir / name for name in ("curves.png", "usage.png", "quality.png")]
     seconds = _num(_metrics(configs[0]).get("seconds")) if configs else None
     lines = [*_header(results), f"- test set: {_fmt(_metrics(configs[0]).get('utterances'), 0) if configs else 0} "
              f"utterances, {_fmt(seconds, 0)} s", "",
