@@ -200,14 +200,18 @@ def save_code_usage_plot(usage: CodeUsage, path: str | os.PathLike[str]) -> None
     plt.close(fig)
 
 
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """A short two-column table of the headline numbers."""
+HEADLINE = ("images", "psnr", "batch_psnr", "ssim", "l1", "mse", "lpips", "rfid", "usage", "perplexity",
+            "bits_per_token", "bits_per_pixel", "file_bpp")
+
+
+def format_metrics(metrics: dict[str, Any], keys: tuple[str, ...] = HEADLINE) -> str:
+    """A short two-column table of the headline numbers (``{"unavailable": ...}`` shown as such)."""
     rows = []
-    for key in ("images", "psnr", "batch_psnr", "ssim", "l1", "mse", "lpips", "rfid", "usage", "perplexity",
-                "bits_per_token", "bits_per_pixel", "file_bpp"):
+    for key in keys:
         value = metrics.get(key)
         if isinstance(value, dict):
-            text = ", ".join(f"{k} {v:.4g}" for k, v in value.items()) if key == "file_bpp" else "unavailable"
+            text = ("unavailable" if "unavailable" in value
+                    else ", ".join(f"{k} {v:.4g}" for k, v in value.items()))
         elif isinstance(value, float):
             text = f"{value:.4g}"
         else:

@@ -121,19 +121,12 @@ def save_spectrograms(samples: list[tuple[Tensor, Tensor]], sample_rate: int, pa
 
 
 def format_audio_metrics(metrics: dict[str, Any]) -> str:
-    rows = []
-    for key in ("utterances", "seconds", "pesq_wb", "stoi", "estoi", "mel_distance", "si_sdr", "dnsmos_ovrl",
-                "utmos", "usage", "usage_ceiling", "perplexity", "bits_per_token", "kbps", "file_kbps"):
-        value = metrics.get(key)
-        if isinstance(value, dict):
-            text = ("unavailable" if "unavailable" in value
-                    else ", ".join(f"{k} {v:.4g}" for k, v in value.items()))
-        elif isinstance(value, float):
-            text = f"{value:.4g}"
-        else:
-            text = str(value)
-        rows.append(f"{key:<16}{text}")
-    return "\n".join(rows)
+    """The headline numbers of a speech evaluation, two columns."""
+    from .evaluate import format_metrics
+
+    return format_metrics(metrics, ("utterances", "seconds", "pesq_wb", "stoi", "estoi", "mel_distance", "si_sdr",
+                                    "dnsmos_ovrl", "utmos", "usage", "usage_ceiling", "perplexity", "bits_per_token",
+                                    "kbps", "file_kbps"))
 
 
 def evaluate_audio_run(run_dir: str | os.PathLike[str], data: str, out: str | os.PathLike[str], *,

@@ -24,14 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf  # type: ignore[import-untyped]
-import soxr  # type: ignore[import-untyped]
+
+try:
+    import soundfile as sf  # type: ignore[import-untyped]
+    import soxr  # type: ignore[import-untyped]
+except ImportError as err:  # the audio extra is optional; say how to get it
+    raise ImportError(f"vqkit's audio support needs soundfile and soxr: pip install 'vqkit[audio]' ({err})") from err
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .images import _EpochMixin, _index
+from .images import _EpochMixin, _index, spread
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -116,13 +120,7 @@ class AudioFolder(_EpochMixin, Dataset[Tensor]):
         self.segment = segment
         self.train = train
         self._init_epoch(seed)
-        files = find_audio(self.root)
-        if max_items is not None:
-            if max_items < 1:
-                raise ValueError(f"max_items must be positive, got {max_items}")
-            n = min(max_items, len(files))
-            files = [files[i * len(files) // n] for i in range(n)]
-        self.files = tuple(files)
+        self.files = tuple(spread(find_audio(self.root), max_items, "max_items"))
         self._cache: dict[int, Tensor] = {}
 
     def __len__(self) -> int:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+T = TypeVar("T")
 SPLITS = ("train", "val")
 
 
@@ -107,6 +109,17 @@ def find_images(root: str | os.PathLike[str], extensions: Sequence[str] = IMAGE_
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def spread(items: Sequence[T], n: int | None, name: str = "max_images") -> list[T]:
+    """``n`` items evenly spread over ``items`` (all of them when ``n`` is None or larger), so that a
+    subset of an ImageNet-layout folder still covers every class."""
+    if n is None:
+        return list(items)
+    if n < 1:
+        raise ValueError(f"{name} must be positive, got {n}")
+    n = min(n, len(items))
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 def _index(index: int, length: int) -> int:
     i = operator.index(index) + (length if index < 0 else 0)
     if not 0 <= i < length:
@@ -150,13 +163,7 @@ class ImageFolder(_EpochMixin, Dataset[Tensor]):
         self.root = Path(root)
         self.crop = Crop(size, resize, train, hflip)
         self._init_epoch(seed)
-        files = find_images(self.root, extensions)
-        if max_images is not None:
-            if max_images < 1:
-                raise ValueError(f"max_images must be positive, got {max_images}")
-            n = min(max_images, len(files))
-            files = [files[i * len(files) // n] for i in range(n)]
-        self.files = tuple(files)
+        self.files = tuple(spread(find_images(self.root, extensions), max_images))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -320,6 +327,5 @@ def training_images(data: str, max_images: int = 0) -> Iterator[np.ndarray]:
         return
     root = Path(data)
     files = find_images(root / "train" if (root / "train").is_dir() else root)
-    n = min(max_images, len(files)) if max_images > 0 else len(files)
-    for i in range(n):
-        yield read_image(files[i * len(files) // n])
+    for path in spread(files, max_images or None):
+        yield read_image(path)

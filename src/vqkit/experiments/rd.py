@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, features
 
 from ..compress import ImageCodec, to_tensor
-from ..data.images import find_images, read_image
+from ..data.images import find_images, read_image, spread
 from ..metrics import psnr, ssim
 from ..models.pretrained import atomic_write
 from ..plotting import pyplot
@@ -80,9 +80,7 @@ def _classical(image: np.ndarray, fmt: str, quality: int) -> tuple[int, np.ndarr
 
 def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
     files = find_images(cfg.data, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"))
-    if cfg.max_images:
-        n = min(cfg.max_images, len(files))
-        files = [files[i * len(files) // n] for i in range(n)]
+    files = spread(files, cfg.max_images or None)
     codecs = [ImageCodec.from_pretrained(m, device=cfg.device) for m in models]
     classical = classical_codecs()
     records: list[dict[str, Any]] = []

@@ -78,6 +78,17 @@ def _wn(conv: nn.Conv2d, weight_norm: bool) -> nn.Module:
     return parametrizations.weight_norm(conv) if weight_norm else conv
 
 
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, h: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Leaky-ReLU conv layers then a 1-channel conv: (flattened logits, every layer's feature map)."""
+    feats: list[Tensor] = []
+    for conv in convs:
+        h = F.leaky_relu(conv(h), LRELU_SLOPE)
+        feats.append(h)
+    h = post(h)
+    feats.append(h)
+    return h.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     """(B, 1, T) -> logits (B, frames·period) and feature maps: HiFi-GAN's sub-discriminator of one period.
 
@@ -103,14 +114,7 @@ class PeriodDiscriminator(nn.Module):
         batch, _, length = x.shape
         if length % self.period:
             x = F.pad(x, (0, self.period - length % self.period), mode="reflect")
-        h = x.reshape(batch, 1, -1, self.period)  # (B, 1, T/p, p)
-        feats: list[Tensor] = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), LRELU_SLOPE)
-            feats.append(h)
-        h = self.post(h)
-        feats.append(h)
-        return h.flatten(1), feats
+        return _conv_stack(self.convs, self.post, x.reshape(batch, 1, -1, self.period))  # (B, 1, T/p, p)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -147,14 +151,7 @@ class ResolutionDiscriminator(nn.Module):
         self.post = _wn(nn.Conv2d(c, 1, (3, 3), padding=(1, 1)), weight_norm)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        h = stft_magnitude(x, self.n_fft, self.hop)  # (B, 1, n_fft/2 + 1, frames)
-        feats: list[Tensor] = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), LRELU_SLOPE)
-            feats.append(h)
-        h = self.post(h)
-        feats.append(h)
-        return h.flatten(1), feats
+        return _conv_stack(self.convs, self.post, stft_magnitude(x, self.n_fft, self.hop))  # (B, 1, F, frames)
 
 
 class MultiResolutionDiscriminator(nn.Module):
