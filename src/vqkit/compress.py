@@ -94,12 +94,17 @@ def prior_bytes(model: PriorModel) -> bytes:
                                                     "sha256": _tables_digest(arrays)})
 
 
+def check_writable(directory: str | os.PathLike[str]) -> None:
+    """ValueError for the shipped default model (new tables would change its model id)."""
+    if resolve_model_dir(directory).resolve() == stored.resolve("default").resolve():
+        raise ValueError("the default tokenizer shipped with vqkit is read-only: copy its folder "
+                         f"({stored.resolve('default')}) and fit the copy")
+
+
 def save_prior(directory: str | os.PathLike[str], model: PriorModel) -> Path:
     """Write the tables to ``directory/prior.safetensors`` atomically (never into the shipped default:
     new tables change its model id, and files encoded before could no longer be decoded)."""
-    if Path(directory).resolve() == stored.resolve("default").resolve():
-        raise ValueError("the default tokenizer shipped with vqkit is read-only: copy its folder "
-                         f"({stored.resolve('default')}) and fit the copy")
+    check_writable(directory)
     path = Path(directory) / PRIOR_NAME
     stored.atomic_write(path, prior_bytes(model))
     return path
@@ -151,7 +156,8 @@ def to_uint8(images: Tensor, channels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Encoded:
-    """One encoded image: the file's bytes and its rates (bits; divide by ``pixels`` for bpp)."""
+    """One encoded signal: the file's bytes and its rates in bits. ``pixels`` counts the image's pixels
+    (divide by it for bits per pixel) — or, for speech, the waveform's samples."""
 
     data: bytes
     pixels: int

@@ -21,6 +21,7 @@ from ..compress import (
     Codec,
     Encoded,
     ImageCodec,
+    check_writable,
     fit_and_save_prior,
     resolve_model_dir,
     save_prior,
@@ -197,6 +198,7 @@ def run_decode(inputs: Sequence[str], out: str, model: str, device: str) -> int:
 def run_fit_prior(run: str, data: str, max_images: int, device: str) -> Path:
     """Fit the static and context tables of ``run``'s model on up to ``max_images`` training images
     (utterances for a speech model); returns the path of ``prior.safetensors``."""
+    check_writable(run)  # before the work, not after it
     codec, media = open_codec(run, device)
     path: Path = media.fit(codec, data, max_images)
     return path
