@@ -120,7 +120,9 @@ def test_model_id_covers_weights_and_prior_tables(tmp_path: Path) -> None:
     codec.tokenizer.save_pretrained(tmp_path / "m")
     save_prior(tmp_path / "m", codec.prior)
     loaded = ImageCodec.from_pretrained(tmp_path / "m")
-    assert ImageCodec.from_pretrained(tmp_path / "m").model_id == loaded.model_id  # a function of the files
+    assert loaded.model_id == codec.model_id  # saved or in memory: one model, one id
+    data = codec.encode(photo(12, 12)).data
+    assert loaded.decode(data).shape == (12, 12, 3)
     data = loaded.encode(photo(16, 16)).data
     assert np.array_equal(loaded.decode(data), ImageCodec.from_pretrained(tmp_path / "m").decode(data))
     other = ImageCodec.from_pretrained(tmp_path / "m")
@@ -213,7 +215,7 @@ def test_decode_errors_name_the_cause() -> None:
     flipped[len(data) // 2] ^= 4
     with pytest.raises(CorruptFileError):
         codec.decode(bytes(flipped))
-    tiled = ImageCodec(codec.tokenizer, codec.prior, codec.model_id, tile=32)
+    tiled = ImageCodec(codec.tokenizer, codec.prior, tile=32)
     with pytest.raises(TokenFileError, match="tiles"):
         tiled.decode(data)
 

@@ -150,7 +150,7 @@ def test_evaluate_audio_and_report(corpus: Path, tmp_path: Path) -> None:
     result = evaluate_audio(model, dataset, "cpu", full=True, keep_samples=1)
     m = result.metrics
     assert m["utterances"] == 2 and m["kbps"] == pytest.approx(50 * 8 / 1000)
-    assert 1.0 <= m["pesq_wb"] <= 4.6 and m["utmos"] == {"unavailable": m["utmos"]["unavailable"]}
+    assert 1.0 <= m["pesq_wb"] <= 4.6 and "checkpoint" in m["utmos"]["unavailable"]
     assert len(result.samples) == 1 and result.samples[0][0].shape == result.samples[0][1].shape
     results = {"preset": "simvq-audio", "modality": "audio", "configs": [
         {"name": "SimVQ 256", "bits_per_token": 8.0, "metrics": m, "paper": {"usage": 1.0, "pesq_wb": 2.08}}]}

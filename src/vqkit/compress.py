@@ -33,7 +33,8 @@ from torch import Tensor
 
 from .codec import PriorModel, StageSpec, TokenFile, coders
 from .codec.container import MODEL_ID_BYTES, ModelMismatchError, TokenFileError
-from .data.images import training_images
+from .data.images import from_uint8, training_images
+from .data.images import to_uint8 as images_to_uint8
 from .models import Tokenizer
 from .models import pretrained as stored
 from .quantizers import FSQ, LFQ, Quantizer, ResidualQuantizer
@@ -47,11 +48,14 @@ MAX_PIXELS = 1 << 27
 
 
 # -- the quantizer's symbols -----------------------------------------------------------------
+def _stages(quantizer: Quantizer) -> list[Quantizer]:
+    return quantizer._stage_list if isinstance(quantizer, ResidualQuantizer) else [quantizer]
+
+
 def stage_specs(quantizer: Quantizer) -> list[StageSpec]:
     """One :class:`StageSpec` per stage: FSQ digits, LFQ bits, otherwise one nominal index."""
-    stages = quantizer._stage_list if isinstance(quantizer, ResidualQuantizer) else [quantizer]
     specs = []
-    for q in stages:
+    for q in _stages(quantizer):
         if isinstance(q, FSQ):
             specs.append(StageSpec.digits(q.levels))
         elif isinstance(q, LFQ):
@@ -64,9 +68,8 @@ def stage_specs(quantizer: Quantizer) -> list[StageSpec]:
 @torch.no_grad()
 def code_embeddings(quantizer: Quantizer, limit: int = 1 << 20) -> list[np.ndarray | None]:
     """Per stage, the code vectors (K, dim) of nominal stages (to bucket similar codes); None else."""
-    stages = quantizer._stage_list if isinstance(quantizer, ResidualQuantizer) else [quantizer]
     out: list[np.ndarray | None] = []
-    for q in stages:
+    for q in _stages(quantizer):
         if isinstance(q, FSQ | LFQ) or q.codebook_size > limit:
             out.append(None)
             continue
@@ -84,6 +87,14 @@ def _tables_digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(key.encode() + str(arrays[key].dtype).encode() + str(arrays[key].shape).encode())
         h.update(np.ascontiguousarray(arrays[key]).tobytes())
     return h.hexdigest()
+
+
+def prior_digest(model: PriorModel | None) -> str:
+    """SHA-256 of the tables' contents (not of one serialization of them); '' for no tables."""
+    if model is None:
+        return ""
+    arrays, meta = model.to_arrays()
+    return hashlib.sha256((meta + _tables_digest(arrays)).encode()).hexdigest()
 
 
 def prior_bytes(model: PriorModel) -> bytes:
@@ -110,11 +121,11 @@ def save_prior(directory: str | os.PathLike[str], model: PriorModel) -> Path:
     return path
 
 
-def load_prior(directory: str | os.PathLike[str], specs: list[StageSpec]) -> tuple[PriorModel | None, bytes]:
-    """(tables or None if the model has none, the file's bytes); ValueError if damaged or foreign."""
+def load_prior(directory: str | os.PathLike[str], specs: list[StageSpec]) -> PriorModel | None:
+    """The tables (None if the model has none); ValueError if damaged or fitted for another quantizer."""
     path = Path(directory) / PRIOR_NAME
     if not path.is_file():
-        return None, b""
+        return None
     blob = path.read_bytes()
     try:
         arrays = safetensors.numpy.load(blob)
@@ -132,7 +143,7 @@ def load_prior(directory: str | os.PathLike[str], specs: list[StageSpec]) -> tup
         raise ValueError(f"{path}: invalid prior tables: {err}") from err
     if list(model.specs) != specs:
         raise ValueError(f"{path}: prior tables were fitted for another quantizer ({model.specs} vs {specs})")
-    return model, blob
+    return model
 
 
 # -- images in and out -----------------------------------------------------------------------------
@@ -141,17 +152,18 @@ def to_tensor(image: np.ndarray) -> Tensor:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3, 4) or 0 in image.shape:
         raise ValueError(f"expected a uint8 image (H, W, 1|3|4), got {image.dtype} {image.shape}")
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+    return from_uint8(torch.from_numpy(np.array(rgb, copy=True))[None], channels_last=True)
 
 
 def to_uint8(images: Tensor, channels: int) -> np.ndarray:
     """float (1, 3, H, W) in [-1, 1] -> uint8 (H, W, channels); channels 1 = ITU-R 601 luma."""
-    rgb = images[0].float().add(1).mul(127.5).round().clamp(0, 255).permute(1, 2, 0).cpu().numpy()
+    rgb = images_to_uint8(images[0].cpu(), channels_last=True).numpy()
     if channels == 1:
         luma = rgb @ np.array([0.299, 0.587, 0.114])
         grey: np.ndarray = np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
         return grey
-    return rgb.astype(np.uint8)
+    out: np.ndarray = rgb
+    return out
 
 
 @dataclass(frozen=True)
@@ -190,16 +202,30 @@ class Codec(Generic[Signal]):
         """``.vqt`` bytes -> the signal; TokenFileError (a ValueError) naming what is wrong."""
         raise NotImplementedError
 
-    def __init__(self, tokenizer: Tokenizer, prior: PriorModel | None = None, model_id: bytes | None = None,
-                 tile: int = DEFAULT_TILE, margin: int = DEFAULT_MARGIN, name: str = "tokenizer") -> None:
+    def __init__(self, tokenizer: Tokenizer, prior: PriorModel | None = None, tile: int = DEFAULT_TILE,
+                 margin: int = DEFAULT_MARGIN, name: str = "tokenizer") -> None:
         f = tokenizer.downsample_factor
         if tile < f or tile % f or margin < 0 or margin % f:
             raise ValueError(f"tile ({tile}) and margin ({margin}) must be multiples of the stride {f}, tile > 0")
         self.tokenizer, self.tile, self.margin, self.name = tokenizer.eval(), tile, margin, name
         self.specs = stage_specs(tokenizer.quantizer)
         self.prior = prior
-        self.model_id = model_id if model_id is not None else _model_id(tokenizer, b"")
         self.device = next(tokenizer.parameters()).device
+        # what save_pretrained writes and records in config.json: a saved and an in-memory model agree
+        self._weights = hashlib.sha256(stored.weights_blob(tokenizer.state_dict())).hexdigest()
+        self._ids: tuple[PriorModel | None, bytes] | None = None
+
+    @property
+    def model_id(self) -> bytes:
+        """First 16 bytes of SHA-256 over the config, the weights and the prior tables: what decoding needs.
+        Recomputed when ``prior`` is replaced (e.g. after :func:`fit_prior`)."""
+        if self._ids is None or self._ids[0] is not self.prior:
+            h = hashlib.sha256(b"vqkit.model-id.v1\0")
+            h.update(json.dumps(self.tokenizer.config.to_dict(), sort_keys=True).encode())
+            h.update(self._weights.encode())
+            h.update(prior_digest(self.prior).encode())
+            self._ids = (self.prior, h.digest()[:MODEL_ID_BYTES])
+        return self._ids[1]
 
     @classmethod
     def from_pretrained(cls, name: str | os.PathLike[str] = "default", device: str | torch.device = "cpu",
@@ -207,10 +233,7 @@ class Codec(Generic[Signal]):
         """Load ``"default"`` (shipped in the package) or a ``save_pretrained`` / run directory."""
         directory = resolve_model_dir(name)
         tokenizer = Tokenizer.from_pretrained(directory, device=device)
-        prior, blob = load_prior(directory, stage_specs(tokenizer.quantizer))
-        _, digest = stored.read_config(directory)
-        weights = digest or hashlib.sha256((directory / stored.WEIGHTS_NAME).read_bytes()).hexdigest()
-        return cls(tokenizer, prior, _model_id(tokenizer, blob, weights), name=str(name), **options)
+        return cls(tokenizer, load_prior(directory, stage_specs(tokenizer.quantizer)), name=str(name), **options)
 
     @property
     def side_info(self) -> bool:
@@ -373,19 +396,6 @@ def fit_and_save_prior(model_dir: str | os.PathLike[str], data: str, max_images:
 
         images = tqdm(images, desc="fit-prior", unit="image", total=max_images or None, file=sys.stderr)
     return save_prior(resolve_model_dir(model_dir), fit_prior(codec, images))
-
-
-def _model_id(tokenizer: Tokenizer, prior: bytes, weights: str | None = None) -> bytes:
-    h = hashlib.sha256(b"vqkit.model-id.v1\0")
-    h.update(json.dumps(tokenizer.config.to_dict(), sort_keys=True).encode())
-    if weights is None:
-        for key, value in sorted(tokenizer.state_dict().items()):
-            h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    else:
-        h.update(weights.encode())
-    h.update(hashlib.sha256(prior).digest())
-    return h.digest()[:MODEL_ID_BYTES]
 
 
 def resolve_model_dir(name: str | os.PathLike[str]) -> Path:

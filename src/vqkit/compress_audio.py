@@ -35,12 +35,12 @@ class AudioCodec(Codec[Tensor]):
 
     modality = "audio"
 
-    def __init__(self, tokenizer: Tokenizer, prior: PriorModel | None = None, model_id: bytes | None = None,
-                 tile: int = 0, margin: int = -1, name: str = "tokenizer") -> None:
+    def __init__(self, tokenizer: Tokenizer, prior: PriorModel | None = None, tile: int = 0, margin: int = -1,
+                 name: str = "tokenizer") -> None:
         hop = tokenizer.downsample_factor
         if tokenizer.signal_ndim != 1:
             raise ValueError(f"AudioCodec: {tokenizer.config.arch} is not a speech tokenizer")
-        super().__init__(tokenizer, prior, model_id, tile or hop * TILE_TOKENS,
+        super().__init__(tokenizer, prior, tile or hop * TILE_TOKENS,
                          margin if margin >= 0 else hop * MARGIN_TOKENS, name)
         if self.side_info:
             raise ValueError("AudioCodec: instance-LayerNorm side information is not supported for audio")

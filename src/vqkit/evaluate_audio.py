@@ -37,10 +37,6 @@ class AudioEvaluation:
     """(original (T,), reconstruction (T,)) of the first few utterances."""
 
 
-def sample_rate_of(model: Tokenizer) -> int:
-    return speech_rate(model.config.arch_args)
-
-
 @torch.no_grad()
 def reconstruct(model: Tokenizer, audio: Tensor, amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """(1, T) or (T,) -> (reconstruction (T,) in [-1, 1], indices (t[, S])): padded to the hop, cropped back."""
@@ -64,7 +60,7 @@ def evaluate_audio(model: Tokenizer, dataset: Dataset[Tensor], device: torch.dev
 
     was_training = model.training
     model.eval().to(device)
-    rate = sample_rate_of(model)
+    rate = speech_rate(model.config.arch_args)
     scores = SpeechMetrics(rate, use_pesq=full, use_dnsmos=full)
     usage = CodeUsage(model.quantizer.codebook_sizes)
     samples: list[tuple[Tensor, Tensor]] = []
@@ -143,7 +139,7 @@ def evaluate_audio_run(run_dir: str | os.PathLike[str], data: str, out: str | os
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     codec = AudioCodec.from_pretrained(run / "final", device=dev)
     model = codec.tokenizer
-    rate = sample_rate_of(model)
+    rate = speech_rate(model.config.arch_args)
     dataset = AudioFolder(data, rate, train=False, max_items=max_items or None)
     print(f"vqkit eval: {len(dataset)} utterances of {data} at {rate} Hz", flush=True)
     result = evaluate_audio(model, dataset, dev, full=True, keep_samples=samples, codec=codec)

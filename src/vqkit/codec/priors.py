@@ -99,17 +99,8 @@ class PriorModel:
 
     @classmethod
     def uniform(cls, specs: Sequence[StageSpec]) -> PriorModel:
-        """Tables with no counts: enough for the uniform prior (static/context then equal uniform-ish)."""
-        specs = tuple(specs)
-        return cls.fit(specs, [np.zeros((len(specs), 1), np.int64)]).emptied()
-
-    def emptied(self) -> PriorModel:
-        """The same specs and buckets with every count zero."""
-        def zero(t: DigitTable) -> DigitTable:
-            return DigitTable(np.zeros_like(t.marginal), None if t.indptr is None else np.zeros_like(t.indptr),
-                              None if t.symbols is None else t.symbols[:0], None if t.counts is None else t.counts[:0])
-        return PriorModel(self.specs, [[zero(t) for t in st] for st in self.static],
-                          [[zero(t) for t in st] for st in self.context], self.buckets)
+        """No tables: the uniform prior needs only the specs (static and context are refused)."""
+        return cls(specs, [], [], [])
 
     # -- fitting ----------------------------------------------------------------------------
     @classmethod
@@ -138,9 +129,8 @@ class PriorModel:
                 buckets.append(None)
                 continue
             emb = embeddings[s] if embeddings is not None else None
-            buckets.append(_buckets(static[s][0].marginal if static_spec(spec) == spec else
-                                    np.bincount(np.concatenate([g[s].reshape(-1) % spec.radices[0] for g in grids]),
-                                                minlength=spec.radices[0]), emb, spec.radices[0]))
+            # a nominal stage is its own static symbolization: digit 0's histogram is over radices[0]
+            buckets.append(_buckets(static[s][0].marginal, emb, spec.radices[0]))
         empty = [[DigitTable(np.zeros(r, np.int64)) for r in spec.radices] for spec in specs]
         model = cls(specs, static, empty, buckets)
         collected: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -169,6 +159,8 @@ class PriorModel:
         are written back here). ``tokens`` is filled in place from those digits."""
         if prior not in PRIOR_NAMES:
             raise ValueError(f"unknown prior {prior!r}; known: {PRIOR_NAMES}")
+        if prior != "uniform" and not self.static:
+            raise ValueError(f"the {prior} prior needs fitted tables (PriorModel.fit); these have none")
         _check_specs(self.specs, grid)
         positions = grid[1:]
         n = math.prod(positions)

@@ -57,13 +57,18 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def weights_blob(state: dict[str, Tensor]) -> bytes:
+    """``state`` as the bytes of ``model.safetensors`` (deterministic: the same tensors, the same bytes)."""
+    # clone: safetensors refuses shared or non-contiguous storage (tied or sliced tensors).
+    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+    return safetensors.torch.save(tensors, metadata={"format": "pt"})
+
+
 def save(directory: str | os.PathLike[str], config: TokenizerConfig, state: dict[str, Tensor]) -> Path:
     """Write ``state`` and ``config`` to ``directory`` (created if needed); returns its path."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    # clone: safetensors refuses shared or non-contiguous storage (tied or sliced tensors).
-    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in state.items()}
-    blob = safetensors.torch.save(tensors, metadata={"format": "pt"})
+    blob = weights_blob(state)
     atomic_write(root / WEIGHTS_NAME, blob)
     meta = {
         "format": FORMAT,

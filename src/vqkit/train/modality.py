@@ -118,14 +118,14 @@ def _image_validate(model: Tokenizer, dataset: Dataset[Tensor], cfg: TrainConfig
 
 
 # -- audio -------------------------------------------------------------------------------------
-def sample_rate_of(cfg: TrainConfig) -> int:
+def _rate(cfg: TrainConfig) -> int:
     return speech_rate(json.loads(cfg.arch_args or "{}"))
 
 
 class AudioObjective(Objective):
     def __init__(self, cfg: TrainConfig, device: torch.device, main: bool) -> None:
         super().__init__()
-        self.cfg, self.rate = cfg, sample_rate_of(cfg)
+        self.cfg, self.rate = cfg, _rate(cfg)
         self.notes = {"lpips": "not used for audio"}
 
     def forward(self, recon: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -178,7 +178,7 @@ def _audio_folder(data: str, split: str) -> Path:
 def _audio_datasets(cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
     from ..data.audio import AudioFolder
 
-    rate = sample_rate_of(cfg)
+    rate = _rate(cfg)
     train = AudioFolder(_audio_folder(cfg.data, "train"), rate, cfg.segment, train=True, seed=cfg.seed,
                         max_items=cfg.max_train_images or None)
     val_root = Path(cfg.val_data) if cfg.val_data else _audio_folder(cfg.data, "val")
