@@ -19,4 +19,5 @@ if __name__ == "__main__":
     rank = dist.get_rank()
     state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     torch.save(state, Path(overrides["out"]) / f"rank{rank}.pt")
+    dist.barrier()  # both ranks done before gloo is torn down
     dist.destroy_process_group()

@@ -63,6 +63,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> N
             _train_step(ddp, opt, _batch(rank, step))
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         torch.save({"state": state, "last_input": seen[-1]}, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer is still talking (SIGABRT)
     finally:
         dist.destroy_process_group()
 
@@ -122,6 +123,7 @@ def _usage_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         usage.all_reduce()
         torch.save({"result": usage.result(), "counts": [usage.counts(s) for s in range(2)]},
                    Path(out_dir) / f"usage{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer is still talking (SIGABRT)
     finally:
         dist.destroy_process_group()
 
@@ -160,6 +162,7 @@ def _eval_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         shard = _images()[rank::world]  # unequal halves would do too: sums, not means, are reduced
         metrics = evaluate(_tiny_tokenizer(), [shard[:2], shard[2:]], "cpu", distributed=True)
         torch.save(metrics, Path(out_dir) / f"eval{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer is still talking (SIGABRT)
     finally:
         dist.destroy_process_group()
 
