@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +12,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from vqkit.data.audio import AUDIO_EXTENSIONS, AudioFolder, collate_audio, find_audio, load_audio, write_wav
-from vqkit.data.images import make_loader, set_epoch
+from vqkit.data.audio import (
+    AUDIO_EXTENSIONS,
+    AudioFolder,
+    check_audio,
+    collate_audio,
+    find_audio,
+    load_audio,
+    write_wav,
+)
+from vqkit.data.images import BadFileError, BadFileWarning, make_loader, set_epoch, skipped_count
 
 SHARED_AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "audio"
 needs_speech = pytest.mark.skipif(not (SHARED_AUDIO / "librispeech-test-other").is_dir(),
@@ -47,8 +56,10 @@ def test_find_audio_order_case_hidden(tmp_path: Path) -> None:
     assert AUDIO_EXTENSIONS == (".wav", ".flac")
     assert [p.relative_to(tmp_path).as_posix() for p in find_audio(tmp_path)] == ["a/one.wav", "b/two.FLAC", "c.Wav"]
     assert [p.name for p in find_audio(tmp_path, (".flac",))] == ["two.FLAC"]
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match=r"audio folder .*missing does not exist"):
         find_audio(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"c\.Wav is a file, not a folder"):
+        AudioFolder(tmp_path / "c.Wav", SR)
     with pytest.raises(ValueError, match="no audio files"):
         find_audio(tmp_path / "a", (".ogg",))
 
@@ -59,9 +70,9 @@ def test_find_audio_symlink_loop(tmp_path: Path) -> None:
     _write(root / "spk/deeper/b.wav", 10, 1)
     os.symlink(root, root / "spk/deeper/loop")  # a cycle: data/spk/deeper/loop -> data
     os.symlink(root / "spk", root / "again")  # a second name for a folder already read
+    os.symlink(root / "spk/a.wav", root / "spk/deeper/a_link.wav")  # a second name for a file
     files = find_audio(root)
-    assert sorted(os.path.realpath(p) for p in files) == sorted(
-        os.path.realpath(p) for p in [root / "spk/a.wav", root / "spk/deeper/b.wav"])
+    assert [p.relative_to(root).as_posix() for p in files] == ["spk/a.wav", "spk/deeper/b.wav"]  # link-free paths
     assert len(AudioFolder(root, SR, 4)) == 2
 
 
@@ -200,18 +211,74 @@ def _no_frames(path: Path) -> None:
     sf.write(path, np.zeros((0, 1), np.float32), SR, subtype="PCM_16")
 
 
-@pytest.mark.parametrize("make", [_garbage, _empty, _nan, _inf, _no_frames])
-def test_bad_files_name_the_file(tmp_path: Path, make: Callable[[Path], None]) -> None:
+@pytest.mark.parametrize(("make", "cause", "header"), [
+    (_garbage, "cannot read audio", True), (_empty, "cannot read audio", True), (_nan, "NaN or infinite", False),
+    (_inf, "NaN or infinite", False), (_no_frames, "has no samples", True)])
+def test_bad_files_name_the_file(tmp_path: Path, make: Callable[[Path], None], cause: str, header: bool) -> None:
     path = tmp_path / "speaker" / "bad_clip.wav"
     path.parent.mkdir()
     make(path)
-    with pytest.raises(ValueError, match=r"bad_clip\.wav"):
+    with pytest.raises(BadFileError, match=r"bad_clip\.wav") as err:
         load_audio(path, SR)
-    data = AudioFolder(tmp_path, SR, 10)
-    with pytest.raises(ValueError, match=r"bad_clip\.wav"):
+    assert "bad_clip.wav" in str(err.value) and cause in str(err.value) and err.value.path == path
+    data = AudioFolder(tmp_path, SR, 10)  # skip, but nothing else to load: an error, not a loop
+    with pytest.warns(BadFileWarning, match=r"bad_clip\.wav"), pytest.raises(BadFileError, match=r"all 1 files"):
         data[0]
+    if header:  # found by the header check when the dataset is made
+        with pytest.raises(BadFileError, match=r"bad_clip\.wav.*bad_files='fail'"):
+            AudioFolder(tmp_path, SR, 10, bad_files="fail")
+        with pytest.raises(BadFileError, match=r"bad_clip\.wav"):
+            check_audio(path)
+    else:  # NaN/Inf need decoding: found when read
+        check_audio(path)
+        strict = AudioFolder(tmp_path, SR, 10, bad_files="fail")
+        with pytest.raises(BadFileError, match=r"bad_clip\.wav contains NaN or infinite samples.*bad_files='fail'"):
+            strict[0]
     with pytest.raises(ValueError, match=r"missing\.wav"):
         load_audio(tmp_path / "missing.wav", SR)
+    with pytest.raises(ValueError, match="bad_files must be one of"):
+        AudioFolder(tmp_path, SR, 10, bad_files="warn")
+
+
+def _mixed(root: Path) -> list[np.ndarray]:
+    """clip0 good, clip1 garbage, clip2 NaN, clip3 good: returns the good clips' samples."""
+    good = [_write(root / "clip0.wav", 500, 0), _write(root / "clip3.wav", 700, 3)]
+    _garbage(root / "clip1.wav")
+    _nan(root / "clip2.wav")
+    return good
+
+
+def test_bad_files_skipped_counted_and_replaced(tmp_path: Path) -> None:
+    good = _mixed(tmp_path)
+    data = AudioFolder(tmp_path, SR, 400, train=False)
+    with pytest.warns(BadFileWarning) as caught:
+        items = [data[i] for i in range(len(data))]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and "clip1.wav" in messages[0] and "(1 of 4 skipped so far)" in messages[0]
+    assert "clip2.wav" in messages[1] and "NaN" in messages[1] and "(2 of 4 skipped so far)" in messages[1]
+    assert data.skipped == skipped_count(data) == 2 and [p.name for p in data.skipped_files] == ["clip1.wav",
+                                                                                                "clip2.wav"]
+    assert [x.shape[1] for x in items] == [500, 700, 700, 700]  # bad clips replaced by the next that loads
+    np.testing.assert_allclose(items[1][0].numpy(), good[1], atol=1e-7)
+    with pytest.raises(BadFileError, match=r"clip1\.wav"):
+        data.audio(1)  # the raw waveform of a bad file is still an error
+    with pytest.raises(BadFileError, match=r"clip1\.wav"):
+        AudioFolder(tmp_path, SR, 400, bad_files="fail")
+
+
+def test_bad_files_with_workers(tmp_path: Path) -> None:
+    _mixed(tmp_path)
+
+    def run(workers: int) -> tuple[list[torch.Tensor], int]:
+        data = AudioFolder(tmp_path, SR, 400, seed=2)
+        loader = make_loader(data, batch_size=2, train=True, seed=2, workers=workers)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BadFileWarning)
+            return list(loader), data.skipped
+
+    (zero, skipped0), (two, skipped2) = run(0), run(2)
+    assert skipped0 == skipped2 == 2  # counted in the workers, read here
+    assert len(two) == 2 and all(torch.equal(x, y) for x, y in zip(zero, two, strict=True))
 
 
 def test_write_wav_round_trip(tmp_path: Path) -> None:

@@ -59,13 +59,43 @@ def test_tiny_sweep_writes_report_with_every_row_and_plot(tmp_path: Path, capsys
     for plot in PLOTS:
         with Image.open(tmp_path / plot) as im:
             assert im.size[0] > 0
-    assert json.loads((tmp_path / "results.json").read_text())["preset"] == "quick"
+    saved = (tmp_path / "results.json").read_text()
+    assert json.loads(saved)["preset"] == "quick"
+    assert str(tmp_path) not in saved and str(tmp_path.resolve()) not in saved  # no absolute path is stored
+    for c in json.loads(saved)["configs"]:
+        assert c["run_dir"] == f"runs/{slug(c['name'])}" and c["eval_dir"] == f"runs/{slug(c['name'])}/eval-val"
+        assert (tmp_path / c["eval_dir"] / "metrics.json").is_file()  # relative to the report's folder
+    assert "evaluation set: 8 images of photos (its val split), 32×32 px each" in report
     with pytest.raises(ValueError, match=r"other settings \(.*steps"):
         run_compare("quick", CompareConfig(out=str(tmp_path), steps=5, only=ONLY, max_val_images=8))
     with pytest.raises(ValueError, match=r"other settings \(max_val_images\)"):  # would reuse a stale evaluation
         run_compare("quick", CompareConfig(out=str(tmp_path), steps=4, only=ONLY, max_val_images=16))
     with pytest.raises(ValueError, match="unknown configuration"):
         run_compare("quick", CompareConfig(out=str(tmp_path), only="nope"))
+
+
+def test_moved_sweep_and_old_results_with_absolute_paths_still_report(tmp_path: Path) -> None:
+    """A report folder moved elsewhere still finds its runs; an old results.json with absolute paths still reads."""
+    import shutil
+
+    from vqkit.experiments.compare import load_results
+    from vqkit.experiments.report import write_report
+
+    first = tmp_path / "first"
+    run_compare("quick", CompareConfig(out=str(first), steps=2, only="fsq-8-8-8-8", max_val_images=4))
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    results = load_results(moved / "results.json")
+    assert Path(results["configs"][0]["eval_dir"]) == moved / "runs" / "fsq-8-8-8-8" / "eval-val"
+    assert moved / "best_reconstructions.png" in write_report(moved, results)
+    old = json.loads((moved / "results.json").read_text())  # as written before paths were relative
+    for c in old["configs"]:
+        c["run_dir"], c["eval_dir"] = str(moved / c["run_dir"]), str(moved / c["eval_dir"])
+    (moved / "results.json").write_text(json.dumps(old))
+    assert Path(load_results(moved / "results.json")["configs"][0]["run_dir"]) == moved / "runs" / "fsq-8-8-8-8"
+    assert tmp_path / "elsewhere" / "best_reconstructions.png" in write_report(tmp_path / "elsewhere", old)
+    again = run_compare("quick", CompareConfig(out=str(moved), steps=2, only="fsq-8-8-8-8", max_val_images=4))
+    assert again["configs"][0]["run_dir"] == "runs/fsq-8-8-8-8"  # resumed as finished; rewritten relative
 
 
 def test_killed_sweep_resumes_with_finished_configurations_skipped(tmp_path: Path) -> None:

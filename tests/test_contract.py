@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -316,6 +317,62 @@ def test_non_finite_input(any_name: str, bad: float) -> None:
         q(z.to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("big", [1e300, -1e39])
+def test_float64_beyond_float32_range_is_refused(any_name: str, big: float) -> None:
+    """Finite in float64, ±inf once cast to the float32 the math runs in: refused by name, not quantized."""
+    q = make(any_name)
+    z = z_for(q).double()
+    z[0, 1, 2, 0] = big
+    for training in (True, False):
+        q.train(training)
+        state = {k: v.clone() for k, v in q.state_dict().items()}
+        for f in _calls(q):
+            with pytest.raises(ValueError, match=r"beyond float32 range \(max \|z\| = " + re.escape(f"{abs(big):.4g}")):
+                f(z)
+        if is_instance_ln(q):
+            with pytest.raises(ValueError, match="beyond float32 range"):
+                q.encode_with_side_info(z)
+        for k, v in q.state_dict().items():
+            assert torch.equal(v, state[k]), k
+    z[0, 1, 2, 0] = float("nan")  # a NaN keeps its own message
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        q(z)
+    q.eval()
+    ok = z_for(q).double() * 1e30  # float64 within float32's range: the float32 computation
+    assert torch.equal(q.encode(ok), q.encode(ok.float()))
+
+
+@pytest.mark.parametrize("exponent", [64, 100, 124])
+def test_large_finite_inputs_are_quantized_exactly(any_name: str, exponent: int) -> None:
+    """|z| up to 2^126: squares and projections overflow float32 on the way; the codes must not. The
+    forward output is exactly the decoded code (a straight-through z + sg(q - z) returned 0 there),
+    and the loss may be inf (a squared error beyond float32) but never NaN."""
+    q = make(any_name).eval()
+    z = z_for(q) * 2.0**exponent
+    assert torch.isfinite(z).all()
+    out = q(z)
+    assert torch.isfinite(out.quantized).all()
+    assert not torch.isnan(out.loss)
+    assert torch.equal(q.encode(z), out.indices)
+    torch.testing.assert_close(roundtrip(q, z), out.quantized, rtol=1e-6, atol=0)
+    if any_name in ("vq", "emavq", "simvq", "vq_l2"):  # the nearest code, checked in float64
+        codes = (q.codes() if any_name == "simvq" else q.codebook).detach().double()
+        x = z.double()
+        if any_name == "vq_l2":
+            codes, x = torch.nn.functional.normalize(codes, dim=-1), torch.nn.functional.normalize(x, dim=-1)
+        flat = x.reshape(-1, q.dim)
+        dist = codes.pow(2).sum(-1) - 2 * flat @ codes.t()  # ||x - c||² - ||x||², exact enough in float64
+        assert torch.equal(out.indices.reshape(-1), dist.argmin(dim=1))
+    q.train()
+    z.requires_grad_()
+    out = q(z)
+    assert not torch.isnan(out.loss)
+    (grad,) = torch.autograd.grad(out.quantized.sum() + out.loss, z)
+    assert torch.isfinite(grad).all()
+    for k, v in q.state_dict().items():  # no statistic took an inf or NaN from the batch
+        assert not v.is_floating_point() or torch.isfinite(v).all(), k
+
+
 @pytest.mark.parametrize("kind", ["bhwd", "big"])  # 32 and 512 tokens
 @pytest.mark.parametrize("training", [False, True])
 def test_check_finite_false_lets_nan_through(any_name: str, kind: str, training: bool) -> None:
@@ -419,6 +476,37 @@ def test_constructor_validation() -> None:
         ResidualQuantizer([FSQ((5, 5))], "layernorm", layernorm_stats="bogus")
     with pytest.raises(ValueError, match="dim"):
         ResidualQuantizer([FSQ((5, 5)), FSQ((5, 5, 5))])
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: VQ(0, 8), r"VQ: dim must be >= 1, got 0"),
+        (lambda: VQ(4, 1), r"VQ: codebook_size must be >= 2, got 1"),
+        (lambda: VQ(4, 2**63), r"VQ: codebook_size × dim = 9223372036854775808 × 4 = .* over the limit of "
+                                r"1099511627776 \(2\^40"),
+        (lambda: VQ(4, 8, search_bytes=3), r"VQ: search_bytes must be an integer >= 4 .*got 3"),
+        (lambda: Q.EMAVQ(-3, 8), r"EMAVQ: dim must be >= 1, got -3"),
+        (lambda: Q.EMAVQ(2**20, 2**21), r"EMAVQ: codebook_size × dim = 2097152 × 1048576 .* over the limit"),
+        (lambda: Q.EMAVQ(4, 8, eps=0.0), r"EMAVQ: eps .* must be > 0, got 0.0"),
+        (lambda: Q.EMAVQ(4, 8, kmeans_iters=-1), r"EMAVQ: kmeans_iters must be >= 0, got -1"),
+        (lambda: Q.SimVQ(8, 2**40), r"SimVQ: codebook_size × dim = 1099511627776 × 8 .* over the limit"),
+        (lambda: Q.SimVQ(0, 16), r"SimVQ: dim must be >= 1, got 0"),
+        (lambda: Q.FactorizedVQ(8, 16, code_dim=0), r"FactorizedVQ: code_dim must be >= 1, got 0"),
+        (lambda: Q.FactorizedVQ(8, 2**39, code_dim=4), r"FactorizedVQ: codebook_size × dim = 549755813888 × 4"),
+        (lambda: Q.FactorizedVQ(8, 1), r"FactorizedVQ: codebook_size must be >= 2, got 1"),
+        (lambda: Q.LFQ(8, bits=63), r"LFQ: bits must be in \[1, 62\] .*got 63"),
+        (lambda: FSQ((2**21,) * 3), r"FSQ: .*over the int64 index limit of 9223372036854775807"),
+        (lambda: Q.ResidualFSQ((8, 5), 0), r"ResidualFSQ: num_stages must be >= 1, got 0"),
+        (lambda: Q.ResidualVQ(8, 16, 0), r"ResidualVQ: num_stages must be >= 1, got 0"),
+        (lambda: Q.ResidualSimVQ(8, 16, 0), r"ResidualSimVQ: num_stages must be >= 1, got 0"),
+    ],
+)
+def test_sizes_that_cannot_be_indexed_are_refused(build, match: str) -> None:  # type: ignore[no-untyped-def]
+    """Every size is refused at construction with the argument, its value and the limit: nothing is
+    allocated first (a 2^63-code VQ would otherwise fail deep inside torch, or wrap its indices)."""
+    with pytest.raises(ValueError, match=match):
+        build()
 
 
 def test_catalogue_is_complete() -> None:

@@ -64,6 +64,14 @@ def test_vqkit_eval_writes_metrics_and_pictures(run_dir: Path, tmp_path: Path,
     assert "psnr" in capsys.readouterr().out
 
 
+def test_vqkit_eval_defaults_to_the_runs_own_validation_data(run_dir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    assert main(["eval", str(run_dir), "--max-images", "4", "--out", str(out)]) == 0
+    assert "--data not given, using the run's val data: photos" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["images"] == 4
+
+
 def test_vqkit_eval_needs_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path), "--data", "photos"]) == 2
     assert "final" in capsys.readouterr().err

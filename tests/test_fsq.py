@@ -229,3 +229,56 @@ def test_cell_boundaries(level: int, symmetric: bool) -> None:
     above = q.encode((boundary + delta).float().unsqueeze(1))
     assert torch.equal(below, torch.arange(level - 1)), (below, boundary)
     assert torch.equal(above, torch.arange(1, level)), (above, boundary)
+
+
+# -- sizes that cannot be indexed, and the largest that can ------------------------------------------
+def test_level_products_beyond_int64_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"∏levels = 9223372036854775808 codes, over the int64 index limit of "
+                                         r"9223372036854775807 \(2\^63 - 1\)"):
+        FSQ((2**21, 2**21, 2**21))  # 2^63: its last index would wrap to a negative int64
+    with pytest.raises(ValueError, match="int64"):
+        FSQ((5,) * 28)  # 5^28 ≈ 3.7e19
+    with pytest.raises(ValueError, match=r"FSQ: dim must be >= 1, got 0"):
+        FSQ((8, 5), dim=0)
+
+
+def test_largest_indexable_codebook_roundtrips() -> None:
+    levels = (2**21, 2**21, 2**21 - 1)  # ∏ = 2^63 - 2^42 < 2^63 - 1
+    q = FSQ(levels)
+    size = math.prod(levels)
+    assert q.codebook_size == size and size < 2**63
+    idx = torch.tensor([0, 1, size - 1, size - 2, size // 2 + 12345, 2**62, 2**42 - 1, 2**42 * 3 + 7])
+    z = fsq_preimage(levels, idx)
+    got = q.encode(z)
+    assert (got >= 0).all()
+    assert torch.equal(got, idx)
+    half = torch.tensor([lv // 2 for lv in levels], dtype=torch.float64)
+    expected = (fsq_digits(levels, idx).double() - half) / half  # the grid, written out independently
+    assert torch.equal(q.decode(idx).double(), expected.float().double())
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+def test_largest_level_reaches_its_digits(symmetric: bool) -> None:
+    """A level of 2^22 (MAX_LEVEL) still reaches every digit in float32 (checked on all of them once;
+    here the ends and a stride); 2^23 would not, and anything above 2^22 is refused."""
+    from vqkit.quantizers.fsq import MAX_LEVEL
+
+    assert MAX_LEVEL == 2**22
+    level = MAX_LEVEL
+    q = FSQ((level,), symmetric=symmetric)
+    idx = torch.cat([torch.arange(2048), torch.arange(level - 2048, level), torch.arange(0, level, 997)])
+    assert torch.equal(q.encode(fsq_preimage((level,), idx, symmetric=symmetric)), idx)
+    with pytest.raises(ValueError, match=r"level must be <= 4194304 .*got 4194305"):
+        FSQ((5, level + 1), symmetric=symmetric)
+
+
+def test_projection_overflow_is_refused() -> None:
+    q = FSQ((8, 5, 5, 5), dim=6)
+    with torch.no_grad():
+        q.project_in.weight.fill_(1.0)  # 6 · 3e38 overflows
+    z = torch.full((3, 6), 3e38)
+    for f in (q, q.encode):
+        with pytest.raises(ValueError, match=r"project_in\(z\) is NaN or Inf although z is finite"):
+            f(z)
+    q.check_finite = False
+    q.encode(z)  # unchecked: no error

@@ -168,3 +168,58 @@ def test_bad_configuration() -> None:
     with pytest.raises(ValueError, match="bits"):
         LFQ(8, bits=0)
     assert LFQ(12, bits=10).bits_per_token == 10.0
+
+
+# -- large logits -----------------------------------------------------------------------------
+def _empirical_entropy(signs: torch.Tensor) -> float:
+    """Entropy (nats) of the distribution of the rows' sign patterns: the saturated codebook entropy."""
+    counts = torch.unique(signs, dim=0, return_counts=True)[1].double()
+    p = counts / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+@pytest.mark.parametrize("bits", [6, 9])  # exact mode with even and uneven halves
+@pytest.mark.parametrize("magnitude", [1e2, 1e5, 1e10, 1e30, 1e37])
+def test_entropy_terms_stay_exact_for_large_logits(bits: int, magnitude: float) -> None:
+    """|z| ≥ 1e2 at τ = 0.01 makes every logit ≥ 4e4: p(c|z) is one-hot, the per-sample entropy 0 and
+    the codebook entropy that of the empirical sign patterns. The c·x/2 - log(2cosh(x/2)) form gave
+    garbage from logits of ~1e7 and NaN from ~1e10; logits beyond float32 (|z| > 8.5e35) gave NaN."""
+    g = torch.Generator().manual_seed(bits)
+    signs = torch.randint(0, 2, (40, bits), generator=g).float() * 2 - 1
+    signs[20:] = signs[:20]  # repeated patterns: the entropy is not simply log N
+    z = signs * (1 + torch.rand(40, bits, generator=g)) * magnitude
+    q = LFQ(bits, temperature=0.01)
+    per_sample, codebook = q.entropy_terms(z)
+    assert per_sample.item() == 0.0
+    assert codebook.item() == pytest.approx(_empirical_entropy(signs), rel=1e-5)
+    q.train()
+    z.requires_grad_()
+    out = q(z)
+    assert not torch.isnan(out.loss)  # the commitment squares |z|: inf beyond ~1.8e19, never NaN
+    (grad,) = torch.autograd.grad(out.loss, z)
+    assert torch.isfinite(grad).all()
+
+
+def test_projection_overflow_is_refused() -> None:
+    q = LFQ(12, bits=8)
+    with torch.no_grad():
+        q.project_in.weight.fill_(1.0)  # 12 · 3e38 overflows
+    z = torch.full((2, 5, 12), 3e38)
+    for f in (q, q.encode):
+        with pytest.raises(ValueError, match=r"project_in\(z\) is NaN or Inf although z is finite"):
+            f(z)
+    q.check_finite = False
+    q.encode(z)  # unchecked: no error
+
+
+def test_size_limits() -> None:
+    assert LFQ(62, codebook_entropy="factorized").codebook_size == 2**62  # the largest: an int64 size
+    with pytest.raises(ValueError, match=r"bits must be in \[1, 62\].*got 63"):
+        LFQ(63)
+    with pytest.raises(ValueError, match=r"LFQ: dim must be >= 1, got 0"):
+        LFQ(0, bits=4)
+    q = LFQ(62, codebook_entropy="factorized")
+    z = torch.ones(3, 62)
+    z[1] = -1
+    z[2, :61] = -1
+    assert q.encode(z).tolist() == [2**62 - 1, 0, 2**61]

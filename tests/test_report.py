@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from vqkit.experiments.report import write_report
+from vqkit.plotting import pyplot, text_overflow
 
 
 def _metrics(psnr: float, lpips: Any, stages: list[float] | None = None) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def test_write_report(tmp_path: Path) -> None:
             im.verify()
         assert f"({path.name})" in report
     with Image.open(tmp_path / "report" / "best_reconstructions.png") as im:
-        assert im.height == 2 * (22 + 16)  # one panel per family
+        assert im.height == 16 + 2 * (22 + 16)  # a legend line, then one panel per family
 
 
 def test_write_report_single_config_missing_files(tmp_path: Path) -> None:
@@ -86,10 +89,10 @@ def test_paper_columns_follow_what_the_preset_quotes(tmp_path: Path) -> None:
     configs = [_config(tmp_path, entry.name, entry.family, 10.0, _metrics(20.0, 0.2), entry.paper)]
     report = write_report(tmp_path / "r", {"preset": "simvq-codebook-sweep", "configs": configs})[0].read_text()
     header = next(line for line in report.splitlines() if line.startswith("| Method |"))
-    assert header.endswith("| paper LPIPS | paper rFID | paper PSNR | paper SSIM | paper usage (%) |")
+    assert header.endswith("| paper LPIPS | paper rFID | paper PSNR | paper SSIM | paper codebook usage (%) |")
     row = next(line for line in report.splitlines() if line.startswith(f"| {entry.name} |"))
     assert row.endswith("| 0.16 | 3.67 | 22.34 | 0.708 | 100.0 |")  # SimVQ Table 3, 1k codes
-    assert "max usage" not in report  # no usage_ceiling recorded: no column
+    assert "(max " not in report  # no usage_ceiling recorded: no ceiling
 
 
 def test_usage_ceiling_column_when_the_set_is_smaller_than_a_codebook(tmp_path: Path) -> None:
@@ -99,10 +102,9 @@ def test_usage_ceiling_column_when_the_set_is_smaller_than_a_codebook(tmp_path: 
     configs = [_config(tmp_path, "SimVQ-1k", "SimVQ", 10.0, small, None),
                _config(tmp_path, "SimVQ-65k", "SimVQ", 16.0, big, None)]
     report = write_report(tmp_path / "r", {"preset": "p", "configs": configs})[0].read_text()
-    header = next(line for line in report.splitlines() if line.startswith("| Method |"))
-    assert "| usage (%) | max usage (%) | perplexity |" in header
-    assert "| 5.0 | 25.0 |" in next(line for line in report.splitlines() if line.startswith("| SimVQ-65k |"))
-    assert "| 30.0 | 100.0 |" in next(line for line in report.splitlines() if line.startswith("| SimVQ-1k |"))
+    assert _column(report, "codebook usage (% of K)", "SimVQ-65k") == "5.0 (max 25.0)"
+    assert _column(report, "codebook usage (% of K)", "SimVQ-1k") == "30.0"  # every code could be used
+    assert _column(report, "codes (K)", "SimVQ-65k") == "65536"
     assert "a larger set is needed" in report
 
 
@@ -112,3 +114,193 @@ def test_side_information_is_counted_in_a_note(tmp_path: Path) -> None:
     configs = [_config(tmp_path, "RFSQ-LN-instance", "RFSQ", 22.0, metrics, None)]
     report = write_report(tmp_path / "r", {"preset": "p", "configs": configs})[0].read_text()
     assert "RFSQ-LN-instance: decoding also needs 512 bits of side information per image, 0.8438 bits" in report
+
+
+# --- the report must not mislead: usage columns, eval set and noise, rate plot, labels, paths, atomic files ---
+
+def _quick_like(root: Path) -> list[dict[str, Any]]:
+    """Seven configurations at 12 bits per token, as the quick preset: four single codebooks, three 2 × 64 RFSQ."""
+    configs = []
+    for i, (name, family) in enumerate([("FSQ [8,8,8,8]", "FSQ"), ("LFQ 12 bits", "LFQ"), ("VQ-EMA 4096", "VQ-EMA"),
+                                        ("SimVQ 4096", "SimVQ"), ("RFSQ 2x[8,8]-None", "RFSQ"),
+                                        ("RFSQ 2x[8,8]-Scale", "RFSQ"), ("RFSQ 2x[8,8]-LayerNorm", "RFSQ")]):
+        staged = family == "RFSQ"
+        metrics = _metrics(20.0 + 0.01 * i, 0.2, [0.9, 0.8] if staged else None)
+        metrics.update(images=14, mse=4 * 10 ** (-(20.0 + 0.01 * i) / 10) * 1.2,  # a spread of image errors
+                       usage=0.85 if staged else 0.05 + 0.01 * i, perplexity=50.0 if staged else 150.0)
+        configs.append(_config(root, name.replace(" ", "_"), family, 12.0, metrics, None) | {"name": name})
+    return configs
+
+
+def _column(report: str, header: str, name: str) -> str:
+    lines = report.splitlines()
+    head = next(line for line in lines if line.startswith("| Method |"))
+    columns = [cell.strip() for cell in head.strip("|").split("|")]
+    row = next(line for line in lines if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")][columns.index(header)]
+
+
+def test_per_stage_usage_has_its_own_column_and_panel(tmp_path: Path) -> None:
+    from vqkit.experiments.report import usage_figure
+
+    configs = _quick_like(tmp_path)
+    report = write_report(tmp_path / "r", {"preset": "quick", "configs": configs})[0].read_text()
+    assert _column(report, "codes (K)", "FSQ [8,8,8,8]") == "4096"
+    assert _column(report, "codes (K)", "RFSQ 2x[8,8]-None") == "2 × 64"
+    assert _column(report, "codebook usage (% of K)", "FSQ [8,8,8,8]") == "5.0"
+    assert _column(report, "codebook usage (% of K)", "RFSQ 2x[8,8]-None") == "—"  # 85 % of 64 codes: not here
+    assert _column(report, "per-stage usage (% of a stage's codes, mean)", "RFSQ 2x[8,8]-None") == "85.0"
+    assert _column(report, "per-stage usage (% of a stage's codes, mean)", "FSQ [8,8,8,8]") == "—"
+    assert _column(report, "perplexity", "RFSQ 2x[8,8]-None") == "—"
+    assert "| RFSQ 2x[8,8]-None | 64 | 90.0, 80.0 | 300.0, 300.0 |" in report  # the per-stage table, K per stage
+    fig = usage_figure(configs, "the evaluation set")
+    try:
+        panels = [{t.get_text() for t in ax.get_yticklabels()} for ax in fig.axes]
+        assert panels == [{"FSQ [8,8,8,8]", "LFQ 12 bits", "VQ-EMA 4096", "SimVQ 4096"},
+                          {"RFSQ 2x[8,8]-None", "RFSQ 2x[8,8]-Scale", "RFSQ 2x[8,8]-LayerNorm"}]
+        labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert any("of 4096 codes" in t for t in labels) and any("of 64 codes per stage" in t for t in labels)
+        assert text_overflow(fig) == []
+    finally:
+        pyplot().close(fig)
+
+
+def test_report_states_the_eval_set_and_does_not_rank_noise(tmp_path: Path) -> None:
+    from vqkit.experiments.report import _ranking, psnr_ranks
+
+    configs = _quick_like(tmp_path)
+    clear = _metrics(25.0, 0.2)  # 5 dB above the rest: measurably better
+    clear.update(images=14, mse=4 * 10 ** (-25.0 / 10) * 1.2)
+    configs.append(_config(tmp_path, "SimVQ-big", "SimVQ", 12.0, clear, None))
+    results = {"preset": "quick", "data": "photos", "image_size": 32, "configs": configs}
+    report = write_report(tmp_path / "r", results)[0].read_text()
+    assert "evaluation set: 14 images of photos (its val split), 32×32 px each" in report
+    ranked = report[report.index("## Ranked by PSNR"):]
+    assert "| 1 | SimVQ-big | 25.00 ± " in ranked  # alone on top
+    for c in configs[:7]:  # 0.01 dB apart: one shared rank, said to be within noise
+        assert f"| 2= | {c['name']} |" in ranked
+    assert "within noise" in ranked
+    assert "± " in _column(report, "PSNR (dB) ± s.e.", "FSQ [8,8,8,8]")
+    assert psnr_ranks(configs[:7]) == [1] * 7
+    assert "All 7 configurations are within noise of one another" in "\n".join(_ranking(configs[:7]))
+
+
+def test_psnr_standard_error_matches_the_spread_of_per_image_psnr() -> None:
+    """From means only (metrics.json has no per-image values), for log-normal per-image MSE."""
+    import math
+    import random
+
+    from vqkit.experiments.report import psnr_standard_error
+
+    rng = random.Random(0)
+    mses = [4 * 10 ** (-rng.gauss(22.0, 3.0) / 10) for _ in range(4000)]
+    psnrs = [10 * math.log10(4 / m) for m in mses]
+    n, mean = len(psnrs), sum(psnrs) / len(psnrs)
+    true_se = math.sqrt(sum((p - mean) ** 2 for p in psnrs) / (n - 1) / n)
+    estimate = psnr_standard_error({"images": n, "psnr": mean, "mse": sum(mses) / n})
+    assert estimate is not None and abs(estimate / true_se - 1) < 0.1
+    assert psnr_standard_error({"images": 1, "psnr": mean, "mse": sum(mses) / n}) is None
+    assert psnr_standard_error({"images": n, "psnr": mean}) is None  # no MSE: unknown, not zero
+
+
+def test_configs_sharing_a_rate_get_a_dot_plot_not_stacked_labels(tmp_path: Path) -> None:
+    from vqkit.experiments.report import rate_distortion_figure
+
+    fig = rate_distortion_figure(_quick_like(tmp_path))
+    try:
+        ax = fig.axes[0]
+        assert "12.0 bits/token" in ax.get_title()
+        assert [t.get_text() for t in ax.get_yticklabels()][:1] == ["RFSQ 2x[8,8]-LayerNorm"]  # best first
+        assert len({round(x, 6) for x in ax.get_xlim()}) == 2 and ax.get_xlabel().startswith("PSNR")
+        assert text_overflow(fig) == []  # old: seven names annotated at one point
+    finally:
+        pyplot().close(fig)
+
+
+def test_rate_distortion_at_several_rates_names_configs_in_a_legend(tmp_path: Path) -> None:
+    from vqkit.experiments.report import rate_distortion_figure
+
+    configs = _quick_like(tmp_path)[:3]
+    configs.append(_config(tmp_path, "FSQ-16", "FSQ", 16.0, _metrics(23.0, 0.2), None))
+    fig = rate_distortion_figure(configs)
+    try:
+        ax = fig.axes[0]
+        assert not ax.texts  # no name written at a point
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+            "FSQ [8,8,8,8] (FSQ)", "LFQ 12 bits (LFQ)", "VQ-EMA 4096 (VQ-EMA)", "FSQ-16 (FSQ)"]
+        xs = [float(container.lines[0].get_xdata()[0]) for container in ax.containers]  # one per errorbar
+        assert len(set(xs)) == len(xs) == 4  # three at 12 bits spread sideways, not on one point
+        assert text_overflow(fig) == []
+    finally:
+        pyplot().close(fig)
+
+
+def test_bar_labels_stay_inside_the_axes() -> None:
+    from vqkit.experiments.report import barh_figure
+
+    names = ["a", "a much longer configuration name", "c"]
+    values: list[float | None] = [31.5, 30.0, None]
+    labels = ["31.50 ± 0.40 dB at 12.0 bits/token, a long label"] * 2 + ["n/a"]
+    for xlim in (None, (0.0, 32.0)):  # a growing axis, and a fixed one (labels then go inside the bars)
+        fig = barh_figure(names, values, labels, "PSNR (dB)", "PSNR", errors=[0.4, 0.4, 0.0], xlim=xlim)
+        try:
+            assert text_overflow(fig) == []
+        finally:
+            pyplot().close(fig)
+
+
+def test_relative_paths_are_read_against_the_report_folder(tmp_path: Path) -> None:
+    from vqkit.experiments.compare import load_results
+
+    configs = _quick_like(tmp_path)[:2]
+    relative = [c | {"run_dir": f"runs/{c['run_dir'].split('/runs/')[1]}",
+                     "eval_dir": f"runs/{c['eval_dir'].split('/runs/')[1]}"} for c in configs]
+    paths = write_report(tmp_path, {"preset": "quick", "configs": relative})
+    assert tmp_path / "best_reconstructions.png" in paths  # found through the relative eval_dir
+    (tmp_path / "results.json").write_text(json.dumps({"configs": [relative[0], configs[1]]}))  # new, old
+    loaded = load_results(tmp_path / "results.json")["configs"]
+    assert [Path(c["run_dir"]) for c in loaded] == [tmp_path / "runs" / n for n in ("FSQ_[8,8,8,8]", "LFQ_12_bits")]
+    assert all((Path(c["eval_dir"]) / "reconstructions.png").is_file() for c in loaded)
+
+
+def test_every_file_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    replaced: list[Path] = []
+    real = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        replaced.append(Path(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    paths = write_report(tmp_path / "r", {"preset": "quick", "configs": _quick_like(tmp_path)})
+    assert sorted(paths) == sorted(replaced)
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_speech_report_states_its_test_set_and_noise_and_keeps_labels_inside(tmp_path: Path) -> None:
+    from vqkit.experiments.report_audio import noise_threshold, quality_figure, write_audio_report
+
+    def speech(name: str, pesq: float, stoi: float, usage: float, stages: int = 1) -> dict[str, Any]:
+        metrics = {"utterances": 100, "seconds": 767.0, "sample_rate": 16000, "tokens_per_second": 50.0,
+                   "pesq_wb": pesq, "stoi": stoi, "estoi": stoi - 0.3, "mel_distance": 1.1, "si_sdr": -40.0,
+                   "usage": usage, "usage_per_stage": [usage] * stages, "usage_ceiling": 1.0, "perplexity": 90.0,
+                   "kbps": 0.6}
+        return {"name": name, "bits_per_token": 12.0, "metrics": metrics, "run_dir": "runs/none"}
+
+    configs = [speech("VQ-EMA 4096", 1.07, 0.663, 0.06), speech("SimVQ 4096", 1.08, 0.98, 0.22),
+               speech("RFSQ 2x64", 1.5, 0.70, 0.9, stages=2)]
+    paths = write_audio_report(tmp_path, {"preset": "simvq-audio", "modality": "audio", "val_data": "test-other",
+                                          "configs": configs})
+    report = paths[0].read_text()
+    assert "test set: 100 utterances of test-other, 767 s in all (7.7 s on average) at 16000 Hz" in report
+    assert _column(report, "codebook usage (% of K)", "RFSQ 2x64") == "—"
+    assert _column(report, "per-stage usage (% of a stage's codes, mean)", "RFSQ 2x64") == "90.0"
+    assert "PESQ-WB: RFSQ 2x64 (1.500) is ahead of every other configuration by 0.14 or more" in report
+    assert "STOI: SimVQ 4096 (0.980) is ahead" in report
+    assert "Differences below 0.14 in PESQ-WB, 0.014 in STOI, 0.02 in ESTOI are read as within noise" in report
+    assert noise_threshold("stoi", 400) == pytest.approx(noise_threshold("stoi", 100) / 2)  # a larger set, finer
+    fig = quality_figure(configs, "the 100 test utterances")
+    try:
+        assert text_overflow(fig) == []  # STOI 0.98 on a 0-to-1 axis: its label goes inside the bar
+    finally:
+        pyplot().close(fig)

@@ -292,3 +292,162 @@ def test_loss_is_sum_of_stage_losses() -> None:
     expected = 1.25 * (z - c1).pow(2).mean() + 1.25 * (z - c1 - c2).pow(2).mean()
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.quantized, c1 + c2)
+
+
+# -- which side each loss term reaches, through the stages --------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.25, 0.7])
+def test_residual_vq_gradient_sides(beta: float) -> None:
+    """Stage k's codebook term trains codebook k on its residual; only stage 0's commitment reaches z:
+    r_1 = z - straight_through(z, c_1) has gradient 1 - 1 = 0 w.r.t. z, exactly."""
+    torch.manual_seed(0)
+    rq = ResidualVQ(8, 16, 2, ema=False, beta=beta)
+    z = _z((40, 8), seed=12).requires_grad_()
+    out = rq(z)
+    cb0, cb1 = rq.stages[0].codebook, rq.stages[1].codebook
+    gz, g0, g1 = torch.autograd.grad(out.loss, [z, cb0, cb1])
+    c1 = cb0.detach()[out.indices[:, 0]]
+    c2 = cb1.detach()[out.indices[:, 1]]
+    r1 = z.detach() - c1
+    n = z.numel()
+    torch.testing.assert_close(gz, beta * 2 * (z.detach() - c1) / n, rtol=1e-6, atol=0)
+    if beta == 0:
+        assert torch.equal(gz, torch.zeros_like(z))
+    torch.testing.assert_close(g0, torch.zeros(16, 8).index_add_(0, out.indices[:, 0], 2 * (c1 - z.detach()) / n),
+                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(g1, torch.zeros(16, 8).index_add_(0, out.indices[:, 1], 2 * (c2 - r1) / n),
+                               rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.25, 0.7])
+def test_residual_simvq_gradient_sides(beta: float) -> None:
+    torch.manual_seed(0)
+    rq = ResidualSimVQ(8, 16, 2, beta=beta)
+    z = _z((40, 8), seed=13).requires_grad_()
+    out = rq(z)
+    s0, s1 = rq.stages
+    gz, gw0, gw1 = torch.autograd.grad(out.loss, [z, s0.linear.weight, s1.linear.weight])
+    q1 = s0.codes()[out.indices[:, 0]]
+    q2 = s1.codes()[out.indices[:, 1]]
+    r1 = z.detach() - q1
+    n = z.numel()
+    torch.testing.assert_close(gz, beta * 2 * (z.detach() - q1) / n, rtol=1e-6, atol=0)
+    if beta == 0:
+        assert torch.equal(gz, torch.zeros_like(z))
+    torch.testing.assert_close(gw0, (2 * (q1 - z.detach()) / n).t() @ s0.codebook[out.indices[:, 0]],
+                               rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(gw1, (2 * (q2 - r1) / n).t() @ s1.codebook[out.indices[:, 1]], rtol=1e-5, atol=1e-8)
+
+
+# -- statistics are updated from finite values only ----------------------------------------------------
+def _ln_running(stages: int = 2) -> ResidualQuantizer:
+    return ResidualFSQ(LEVELS, stages, "layernorm").train()
+
+
+def test_skipped_updates_is_not_part_of_the_state_dict() -> None:
+    rq = _ln_running()
+    assert rq.skipped_updates.tolist() == [0, 0]
+    assert rq.skipped_updates.dtype == torch.int64
+    assert "skipped_updates" not in rq.state_dict()
+    old_style = {k: v for k, v in rq.state_dict().items()}  # a checkpoint from before the counter
+    _ln_running().load_state_dict(old_style, strict=True)
+
+
+def test_huge_batch_does_not_poison_running_statistics() -> None:
+    rq, ref = _ln_running(), _ln_running()
+    first = _z((4, 16, 4), seed=7, scale=2.0) + 0.5
+    rq(first)
+    ref(first)
+    mean, var = rq.running_mean.clone(), rq.running_var.clone()
+    huge = _z((4, 16, 4), seed=8) * 1e30  # finite, but its variance (1e60) is not a float32
+    out = rq(huge)
+    assert torch.equal(rq.running_mean, mean) and torch.equal(rq.running_var, var)
+    assert rq.skipped_updates.tolist() == [1, 1]
+    # the batch itself was normalised with its own (float64, finite) statistics, not with inf
+    flat = huge.reshape(-1, 4).double()
+    m, sd = flat.mean(0).float(), (flat.var(0, unbiased=False) + rq.eps).sqrt().float()
+    assert torch.isfinite(out.quantized).all()
+    assert torch.equal(out.indices[..., 0], FSQ(LEVELS).encode((huge - m) / sd))
+    assert out.indices[..., 0].unique().numel() > 20  # not one code for every token
+    # later batches update as if the huge one had never come
+    for seed in (9, 10):
+        z = _z((4, 16, 4), seed=seed, scale=2.0) - 0.3
+        rq(z)
+        ref(z)
+    assert torch.equal(rq.running_mean, ref.running_mean)
+    assert torch.equal(rq.running_var, ref.running_var)
+    assert rq.skipped_updates.tolist() == [1, 1]
+
+
+def test_large_finite_batch_statistics_are_exact() -> None:
+    """Values ~1e19: their float32 squares overflow, their float64 variance (~1e38) is a float32."""
+    rq = _ln_running(1)
+    z = _z((64, 4), seed=11) * 1e19
+    rq(z)
+    flat = z.double()
+    assert rq.skipped_updates.tolist() == [0]
+    torch.testing.assert_close(rq.running_mean[0].double(), 0.1 * flat.mean(0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(rq.running_var[0].double(), 0.9 + 0.1 * flat.var(0, unbiased=False),
+                               rtol=1e-6, atol=0)
+    assert torch.isfinite(rq.running_var).all()
+
+
+def test_nan_batch_is_skipped_with_check_finite_off() -> None:
+    rq = ResidualFSQ(LEVELS, 2, "layernorm", check_finite=False).train()
+    mean, var = rq.running_mean.clone(), rq.running_var.clone()
+    z = _z((4, 16, 4), seed=7)
+    z[1, 3, 2] = float("nan")
+    rq(z)
+    assert torch.equal(rq.running_mean, mean) and torch.equal(rq.running_var, var)
+    assert rq.skipped_updates.tolist() == [1, 1]
+
+
+def test_skip_is_decided_after_the_all_reduce(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another rank's batch made the reduced statistic non-finite: this rank skips too, although its own
+    batch is ordinary, so the ranks' running statistics stay identical."""
+    from vqkit.quantizers import distributed
+
+    def peer_with_huge_batch(moments: torch.Tensor) -> torch.Tensor:
+        moments[:-1] += 1e60  # its sums: a float64 holds them, a float32 statistic cannot
+        moments[-1] += 64  # its token count
+        return moments
+
+    monkeypatch.setattr(distributed, "all_reduce_sum_", peer_with_huge_batch)
+    rq = _ln_running()
+    mean, var = rq.running_mean.clone(), rq.running_var.clone()
+    rq(_z((4, 16, 4), seed=7))
+    assert torch.equal(rq.running_mean, mean) and torch.equal(rq.running_var, var)
+    assert rq.skipped_updates.tolist() == [1, 1]
+
+
+# -- intermediates pushed out of float32's range ----------------------------------------------------
+def test_overflowing_stage_input_is_refused() -> None:
+    rq = ResidualFSQ(LEVELS, 2, "scale")
+    with torch.no_grad():
+        rq.scale_logit.copy_(torch.tensor([0.0, 80.0]))  # α_1 = e^80 ≈ 5.5e34
+    z = _z((2, 8, 4), seed=3) * 1e6
+    for training in (True, False):
+        rq.train(training)
+        with pytest.raises(ValueError, match=r"stage 1.*NaN or Inf although z is finite"):
+            rq(z)
+        with pytest.raises(ValueError, match="stage 1"):
+            rq.encode(z)
+    rq.check_finite = False  # the residual's setting is every stage's
+    assert all(not s.check_finite for s in rq.stages)
+    rq(z)  # no check, no error
+    rq.check_finite = True
+    assert all(s.check_finite for s in rq.stages)
+    rq2 = ResidualQuantizer([FSQ(LEVELS, check_finite=False)], check_finite=True)
+    assert rq2.stages[0].check_finite is True
+
+
+def test_residual_constructor_limits() -> None:
+    for build, match in (
+        (lambda: ResidualFSQ(LEVELS, 0), r"ResidualFSQ: num_stages must be >= 1, got 0"),
+        (lambda: ResidualVQ(8, 16, -2), r"ResidualVQ: num_stages must be >= 1, got -2"),
+        (lambda: ResidualSimVQ(8, 16, 0), r"ResidualSimVQ: num_stages must be >= 1, got 0"),
+        (lambda: ResidualQuantizer([FSQ(LEVELS)], "layernorm", momentum=1.5), r"momentum must be in \[0, 1\], got 1.5"),
+        (lambda: ResidualQuantizer([FSQ(LEVELS)], momentum=-0.1), r"momentum must be in \[0, 1\], got -0.1"),
+        (lambda: ResidualQuantizer([FSQ(LEVELS)], "layernorm", eps=0.0), r"eps must be > 0.*got 0.0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            build()

@@ -137,3 +137,32 @@ def test_toy_vq_updates_few_codes_simvq_updates_all(seed: int) -> None:
     assert vq_moved < 10
     assert vq_moved <= 7
     assert sim_moved == 10
+
+
+# -- which side each loss term reaches --------------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.25, 0.7])
+@pytest.mark.parametrize("train_codebook", [False, True])
+def test_gradient_sides(beta: float, train_codebook: bool) -> None:
+    """SimVQ: ||q - sg(z)||² (weight 1) trains W (and C when trainable) only; beta·||z - sg(q)||² is the
+    commitment and the only gradient z gets. The loss value, 1.25·mse at beta = 0.25, cannot tell a swap."""
+    torch.manual_seed(0)
+    q = SimVQ(8, 64, beta=beta, train_codebook=train_codebook)
+    z = torch.randn(4, 6, 8, requires_grad=True)
+    out = q(z)
+    wanted = [z, q.linear.weight, q.linear.bias] + ([q.codebook] if train_codebook else [])
+    grads = torch.autograd.grad(out.loss, wanted)
+    gz, gw, gb = grads[:3]
+    idx = out.indices.reshape(-1)
+    c = q.codebook.detach()[idx]  # (N, 8) rows of C
+    codes = q.codes()[idx]  # W(C) rows, as quantized
+    flat_z = z.detach().reshape(-1, 8)
+    n = z.numel()
+    torch.testing.assert_close(gz.reshape(-1, 8), beta * 2 * (flat_z - codes) / n, rtol=1e-6, atol=0)
+    if beta == 0:
+        assert torch.equal(gz, torch.zeros_like(z))
+    dq = 2 * (codes - flat_z) / n  # codebook term, independent of beta
+    torch.testing.assert_close(gw, dq.t() @ c, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(gb, dq.sum(0), rtol=1e-5, atol=1e-8)
+    if train_codebook:
+        expected = torch.zeros(64, 8).index_add_(0, idx, dq @ q.linear.weight.detach())
+        torch.testing.assert_close(grads[3], expected, rtol=1e-5, atol=1e-8)

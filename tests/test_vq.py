@@ -212,3 +212,215 @@ def test_factorized_vq_lookup() -> None:
     assert q.codebook.grad is not None and q.project_in.weight.grad is not None
     q.eval()
     torch.testing.assert_close(q.decode(out.indices), out.quantized.detach())
+
+
+# -- which side each loss term reaches --------------------------------------------------------------
+# Convention (van den Oord et al.): loss = ||sg(z) - q||² (codebook term, weight 1) + beta·||z - sg(q)||²
+# (commitment). The codebook term must train only the codebook, the commitment only z; a swap of the
+# weights keeps the loss value (their sum) and is caught only by the gradients.
+BETAS = [0.0, 0.25, 0.7]
+
+
+def normalize_vjp(v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. v of <g, v/|v|>: (g - (g·u)u)/|v| with u = v/|v| (rows), in float64."""
+    v, g = v.double(), g.double()
+    norm = v.norm(dim=-1, keepdim=True)
+    u = v / norm
+    return (g - (g * u).sum(-1, keepdim=True) * u) / norm
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_vq_gradient_sides(beta: float) -> None:
+    torch.manual_seed(0)
+    q = VQ(4, 32, beta=beta)
+    q.codebook.data = torch.randn(32, 4)
+    z = torch.randn(10, 4, requires_grad=True)
+    out = q(z)
+    gz, gc = torch.autograd.grad(out.loss, [z, q.codebook])
+    c = q.codebook.detach()[out.indices]
+    n = z.numel()
+    if beta == 0:
+        assert torch.equal(gz, torch.zeros_like(z))  # no commitment: nothing reaches z
+    torch.testing.assert_close(gz, beta * 2 * (z.detach() - c) / n, rtol=1e-6, atol=0)
+    # the codebook gradient does not depend on beta
+    expected = torch.zeros(32, 4).index_add_(0, out.indices, 2 * (c - z.detach()) / n)
+    torch.testing.assert_close(gc, expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_vq_l2_gradient_sides(beta: float) -> None:
+    torch.manual_seed(1)
+    q = VQ(6, 16, beta=beta, l2_normalize=True)
+    q.codebook.data = torch.randn(16, 6)
+    z = (torch.randn(12, 6) * 3).requires_grad_()
+    out = q(z)
+    gz, gc = torch.autograd.grad(out.loss, [z, q.codebook])
+    x = F.normalize(z.detach(), dim=-1)
+    raw = q.codebook.detach()[out.indices]
+    u = F.normalize(raw, dim=-1)
+    n = z.numel()
+    torch.testing.assert_close(gz.double(), normalize_vjp(z.detach(), beta * 2 * (x - u) / n), rtol=1e-5, atol=1e-9)
+    if beta == 0:
+        assert torch.equal(gz, torch.zeros_like(z))
+    expected = torch.zeros(16, 6, dtype=torch.float64).index_add_(0, out.indices, normalize_vjp(raw, 2 * (u - x) / n))
+    torch.testing.assert_close(gc.double(), expected, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_emavq_commitment_is_the_only_gradient(beta: float) -> None:
+    torch.manual_seed(0)
+    q = EMAVQ(4, 16, beta=beta).eval()
+    z = torch.randn(20, 4, requires_grad=True)
+    out = q(z)
+    (gz,) = torch.autograd.grad(out.loss, [z])
+    c = q.codebook[out.indices]
+    torch.testing.assert_close(gz, beta * 2 * (z.detach() - c) / z.numel(), rtol=1e-6, atol=0)
+    assert not q.codebook.requires_grad
+
+
+@pytest.mark.parametrize("beta", BETAS)
+def test_factorized_vq_gradient_sides(beta: float) -> None:
+    """Codebook term -> codebook only; commitment -> project_in (and z) only; project_out gets nothing."""
+    torch.manual_seed(2)
+    q = FactorizedVQ(12, 32, code_dim=4, beta=beta)
+    z = torch.randn(3, 7, 12, requires_grad=True)
+    out = q(z)
+    params = [z, q.codebook, q.project_in.weight, q.project_in.bias, q.project_out.weight]
+    gz, gc, gw, gb, gout = torch.autograd.grad(out.loss, params, allow_unused=True)
+    assert gout is None  # the loss never reaches project_out
+    y = q.project_in(z.detach()).detach().reshape(-1, 4)
+    x = F.normalize(y, dim=-1)
+    idx = out.indices.reshape(-1)
+    raw = q.codebook.detach()[idx]
+    u = F.normalize(raw, dim=-1)
+    n = x.numel()  # the loss lives in the 4-d lookup space
+    dy = normalize_vjp(y, beta * 2 * (x - u) / n)  # commitment, through the normalisation
+    torch.testing.assert_close(gw.double(), dy.t() @ z.detach().reshape(-1, 12).double(), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(gb.double(), dy.sum(0), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(gz.double().reshape(-1, 12), dy @ q.project_in.weight.detach().double(),
+                               rtol=1e-5, atol=1e-9)
+    if beta == 0:
+        assert torch.equal(gw, torch.zeros_like(gw)) and torch.equal(gz, torch.zeros_like(gz))
+    expected = torch.zeros(32, 4, dtype=torch.float64).index_add_(0, idx, normalize_vjp(raw, 2 * (u - x) / n))
+    torch.testing.assert_close(gc.double(), expected, rtol=1e-5, atol=1e-9)
+
+
+# -- EMA statistics: float64 sums, never updated from a non-finite statistic -----------------------
+def _ema_reference(q: EMAVQ, z: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(cluster_size, embed_sum, codebook) after one EMA step, dense and in float64."""
+    onehot = F.one_hot(indices.reshape(-1), q.codebook_size).double()
+    flat = z.reshape(-1, q.dim).double()
+    cs = q.cluster_size.double() * q.decay + onehot.sum(0) * (1 - q.decay)
+    es = q.embed_sum.double() * q.decay + (onehot.t() @ flat) * (1 - q.decay)
+    total = cs.sum()
+    smoothed = (cs + q.eps) / (total + q.codebook_size * q.eps) * total
+    return cs, es, es / smoothed.unsqueeze(1)
+
+
+def test_emavq_sums_that_overflow_float32_are_exact() -> None:
+    """64 tokens of 3e38: their float32 sum is inf; in float64 the EMA (0.01 of it) is a float32."""
+    torch.manual_seed(0)
+    q = EMAVQ(4, 8, decay=0.99).train()
+    z = torch.full((64, 4), 3e38)
+    indices = q.encode(z)
+    cs, es, cb = _ema_reference(q, z, indices)
+    assert torch.isfinite(es.float()).all() and not torch.isfinite(z.sum(0)).all()
+    q(z)
+    assert q.skipped_updates.item() == 0
+    torch.testing.assert_close(q.cluster_size.double(), cs, rtol=1e-6, atol=0)
+    torch.testing.assert_close(q.embed_sum.double(), es, rtol=1e-6, atol=0)
+    torch.testing.assert_close(q.codebook.double(), cb, rtol=1e-6, atol=0)
+
+
+def test_emavq_skips_an_update_that_would_not_be_finite() -> None:
+    torch.manual_seed(0)
+    q = EMAVQ(4, 8, decay=0.5).train()
+    ref = EMAVQ(4, 8, decay=0.5).train()
+    ref.load_state_dict(q.state_dict())
+    assert "skipped_updates" not in q.state_dict()  # checkpoints keep their keys
+    state = {k: v.clone() for k, v in q.state_dict().items()}
+    out = q(torch.full((64, 4), 3e38))  # 0.5 of the sum is beyond float32
+    assert torch.isfinite(out.quantized).all()
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert q.skipped_updates.item() == 1
+    for seed in (1, 2):  # later batches update as if the huge one had never come
+        z = torch.randn(32, 4, generator=torch.Generator().manual_seed(seed))
+        q(z)
+        ref(z)
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, ref.state_dict()[k]), k
+    assert q.skipped_updates.item() == 1
+
+
+def test_emavq_nan_batch_leaves_the_codebook_alone_with_check_finite_off() -> None:
+    torch.manual_seed(0)
+    q = EMAVQ(4, 8, dead_code_threshold=1.5, check_finite=False).train()
+    q.cluster_size.fill_(0.5)  # every code dead: all restarted from the batch's rows
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+    z[::2, 1] = float("nan")  # half the rows
+    q(z)
+    assert q.skipped_updates.item() == 1  # the EMA step (NaN sums) was skipped
+    assert torch.isfinite(q.codebook).all() and torch.isfinite(q.embed_sum).all()
+    assert torch.isfinite(q.cluster_size).all()
+    restarted = (q.cluster_size == 1.5).sum().item()
+    assert 0 < restarted < 8  # only codes drawn from finite rows were restarted
+    good = z[1::2]
+    fresh = q.codebook[q.cluster_size == 1.5]
+    assert (torch.cdist(fresh, good).min(dim=1).values == 0).all()
+
+
+def test_emavq_kmeans_waits_for_a_finite_batch() -> None:
+    torch.manual_seed(0)
+    q = EMAVQ(4, 8, kmeans_init=True, kmeans_iters=2, check_finite=False).train()
+    z = torch.randn(32, 4, generator=torch.Generator().manual_seed(4))
+    bad = z.clone()
+    bad[5, 0] = float("nan")
+    q(bad)
+    assert not bool(q.initialized)
+    assert torch.isfinite(q.codebook).all()
+    assert q.skipped_updates.item() == 2  # the k-means seeding and the EMA step
+    q(z)
+    assert bool(q.initialized) and torch.isfinite(q.codebook).all()
+
+
+def test_emavq_skip_is_decided_after_the_all_reduce(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vqkit.quantizers import distributed
+
+    def peer_with_huge_batch(stats: torch.Tensor) -> torch.Tensor:
+        stats[:, 1:] += 1e60  # another rank's sums: float64 holds them, the float32 codebook cannot
+        return stats
+
+    monkeypatch.setattr(distributed, "all_reduce_sum_", peer_with_huge_batch)
+    torch.manual_seed(0)
+    q = EMAVQ(4, 8).train()
+    state = {k: v.clone() for k, v in q.state_dict().items()}
+    q(torch.randn(16, 4))  # an ordinary local batch
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert q.skipped_updates.item() == 1
+
+
+def test_residual_vq_stages_count_their_skips() -> None:
+    from vqkit.quantizers import ResidualVQ
+
+    torch.manual_seed(0)
+    rq = ResidualVQ(4, 8, 2, decay=0.5).train()
+    rq(torch.full((64, 4), 3e38))
+    assert [s.skipped_updates.item() for s in rq.stages] == [1, 1]
+    assert all(torch.isfinite(s.codebook).all() for s in rq.stages)
+
+
+def test_emavq_restart_never_writes_an_overflowing_sum() -> None:
+    """A restarted code's EMA sum is row · threshold: 3e38 · 2 is inf, and an inf embed_sum would make
+    every later EMA step non-finite (hence skipped) for good; such rows restart nothing."""
+    torch.manual_seed(0)
+    q = EMAVQ(2, 4, decay=0.99, dead_code_threshold=2.0).train()
+    q.cluster_size.fill_(0.5)  # all dead
+    z = torch.tensor([[3e38, 0.0], [3e38, 1.0], [3e38, -1.0], [3e38, 2.0]])
+    q(z)
+    assert torch.isfinite(q.embed_sum).all() and torch.isfinite(q.codebook).all()
+    assert (q.cluster_size < 2.0).all()  # no restart took place
+    before = q.skipped_updates.item()
+    q(torch.randn(64, 2, generator=torch.Generator().manual_seed(1)))
+    assert q.skipped_updates.item() == before  # the EMA still moves

@@ -46,21 +46,27 @@ def field_docs(cls: type[Any]) -> dict[str, str]:
     return docs
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type[Any], defaults: bool = True) -> None:
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type[Any], defaults: bool = True,
+                          shown: dict[str, Any] | None = None) -> None:
     """One ``--option`` per field of dataclass ``cls``, typed from its annotation.
 
     ``defaults=False`` leaves options that are not given out of the namespace, so that they do
-    not override a preset or a config file.
+    not override a preset or a config file; ``shown`` replaces the defaults printed by ``--help``
+    (a preset's values). Types and ranges are checked by the dataclass itself (vqkit.validation).
     """
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     for field in dataclasses.fields(cls):
         kind = hints[field.name]
         flag = "--" + field.name.replace("_", "-")
         default = field.default if defaults else argparse.SUPPRESS
-        shown = field.default if not isinstance(field.default, tuple) else ",".join(map(str, field.default))
-        help_text = f"{docs.get(field.name, '')} (default: {shown})".strip()
+        value = (shown or {}).get(field.name, field.default)
+        text = ",".join(map(str, value)) if isinstance(value, tuple | list) else value
+        help_text = f"{docs.get(field.name, '')} (default: {text})".strip()
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:
+            choices = typing.get_args(kind)
+            parser.add_argument(flag, type=type(choices[0]), choices=choices, default=default, help=help_text)
         elif typing.get_origin(kind) is tuple:
             item = typing.get_args(kind)[0]
             parser.add_argument(flag, type=_tuple_of(item), default=default, metavar=f"{item.__name__.upper()},...",
@@ -75,6 +81,7 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
 
 def _demo(args: argparse.Namespace) -> int:
     from .experiments.demo import DemoConfig, format_table, run_demo
+    from .storage import atomic_write
 
     cfg = dataclass_from_args(DemoConfig, args)
     print(f"vqkit demo: every quantizer on 4x4 patches of scikit-image's photos, {cfg.steps} steps each", flush=True)
@@ -84,9 +91,9 @@ def _demo(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "demo.md").write_text(table + "\n")
+        atomic_write(out / "demo.md", (table + "\n").encode())
         record = {"config": dataclasses.asdict(cfg), "results": [dataclasses.asdict(r) for r in results]}
-        (out / "demo.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write(out / "demo.json", (json.dumps(record, indent=2) + "\n").encode())
         print(f"wrote {out / 'demo.md'} and {out / 'demo.json'}")
     return 0
 
@@ -110,14 +117,21 @@ def _eval(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path(args.run_dir) / f"eval-{args.split}"
     config = Path(args.run_dir) / "config.json"
-    if config.is_file() and modality_of(load_config(None, config).arch).name == "audio":
+    if not config.is_file():
+        raise ValueError(f"{config} does not exist: RUN_DIR must be a finished `vqkit train` run (config.json, final/)")
+    cfg = load_config(None, config)
+    modality = modality_of(cfg.arch)
+    data = args.data or modality.eval_data(cfg, args.split)
+    if args.data is None:
+        print(f"vqkit eval: --data not given, using the run's {args.split} data: {data}", flush=True)
+    if modality.name == "audio":
         from .evaluate_audio import evaluate_audio_run, format_audio_metrics
 
-        metrics = evaluate_audio_run(args.run_dir, args.data, out, max_items=args.max_images, device=args.device)
+        metrics = evaluate_audio_run(args.run_dir, data, out, max_items=args.max_images, device=args.device)
         print(format_audio_metrics(metrics))
         print(f"wrote {out / 'metrics.json'}, {out / 'samples'}/ and {out / 'spectrograms.png'}")
         return 0
-    metrics = evaluate_run(args.run_dir, args.data, args.split, out, batch_size=args.batch_size,
+    metrics = evaluate_run(args.run_dir, data, args.split, out, batch_size=args.batch_size,
                            max_images=args.max_images, device=args.device)
     print(format_metrics(metrics))
     print(f"wrote {out / 'metrics.json'}, {out / 'reconstructions.png'} and {out / 'code_usage.png'}")
@@ -206,7 +220,17 @@ def _add_codec_commands(sub: Any) -> None:
     rd.set_defaults(func=_rd)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _preset_in(argv: Sequence[str]) -> str | None:
+    """The value of ``--preset`` in a ``train`` command line, so that ``--help`` shows its defaults."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
     from .experiments.demo import DemoConfig
 
@@ -220,13 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train import PRESETS, TrainConfig
 
+    shown = PRESETS.get(preset or "")
+    whose = f"preset {preset}'s values" if shown else "the built-in values; `--preset NAME --help` shows a preset's"
     tr = sub.add_parser("train", help="train a tokenizer (one process, or torchrun for DDP)",
                         description="Train an image or speech tokenizer (speech: --arch speech or --preset "
-                                    "speech-cpu). Options override --config, which overrides --preset.")
+                                    "speech-cpu). Options override --config, which overrides --preset. "
+                                    f"Defaults shown: {whose}.")
     tr.add_argument("--preset", choices=sorted(PRESETS), default=None, help="the papers' or CPU-scale settings")
     tr.add_argument("--config", default=None, help="JSON or YAML file of options")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    add_dataclass_options(tr, TrainConfig, defaults=False)
+    add_dataclass_options(tr, TrainConfig, defaults=False, shown=shown)
     tr.set_defaults(func=_train)
 
     from .experiments.compare import CompareConfig
@@ -246,26 +273,34 @@ def build_parser() -> argparse.ArgumentParser:
                                     "real file bits; for a speech run, every utterance under --data: PESQ-WB, "
                                     "STOI/ESTOI, mel distance, SI-SDR, DNSMOS, usage, nominal and real kbps.")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a `vqkit train` run directory (config.json, final/)")
-    ev.add_argument("--data", required=True, help="image folder (ImageNet layout or flat) or 'photos'; for a "
-                                                  "speech run, the folder of test utterances (wav/flac)")
+    ev.add_argument("--data", default=None, help="image folder (ImageNet layout or flat) or 'photos'; for a "
+                                                 "speech run, the folder of test utterances (wav/flac); default: "
+                                                 "the run's own validation (or training, with --split train) data")
     ev.add_argument("--split", choices=("train", "val"), default="val")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--max-images", type=int, default=0,
                     help="evaluate at most this many images (utterances for speech; 0 = all)")
     ev.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval-SPLIT)")
-    ev.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'")
+    ev.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]' (checked against this machine)")
     ev.set_defaults(func=_eval)
     _add_codec_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_preset_in(argv)).parse_args(argv)
     try:
         return int(args.func(args))
-    except ValueError as err:
+    except ValueError as err:  # bad configs, inputs and files: vqkit's own errors are ValueErrors
         print(f"vqkit: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a folder that cannot be written, a full disk, a file that vanished
+        print(f"vqkit: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vqkit: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

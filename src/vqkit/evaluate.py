@@ -10,26 +10,33 @@ per-image ``psnr`` only to show how far the two differ; do not compare it with o
 With ``distributed=True`` every rank evaluates its shard and the sums and code counts are
 all-reduced; every rank must then call it. A ``DistributedSampler`` pads the last shard with
 repeated images, which are counted like the others (at most world size − 1 images).
+
+``vqkit eval`` (:func:`evaluate_run`) also stores each image's PSNR, with the image's name, in
+``metrics.json`` (``per_image``), so that a report can compare configurations image by image
+(paired differences) and give exact standard errors. The training loop's :func:`evaluate` does not:
+its metrics stay flat scalars, as every log record is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .compress import ImageCodec
-from .data.images import build_dataset, to_uint8
+from .data.images import ImageFolder, PhotoDataset, build_dataset, split_note, to_uint8, write_png
 from .metrics import (
     FID,
     CodeUsage,
@@ -44,23 +51,31 @@ from .metrics import (
 )
 from .models import Tokenizer
 from .models.pretrained import atomic_write
-from .plotting import pyplot
+from .plotting import pyplot, save_figure
 from .quantizers.distributed import all_reduce_sum
+from .validation import resolve_device
 
 NOT_REQUESTED = "not requested"
 BATCH_PSNR_NOTE = ("SimVQ's evaluation: PSNR of the MSE averaged over each batch, then averaged over batches "
                    "(a known bug); for comparison only, the per-image mean is 'psnr'")
 _SUMS = ("l1", "mse", "psnr", "ssim", "lpips")
+PER_ITEM_DECIMALS = 4
+"""Per-item scores in ``metrics.json`` are rounded to this many decimals (1e-4 dB of PSNR: far below any
+difference a report can resolve), about 8 characters each: 0.4 MB of PSNR for 50,000 images, plus their
+names (~40 characters each for ImageNet's ``class/file.JPEG``, 2 MB)."""
 
 
 @dataclass
 class Evaluation:
-    """The metrics, the code counts behind usage (for histograms), and the first few image pairs."""
+    """The metrics, the code counts behind usage (for histograms), the first few image pairs and
+    ``psnr_per_image``: each image's PSNR (dB) in loader order — empty when ``distributed`` (each rank
+    sees only its shard). It is not in ``metrics``: those stay flat, as the training loop logs them."""
 
     metrics: dict[str, Any]
     usage: CodeUsage
     originals: Tensor
     reconstructions: Tensor
+    psnr_per_image: list[float] = field(default_factory=list)
 
 
 def _unavailable(option: nn.Module | str | None) -> dict[str, str] | None:
@@ -90,6 +105,7 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
     rfid = FID(fid) if isinstance(fid, nn.Module) else None
     sums = torch.zeros(len(_SUMS) + 3, dtype=torch.float64)  # + images, batch PSNR sum, batches
     kept: list[tuple[Tensor, Tensor]] = []
+    per_image: list[float] = []
     file_bits: dict[str, float] = {}
     pixels = 1
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
@@ -104,6 +120,7 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
             values.append(lpips(recon, images).float() if isinstance(lpips, nn.Module) else torch.zeros(len(images)))
             for i, v in enumerate(values):
                 sums[i] += v.double().sum().cpu()
+            per_image += values[2].double().cpu().tolist()
             sums[-3] += len(images)
             sums[-2] += batch_psnr(recon, images).double().cpu()
             sums[-1] += 1
@@ -144,7 +161,7 @@ def run_evaluation(model: Tokenizer, loader: Iterable[Tensor], device: torch.dev
         metrics["file_bpp"] = {prior: total / n for prior, total in file_bits.items()}
     originals = torch.cat([o for o, _ in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
     recons = torch.cat([r for _, r in kept])[:keep_samples] if kept else torch.empty(0, 3, 0, 0)
-    return Evaluation(metrics, usage, originals, recons)
+    return Evaluation(metrics, usage, originals, recons, [] if distributed else per_image)
 
 
 def evaluate(model: Tokenizer, loader: Iterable[Tensor], device: torch.device | str,
@@ -176,7 +193,7 @@ def save_reconstruction_grid(originals: Tensor, reconstructions: Tensor, path: s
         pixels = to_uint8(images, channels_last=True).cpu().numpy()
         for i in range(n):
             grid.paste(Image.fromarray(pixels[i]), (gap + i * (w + gap), gap + row * (h + gap)))
-    grid.save(path)
+    write_png(path, np.asarray(grid))
 
 
 def save_code_usage_plot(usage: CodeUsage, path: str | os.PathLike[str]) -> None:
@@ -196,8 +213,7 @@ def save_code_usage_plot(usage: CodeUsage, path: str | os.PathLike[str]) -> None
         ax.set_xlabel("code rank")
         ax.set_ylabel("count")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 HEADLINE = ("images", "psnr", "batch_psnr", "ssim", "l1", "mse", "lpips", "rfid", "usage", "perplexity",
@@ -220,6 +236,70 @@ def format_metrics(metrics: dict[str, Any], keys: tuple[str, ...] = HEADLINE) ->
     return "\n".join(rows)
 
 
+def rounded(values: Iterable[float], decimals: int = PER_ITEM_DECIMALS) -> list[float | None]:
+    """Per-item scores for JSON: rounded to ``decimals``; NaN and ±inf (a failed item, a bit-exact
+    reconstruction) become None (null), which a report leaves out."""
+    return [round(float(v), decimals) if math.isfinite(v) else None for v in values]
+
+
+def item_ids(dataset: Dataset[Any]) -> list[str]:
+    """A name for each item of an evaluation ``dataset``, in its (deterministic) order.
+
+    An image folder's items are named by their file, relative to the folder (posix separators); the
+    bundled photos' evaluation crops by photo and crop corner (``"coffee@y16x48"``); a ``Subset`` by
+    the items it keeps; any other dataset by index (``"0"``, ``"1"``, ...). An item a ``bad_files="skip"``
+    dataset replaced with the next readable file keeps the name of the file it stands for.
+    """
+    if isinstance(dataset, Subset):
+        inner = item_ids(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    if isinstance(dataset, ImageFolder) or (hasattr(dataset, "files") and hasattr(dataset, "root")):
+        root = Path(getattr(dataset, "root"))
+        return [_relative(Path(f), root) for f in getattr(dataset, "files")]
+    if isinstance(dataset, PhotoDataset) and not dataset.crop.train:
+        return [f"{dataset.names[p]}@y{top}x{left}" for p, top, left in dataset._grid]
+    return [str(i) for i in range(len(dataset))]  # type: ignore[arg-type]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def per_item_record(ids: Sequence[str], scores: dict[str, Sequence[float]]) -> dict[str, list[Any]]:
+    """``{"ids": [...], name: [rounded score per item], ...}``, the ``per_image`` / ``per_utterance``
+    entry of ``metrics.json``; a score list whose length is not that of ``ids`` is an error."""
+    record: dict[str, list[Any]] = {"ids": list(ids)}
+    for name, values in scores.items():
+        if len(values) != len(ids):
+            raise ValueError(f"{len(values)} per-item {name} scores for {len(ids)} items")
+        record[name] = rounded(values)
+    return record
+
+
+def metrics_json(record: dict[str, Any]) -> bytes:
+    """``record`` as indented JSON, except that the lists of per-item values (under ``per_image`` /
+    ``per_utterance``) take one line each rather than one line per item: the file stays readable and
+    small."""
+    placeholders: dict[str, str] = {}
+
+    def swap(value: Any, inside: bool) -> Any:
+        if isinstance(value, dict):
+            return {k: swap(v, inside or k in ("per_image", "per_utterance")) for k, v in value.items()}
+        if inside and isinstance(value, list):
+            key = f"@@per-item-{len(placeholders)}@@"
+            placeholders[key] = json.dumps(value)
+            return key
+        return value
+
+    text = json.dumps(swap(record, False), indent=2)
+    for key, line in placeholders.items():
+        text = text.replace(f'"{key}"', line, 1)
+    return (text + "\n").encode()
+
+
 def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: str | os.PathLike[str], *,
                  batch_size: int = 32, max_images: int = 0, device: str = "auto") -> dict[str, Any]:
     """Evaluate the final model of a ``vqkit train`` run on ``split`` of ``data``.
@@ -227,6 +307,12 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
     Uses the run's image size, seed, crop and autocast settings, so the numbers match its validation.
     Writes ``out/metrics.json``, ``out/reconstructions.png`` and ``out/code_usage.png``; returns
     the metrics. LPIPS and rFID are reported unavailable, with the reason, without their weights.
+
+    Besides :func:`evaluate`'s keys, the metrics hold ``per_image``: ``{"ids": [name of each image,
+    see item_ids], "psnr": [its PSNR in dB]}``, in the dataset's deterministic order (a PSNR rounded
+    to :data:`PER_ITEM_DECIMALS` decimals, null if not finite). A report uses it for exact standard
+    errors and paired (same-image) comparisons. Size: ~50 bytes an image, a few MB for 50,000 images
+    (``vqkit compare`` copies it into results.json for each configuration).
     """
     from .train import load_config  # not at the top: the training loop imports this module
 
@@ -235,12 +321,16 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
         raise ValueError(f"{run / 'final'} does not exist: RUN_DIR must be a finished `vqkit train` run")
     if not (run / "config.json").is_file():
         raise ValueError(f"{run / 'config.json'} does not exist: RUN_DIR must be a `vqkit train` run")
-    cfg = dataclasses.replace(load_config(None, run / "config.json"), data=str(data))
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    trained = load_config(None, run / "config.json")
+    cfg = dataclasses.replace(trained, data=str(data))
+    # a flat folder the run trained on is split as training split it (held-out share = val); any
+    # other flat folder (a test set, the run's --val-data) is evaluated whole
+    flat = "holdout" if str(data) == "photos" or Path(data).resolve() == Path(trained.data).resolve() else "whole"
+    dev = resolve_device(device)
     codec = ImageCodec.from_pretrained(run / "final", device=dev)
     model = codec.tokenizer
     dataset = build_dataset(cfg.data, split, cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                            max_images=max_images or None)
+                            max_images=max_images or None, bad_files=trained.bad_files, flat=flat)
     if max_images and len(dataset) > max_images:  # type: ignore[arg-type]  # the bundled photos
         dataset = Subset(dataset, range(max_images))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -251,18 +341,21 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
         except WeightsUnavailableError as err:
             extras.append(str(err))
     print(f"vqkit eval: {len(dataset)} {split} images of {cfg.data} at {cfg.image_size}px", flush=True)  # type: ignore[arg-type]
+    if split_note(dataset):
+        print(f"vqkit eval: {split_note(dataset)}", flush=True)
     result = run_evaluation(model, loader, dev, extras[0], extras[1], amp_dtype=cfg.amp_dtype(dev), keep_samples=8,
                             codec=codec)
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
-    record = {"run": str(run), "data": cfg.data, "split": split, "image_size": cfg.image_size,
-              "metrics": result.metrics}
+    metrics = {**result.metrics, "per_image": per_item_record(item_ids(dataset), {"psnr": result.psnr_per_image})}
+    record = {"run": str(run), "data": cfg.data, "split": split, "image_size": cfg.image_size, "metrics": metrics}
     save_reconstruction_grid(result.originals, result.reconstructions, target / "reconstructions.png")
     save_code_usage_plot(result.usage, target / "code_usage.png")
     # last and atomically: `vqkit compare` takes metrics.json as "this evaluation is complete"
-    atomic_write(target / "metrics.json", (json.dumps(record, indent=2) + "\n").encode())
-    return result.metrics
+    atomic_write(target / "metrics.json", metrics_json(record))
+    return metrics
 
 
-__all__ = ["BATCH_PSNR_NOTE", "NOT_REQUESTED", "Evaluation", "evaluate", "evaluate_run", "format_metrics",
-           "run_evaluation", "save_code_usage_plot", "save_reconstruction_grid"]
+__all__ = ["BATCH_PSNR_NOTE", "NOT_REQUESTED", "PER_ITEM_DECIMALS", "Evaluation", "evaluate", "evaluate_run",
+           "format_metrics", "item_ids", "metrics_json", "per_item_record", "rounded", "run_evaluation",
+           "save_code_usage_plot", "save_reconstruction_grid"]

@@ -26,7 +26,8 @@ from .metrics import CodeUsage
 from .models import Tokenizer
 from .models.pretrained import atomic_write
 from .models.speech import sample_rate_of as speech_rate
-from .plotting import pyplot
+from .plotting import pyplot, save_figure
+from .validation import resolve_device
 
 
 @dataclass
@@ -112,8 +113,7 @@ def save_spectrograms(samples: list[tuple[Tensor, Tensor]], sample_rate: int, pa
             ax.set_xlabel("time (s)")
             ax.set_ylabel("mel bin")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def format_audio_metrics(metrics: dict[str, Any]) -> str:
@@ -136,7 +136,7 @@ def evaluate_audio_run(run_dir: str | os.PathLike[str], data: str, out: str | os
     run = Path(run_dir)
     if not (run / "final").is_dir():
         raise ValueError(f"{run / 'final'} does not exist: RUN_DIR must be a finished `vqkit train` run")
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     codec = AudioCodec.from_pretrained(run / "final", device=dev)
     model = codec.tokenizer
     rate = speech_rate(model.config.arch_args)

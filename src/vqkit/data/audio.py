@@ -12,8 +12,10 @@ Every waveform is float32 mono in **[-1, 1]**, the range vqkit's speech models, 
 - **A real resampler.** Rates are converted with libsoxr's high-quality filter (``soxr``), not by
   linear interpolation, which aliases and dulls the highs that a codec is judged on. LibriSpeech
   (16 kHz) and LJSpeech (22.05 kHz) then train one model at one rate.
-- **Errors name the file.** A corrupt, empty or NaN-filled file among thousands raises a
-  ``ValueError`` with its path at once, instead of a NaN loss hours later.
+- **Errors name the file.** A corrupt, empty or NaN-filled file raises a :class:`BadFileError` (a
+  ``ValueError``) with its path at once, instead of a NaN loss hours later. :class:`AudioFolder`'s
+  ``bad_files`` decides what a dataset does with one: ``"skip"`` (default) it, warn once and
+  count it (``skipped``), or ``"fail"``, as in :mod:`vqkit.data.images`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .images import _EpochMixin, _index, spread
+from .images import BadFileError, _BadFileMixin, _EpochMixin, _index, _refused, check_bad_files, find_files, spread
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -44,27 +46,27 @@ def find_audio(root: str | os.PathLike[str], extensions: Sequence[str] = AUDIO_E
     """All audio files under ``root``, recursively, sorted by relative posix path (one order on every
     machine). Extensions match case-insensitively; hidden files and folders are skipped.
 
-    Symbolic links to folders are followed, but each real folder is read once: a link back to a
-    parent (a loop) or a second link to the same folder adds no files twice and cannot recurse
-    forever. Folders are walked in sorted order, so which of two such paths is kept is fixed.
+    Symbolic links are followed, but each real folder is read once and each real file listed once
+    (:func:`vqkit.data.images.find_files`): a link back to a parent (a loop) or a second link to the
+    same folder adds no files twice and cannot recurse forever; the link-free path of a file is the
+    one kept. A ``ValueError`` names ``root`` when it is missing, a file, or holds no audio.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"audio folder {root} does not exist or is not a directory")
-    suffixes = tuple(e.lower() for e in extensions)
-    visited: set[str] = set()
-    found: list[Path] = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in visited:
-            dirs[:] = []
-            continue
-        visited.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder) / f for f in files if not f.startswith(".") and f.lower().endswith(suffixes))
+    found = find_files(root, extensions, "audio")
     if not found:
-        raise ValueError(f"no audio files ({', '.join(suffixes)}) found under {root}")
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+        raise ValueError(f"no audio files ({', '.join(e.lower() for e in extensions)}) found under {root}")
+    return found
+
+
+def check_audio(path: str | os.PathLike[str]) -> None:
+    """A cheap check of one audio file from its header alone (``soundfile.info``): it exists, is a
+    format libsndfile reads, and holds samples. NaN/Inf samples are only found when it is decoded.
+    Raises :class:`BadFileError`."""
+    try:
+        info = sf.info(os.fspath(path))
+    except Exception as err:  # whatever libsndfile raises on one file is that file's fault
+        raise BadFileError(f"cannot read audio {path}: {err}", path) from err
+    if info.frames <= 0 or info.channels <= 0:
+        raise BadFileError(f"audio {path} has no samples", path)
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int) -> Tensor:
@@ -72,30 +74,31 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> Tensor:
 
     Channels are mixed down by their mean; the rate is converted with ``soxr`` (quality ``"HQ"``)
     when it differs from the file's. Float files may hold values past ±1 and the resampler may
-    overshoot slightly near full scale, so the result is clipped to [-1, 1]. A ``ValueError``
-    naming the file is raised when it cannot be decoded, holds no samples, or holds NaN/Inf.
+    overshoot slightly near full scale, so the result is clipped to [-1, 1]. A :class:`BadFileError`
+    (a ``ValueError``) naming the file is raised when it cannot be decoded, holds no samples, or
+    holds NaN/Inf.
     """
     if sample_rate < 1:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     try:
         data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, OSError, EOFError) as err:
-        raise ValueError(f"cannot read audio {path}: {err}") from err
+    except Exception as err:  # whatever libsndfile raises on one file is that file's fault
+        raise BadFileError(f"cannot read audio {path}: {err}", path) from err
     samples: np.ndarray = np.asarray(data, dtype=np.float32)  # (T, C)
     if samples.shape[0] == 0 or samples.shape[1] == 0:
-        raise ValueError(f"audio {path} has no samples")
+        raise BadFileError(f"audio {path} has no samples", path)
     if not np.isfinite(samples).all():
-        raise ValueError(f"audio {path} contains NaN or infinite samples")
+        raise BadFileError(f"audio {path} contains NaN or infinite samples", path)
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     if int(rate) != sample_rate:
         mono = soxr.resample(np.ascontiguousarray(mono), int(rate), sample_rate, quality="HQ")
         if mono.shape[0] == 0:
-            raise ValueError(f"audio {path} has no samples left after resampling {rate} → {sample_rate} Hz")
+            raise BadFileError(f"audio {path} has no samples left after resampling {rate} → {sample_rate} Hz", path)
     out = np.clip(np.asarray(mono, dtype=np.float32), -1.0, 1.0)
     return torch.from_numpy(np.ascontiguousarray(out))
 
 
-class AudioFolder(_EpochMixin, Dataset[Tensor]):
+class AudioFolder(_BadFileMixin, _EpochMixin, Dataset[Tensor]):
     """Every WAV/FLAC file under ``root`` (recursively, see :func:`find_audio`), at ``sample_rate``.
 
     Training items (``train=True``) are float32 ``(1, segment)`` crops: the start is drawn from
@@ -107,14 +110,23 @@ class AudioFolder(_EpochMixin, Dataset[Tensor]):
     speaker-per-folder corpus still covers every speaker). Decoded, resampled audio is cached in
     memory per process (each loader worker fills its own cache): a speech subset is small, and
     decoding plus resampling costs far more than the crop.
+
+    ``bad_files="skip"`` (default): a file that cannot be decoded, is empty, or holds NaN/Inf is
+    replaced by the next file that loads (the crop is keyed by the index asked for), with one
+    :class:`~vqkit.data.images.BadFileWarning` per file; ``skipped`` counts them, and if every file
+    is bad a :class:`BadFileError` is raised. An evaluation item replaced this way repeats another
+    utterance. ``bad_files="fail"``: every header is checked here (:func:`check_audio`), and the
+    first bad file, found then or when decoded, raises a :class:`BadFileError`.
     """
 
     def __init__(self, root: str | os.PathLike[str], sample_rate: int = 16000, segment: int = 16000,
-                 train: bool = True, seed: int = 0, max_items: int | None = None) -> None:
+                 train: bool = True, seed: int = 0, max_items: int | None = None, *,
+                 bad_files: str = "skip") -> None:
         if sample_rate < 1:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         if segment < 1:
             raise ValueError(f"segment must be positive, got {segment}")
+        check_bad_files(bad_files)
         self.root = Path(root)
         self.sample_rate = sample_rate
         self.segment = segment
@@ -122,12 +134,20 @@ class AudioFolder(_EpochMixin, Dataset[Tensor]):
         self._init_epoch(seed)
         self.files = tuple(spread(find_audio(self.root), max_items, "max_items"))
         self._cache: dict[int, Tensor] = {}
+        self._init_bad_files(bad_files)
+        if bad_files == "fail":
+            for path in self.files:
+                try:
+                    check_audio(path)
+                except BadFileError as err:
+                    raise _refused(err) from err
 
     def __len__(self) -> int:
         return len(self.files)
 
     def audio(self, index: int) -> Tensor:
-        """The whole waveform of file ``index``, float32 ``(T,)``; cached, so do not modify it in place."""
+        """The whole waveform of file ``index``, float32 ``(T,)``; cached, so do not modify it in place.
+        A bad file raises :class:`BadFileError` here whatever ``bad_files`` says."""
         i = _index(index, len(self))
         if i not in self._cache:
             self._cache[i] = load_audio(self.files[i], self.sample_rate)
@@ -135,7 +155,7 @@ class AudioFolder(_EpochMixin, Dataset[Tensor]):
 
     def __getitem__(self, index: int) -> Tensor:
         i = _index(index, len(self))
-        wave = self.audio(i)
+        wave = self._load(i, self.audio)
         if not self.train:
             return wave.clone().unsqueeze(0)
         length = wave.shape[0]

@@ -4,21 +4,29 @@ Each configuration gets its own run directory under ``out/runs/``; all share the
 model and optimiser, so only the quantizer differs. A killed sweep resumes: finished configurations
 (trained and evaluated) are skipped, an interrupted one continues from its checkpoint. Running a
 sweep into a folder that holds one with other settings is refused rather than mixed.
+
+``results.json`` stores each configuration's ``run_dir`` and ``eval_dir`` relative to its own folder,
+so the folder can be moved or shared; :func:`load_results` resolves them again (and reads older files
+that hold absolute paths).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
 
 from ..models.pretrained import atomic_write
 from ..train import TrainConfig, load_config, train
 from ..train.checkpoint import CHECKPOINT
 from ..train.modality import modality_of
+from ..validation import NonEmptyStr, NonNegativeInt, check_fields
 from .presets import PRESETS, TOY_PRESET, Entry, Preset
 
 _NOT_RESULTS = frozenset({"out", "workers", "log_every", "eval_every", "ckpt_every", "device"})
@@ -29,20 +37,25 @@ _NOT_RESULTS = frozenset({"out", "workers", "log_every", "eval_every", "ckpt_eve
 class CompareConfig:
     """Options of ``vqkit compare`` beside the preset name."""
 
-    data: str = "photos"
+    data: NonEmptyStr = "photos"
     """Training data: an image folder or 'photos'; for speech presets a folder of wav/flac."""
     val_data: str = ""
     """Validation folder (speech presets: required unless --data has a val/ split); empty = data's val split."""
-    out: str = "results/compare"
-    scale: str = "cpu"
+    out: NonEmptyStr = "results/compare"
+    """Folder of the report (report.md, results.json, plots) and of every configuration's run."""
+    scale: Literal["cpu", "paper"] = "cpu"
     """'cpu' (minutes on 2 cores) or 'paper' (the paper's recipe, a GPU job)."""
-    steps: int = 0
-    """0 = the preset's steps at that scale."""
-    seed: int = 0
+    steps: NonNegativeInt = 0
+    """Training steps of every configuration; 0 = the preset's steps at that scale."""
+    seed: Annotated[int, at.Ge(0), at.Lt(2**63)] = 0
+    """Seed shared by every configuration (same data order, same initialisation)."""
     only: str = ""
     """Comma-separated configuration keys to run, e.g. 'fsq-8-8-8-8,rfsq-2x-8-8-layernorm' (default: all)."""
-    max_val_images: int = 0
-    """0 = the preset's."""
+    max_val_images: NonNegativeInt = 0
+    """Validation images (utterances) per configuration; 0 = the preset's."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def slug(name: str) -> str:
@@ -75,8 +88,25 @@ def _check_same_settings(run_dir: Path, train_cfg: TrainConfig) -> None:
         raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)}): choose another --out")
 
 
+def relative_to(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (POSIX separators), for results.json: no absolute path is stored."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A sweep's ``results.json`` with each configuration's ``run_dir`` and ``eval_dir`` resolved against
+    the file's folder; absolute paths (results.json written by older versions) are kept as they are."""
+    from .report import with_resolved_paths
+
+    path = Path(path)
+    results: dict[str, Any] = json.loads(path.read_text())
+    configs = [c for c in results.get("configs", []) if isinstance(c, dict)]
+    return {**results, "configs": with_resolved_paths(path.parent, configs)}
+
+
 def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> dict[str, Any]:
-    """Train (or resume, or skip) and evaluate one configuration; returns its results record."""
+    """Train (or resume, or skip) and evaluate one configuration; returns its results record (its paths
+    relative to ``out``, the folder of results.json)."""
     run_dir = run_dir_of(out, entry)
     eval_dir = run_dir / "eval-val"
     train_cfg = entry_config(preset, entry, cfg, run_dir)
@@ -92,8 +122,8 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
     metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
     return {
         "name": entry.name, "family": entry.family, "quantizer": entry.quantizer, "quantizer_args": entry.args,
-        "bits_per_token": summary["bits_per_token"], "run_dir": str(run_dir.resolve()),
-        "eval_dir": str(eval_dir.resolve()), "train_seconds": summary["train_seconds"], "steps": summary["steps"],
+        "bits_per_token": summary["bits_per_token"], "run_dir": relative_to(run_dir, out),
+        "eval_dir": relative_to(eval_dir, out), "train_seconds": summary["train_seconds"], "steps": summary["steps"],
         "metrics": metrics, "paper": entry.paper, "modality": modality_of(train_cfg.arch).name,
     }
 
@@ -125,6 +155,8 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     if keys and len(entries) != len(keys):
         known = [slug(e.name) for e in rows]
         raise ValueError(f"unknown configuration(s) {sorted(set(keys) - set(known))}; {preset_name} has {known}")
+    for entry in entries:  # every configuration is checked before the first one trains
+        entry_config(preset, entry, cfg, run_dir_of(out, entry))
     start, records = time.perf_counter(), []
     durations: list[float] = []
     for i, entry in enumerate(entries, 1):

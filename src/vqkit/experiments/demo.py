@@ -13,7 +13,9 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,21 +33,31 @@ from ..quantizers import (
     ResidualVQ,
     SimVQ,
 )
+from ..validation import NonEmptyStr, PositiveFloat, PositiveInt, check_fields
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     """Settings of ``vqkit demo``."""
 
-    steps: int = 400
-    batch: int = 1024
-    lr: float = 2e-3
-    patch: int = 4
-    hidden: int = 128
-    seed: int = 0
-    methods: str = "all"
+    steps: PositiveInt = 400
+    """Training steps per quantizer."""
+    batch: PositiveInt = 1024
+    """Patches per step."""
+    lr: PositiveFloat = 2e-3
+    """Adam learning rate."""
+    patch: PositiveInt = 4
+    """Side of the square image patches that are quantized."""
+    hidden: PositiveInt = 128
+    """Width of the patch encoder and decoder."""
+    seed: Annotated[int, at.Ge(0), at.Lt(2**63)] = 0
+    """Seed of the patches and initialisations."""
+    methods: NonEmptyStr = "all"
     """Comma-separated method keys (fsq, lfq, vq, emavq, fc, simvq, rfsq-none, rfsq-scale,
     rfsq-layernorm, rvq, rsimvq), or 'all'."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 METHODS: dict[str, tuple[str, Callable[[], Quantizer]]] = {

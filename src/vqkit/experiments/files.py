@@ -30,6 +30,7 @@ from ..compress import (
 from ..data.images import find_images, read_image, write_png
 from ..metrics import psnr
 from ..models.pretrained import atomic_write
+from ..validation import resolve_device
 
 ENCODE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SUFFIX = ".vqt"
@@ -139,7 +140,7 @@ def open_codec(model: str, device: str) -> tuple[Codec[Any], Media]:
     config, _ = pretrained.read_config(resolve_model_dir(model))
     modality = ARCH_MODALITY.get(config.arch, "image")
     codec_class: type[Codec[Any]] = AudioCodec if modality == "audio" else ImageCodec
-    return codec_class.from_pretrained(model, device=device), MEDIA[modality]
+    return codec_class.from_pretrained(model, device=resolve_device(device)), MEDIA[modality]
 
 
 def _fail(job: Job, err: Exception) -> None:

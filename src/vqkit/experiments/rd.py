@@ -15,8 +15,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import numpy as np
 from PIL import Image, features
 
@@ -24,7 +25,8 @@ from ..compress import ImageCodec, to_tensor
 from ..data.images import find_images, read_image, spread
 from ..metrics import psnr, ssim
 from ..models.pretrained import atomic_write
-from ..plotting import pyplot
+from ..plotting import pyplot, save_figure
+from ..validation import ConfigError, Device, NonEmptyStr, NonNegativeInt, check_fields, resolve_device
 
 CLASSICAL = {"JPEG": "jpeg", "WebP": "webp", "AVIF": "avif"}
 RATES = ("nominal", "cross_entropy", "payload", "file")
@@ -36,26 +38,23 @@ class RDConfig:
 
     data: str = ""
     """folder of images (searched recursively), e.g. ../shared/data/images/kodak24"""
-    out: str = "results/rd"
+    out: NonEmptyStr = "results/rd"
     """folder for report.md, rd.json and rd.png"""
-    priors: tuple[str, ...] = ("static", "context")
+    priors: tuple[Literal["uniform", "static", "context"], ...] = ("static", "context")
     """the tokenizers' entropy models, each a row: uniform, static, context"""
-    qualities: tuple[int, ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+    qualities: tuple[Annotated[int, at.Ge(0), at.Le(100)], ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
     """quality settings of the classical codecs (Pillow's 0-100 scale)"""
-    max_images: int = 0
+    max_images: NonNegativeInt = 0
     """use at most this many images, evenly spread (0 = all)"""
-    device: str = "cpu"
+    device: Device = "cpu"
     """'cpu' or 'cuda[:N]' for the tokenizers"""
 
     def __post_init__(self) -> None:
         if not self.data:
-            raise ValueError("vqkit rd: --data (a folder of images) is required")
-        if not self.qualities or any(not 0 <= q <= 100 for q in self.qualities):
-            raise ValueError(f"vqkit rd: qualities must be in 0..100, got {self.qualities}")
-        if not self.priors or any(p not in ("uniform", "static", "context") for p in self.priors):
-            raise ValueError(f"vqkit rd: priors must be among uniform, static, context, got {self.priors}")
-        if self.max_images < 0:
-            raise ValueError(f"vqkit rd: max_images must be >= 0, got {self.max_images}")
+            raise ConfigError("vqkit rd: --data (a folder of images) is required")
+        check_fields(self)
+        if not self.qualities or not self.priors:
+            raise ConfigError(f"vqkit rd: give at least one quality and one prior, got {self.qualities}, {self.priors}")
 
 
 def classical_codecs() -> dict[str, str]:
@@ -81,7 +80,7 @@ def _classical(image: np.ndarray, fmt: str, quality: int) -> tuple[int, np.ndarr
 def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
     files = find_images(cfg.data, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"))
     files = spread(files, cfg.max_images or None)
-    codecs = [ImageCodec.from_pretrained(m, device=cfg.device) for m in models]
+    codecs = [ImageCodec.from_pretrained(m, device=resolve_device(cfg.device)) for m in models]
     classical = classical_codecs()
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -154,8 +153,7 @@ def _plot(summary: list[dict[str, Any]], models: list[str], path: Path, data: st
     fig.suptitle(f"Rate–distortion on {data} ({n} images, mean over images)")
     fig.tight_layout(rect=(0, 0.045 * legend_rows + 0.02, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -6,17 +6,27 @@ the plots that show at a glance what the numbers mean: training curves, PSNR per
 usage, rate–distortion, and the best reconstruction of each family. Everything missing (a log file,
 a reconstruction PNG, LPIPS without weights, paper numbers) is skipped or shown as "n/a", so a
 partial sweep still gets a report.
+
+What a reader must not be misled by: the evaluation set's size is stated and PSNR carries a standard
+error (estimated: ``metrics.json`` holds no per-image values, see :func:`psnr_standard_error`), with
+configurations within noise of each other sharing a rank; usage of a whole codebook and the mean
+usage of a residual quantizer's stages (a share of far fewer codes) never share a column or an
+axis; configurations at one rate get a dot plot, not labels stacked on one point; bar labels stay
+inside their axes; every file is written atomically. Paths in ``results.json`` are relative to its
+folder (older files hold absolute paths; both are read).
 """
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
-from ..plotting import pyplot
+from ..models.pretrained import atomic_write
+from ..plotting import label_bars, pyplot, save_figure
 from ..train.log import LOG_FILE, read_records
 
 PLOTS = ("curves.png", "psnr.png", "usage.png", "rate_distortion.png")
@@ -62,6 +72,28 @@ def _bits_of(config: dict[str, Any]) -> Any:
     return config.get("bits_per_token", _metrics(config).get("bits_per_token"))
 
 
+def resolve_path(base: Path, value: Any) -> Path | None:
+    """A path stored in ``results.json``: relative to ``base`` (the report's folder, as ``vqkit compare``
+    writes it) or absolute (results.json files written before paths were relative); None when absent."""
+    if not value:
+        return None
+    path = Path(str(value))
+    return path if path.is_absolute() else Path(base) / path
+
+
+def with_resolved_paths(base: Path, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``configs`` whose ``run_dir`` and ``eval_dir`` are resolved against ``base``."""
+    resolved = []
+    for config in configs:
+        copy = dict(config)
+        for key in ("run_dir", "eval_dir"):
+            path = resolve_path(base, copy.get(key))
+            if path is not None:
+                copy[key] = str(path)
+        resolved.append(copy)
+    return resolved
+
+
 def _unavailable_notes(configs: list[dict[str, Any]]) -> list[str]:
     """One note per metric (LPIPS, rFID) that is unavailable, with the first config's reason."""
     notes = []
@@ -74,8 +106,9 @@ def _unavailable_notes(configs: list[dict[str, Any]]) -> list[str]:
 
 
 _PAPER_COLUMNS = {"l1": "L1", "lpips": "LPIPS", "rfid": "rFID", "psnr": "PSNR", "ssim": "SSIM",
-                  "usage": "usage (%)"}
-"""Metrics a preset may quote from its paper (``Entry.paper``), in table order."""
+                  "usage": "codebook usage (%)"}
+"""Metrics a preset may quote from its paper (``Entry.paper``), in table order (the papers' usage is of
+the whole codebook)."""
 
 
 def _side_info_notes(configs: list[dict[str, Any]]) -> list[str]:
@@ -89,27 +122,174 @@ def _side_info_notes(configs: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+# --- codebook usage: a whole codebook's, or the mean of a residual quantizer's stages (never mixed) ---
+
+def stage_count(config: dict[str, Any]) -> int:
+    """How many codebooks (residual stages) a config's tokens index: ``len(usage_per_stage)``, else 1."""
+    stages = _metrics(config).get("usage_per_stage")
+    return len(stages) if isinstance(stages, list) and stages else 1
+
+
+def stage_size(config: dict[str, Any]) -> int | None:
+    """Codes per stage, 2^(bits per token / stages), when that is a whole number (equal stages)."""
+    bits = _num(_bits_of(config))
+    if bits is None:
+        return None
+    size = 2 ** (bits / stage_count(config))
+    return round(size) if abs(size - round(size)) <= 1e-6 * size else None
+
+
+def codes_label(config: dict[str, Any]) -> str:
+    """What a config's usage is a share of: '4096' codes, or '2 × 64' (two residual stages of 64 codes)."""
+    stages, size = stage_count(config), stage_size(config)
+    if size is None:
+        return "n/a" if _num(_bits_of(config)) is None else f"{stages} stages, {_bits(_bits_of(config))} bits"
+    return f"{size}" if stages == 1 else f"{stages} × {size}"
+
+
+def _ceiling_text(metrics: dict[str, Any]) -> str:
+    ceiling = _num(metrics.get("usage_ceiling"))
+    return f" (max {_percent(ceiling)})" if ceiling is not None and ceiling < 1 else ""
+
+
+def usage_columns(configs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Table columns for codebook use: 'codes (K)', then the whole-codebook usage and perplexity of
+    single-codebook configs and, in columns of their own, the per-stage means of residual configs
+    (a stage has far fewer codes: its usage is not comparable with a whole codebook's). Returns
+    (header, one row of cells per config); a cell that does not apply is '—'."""
+    single = any(stage_count(c) == 1 for c in configs)
+    staged = any(stage_count(c) > 1 for c in configs)
+    head = ["codes (K)", *(["codebook usage (% of K)", "perplexity"] if single else []),
+            *(["per-stage usage (% of a stage's codes, mean)", "per-stage perplexity (mean)"] if staged else [])]
+    rows = []
+    for c in configs:
+        m, multi = _metrics(c), stage_count(c) > 1
+        cells = [_percent(m.get("usage")) + _ceiling_text(m), _fmt(m.get("perplexity"), 1)]
+        rows.append([md_cell(codes_label(c)), *((["—", "—"] if multi else cells) if single else []),
+                     *((cells if multi else ["—", "—"]) if staged else [])])
+    return head, rows
+
+
+def usage_notes(configs: list[dict[str, Any]], tokens_of: str = "evaluation set") -> list[str]:
+    """The notes that say what the usage columns are shares of."""
+    notes = [f"_codes (K): how many codes a token's index is drawn from (stages × codes per stage for a residual "
+             f"quantizer). codebook usage: share of the K codes used at least once over every token of the "
+             f"{tokens_of}; perplexity: exp of the entropy of their use._"]
+    if any(stage_count(c) > 1 for c in configs):
+        notes.append("_per-stage usage / perplexity (residual quantizers): each stage's own codes, averaged over "
+                     "stages. A stage has far fewer codes than the whole codebook (64 against 4096 for 2 × 64 and "
+                     "4096), so these are not comparable with the codebook usage column; the joint use of all "
+                     "stages' codes is not measured._")
+    if any(_ceiling_text(_metrics(c)) for c in configs):
+        notes.append(f"_(max …): the most usage the {tokens_of}'s tokens allow, min(1, tokens / codes), averaged "
+                     "over stages; a larger set is needed to test a claim of 100% usage._")
+    return notes
+
+
+# --- PSNR and its uncertainty ---
+
+_PSNR_VARIANCE_PER_GAP = 20 / math.log(10)
+"""Var(per-image PSNR) = (20 / ln 10) × (mean PSNR − PSNR of the mean MSE) when per-image MSE is log-normal."""
+
+
+def psnr_standard_error(metrics: dict[str, Any]) -> float | None:
+    """Standard error (dB) of the mean per-image PSNR over the evaluation images; None if unknown.
+
+    ``metrics.json`` holds means, not per-image values: ``psnr`` (mean per-image PSNR), ``mse``
+    (mean per-image MSE, [-1, 1] scale) and ``images``. By Jensen's inequality the mean PSNR is at
+    least the PSNR of the mean MSE, and the gap grows with the spread of per-image MSE: for
+    log-normal per-image MSE, the variance of per-image PSNR is (20 / ln 10) × gap. The standard
+    error is that spread / √images. None with fewer than two images or inconsistent numbers.
+    """
+    n, mean_psnr, mean_mse = _num(metrics.get("images")), _num(metrics.get("psnr")), _num(metrics.get("mse"))
+    if n is None or n < 2 or mean_psnr is None or mean_mse is None or mean_mse <= 0:
+        return None
+    gap = mean_psnr - 10 * math.log10(4 / mean_mse)  # PSNR is on the [0, 1] scale: MSE / 4
+    if gap < -1e-6:
+        return None
+    return math.sqrt(_PSNR_VARIANCE_PER_GAP * max(gap, 0.0) / n)
+
+
+def _psnr_cell(config: dict[str, Any]) -> str:
+    m = _metrics(config)
+    se = psnr_standard_error(m)
+    return _fmt(m.get("psnr"), 2) + ("" if se is None or _num(m.get("psnr")) is None else f" ± {se:.2f}")
+
+
+def measurably_better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether ``a``'s PSNR is above ``b``'s by more than twice the standard error of the difference.
+
+    Unknown uncertainty claims nothing (False). The two errors are combined as if independent: the
+    pairing of images is not in the stored metrics (which would sharpen the test), and training-seed
+    variation is not in them at all (which would blunt it).
+    """
+    pa, pb = _num(_metrics(a).get("psnr")), _num(_metrics(b).get("psnr"))
+    sa, sb = psnr_standard_error(_metrics(a)), psnr_standard_error(_metrics(b))
+    if pa is None or pb is None or sa is None or sb is None:
+        return False
+    return pa - pb > 2 * math.hypot(sa, sb)
+
+
+def psnr_ranks(configs: list[dict[str, Any]]) -> list[int]:
+    """Per config, 1 + the number of configurations measurably better: configs within noise share a rank."""
+    return [1 + sum(measurably_better(other, c) for other in configs if other is not c) for c in configs]
+
+
+def _images(configs: list[dict[str, Any]]) -> str:
+    counts = sorted({round(n) for c in configs if (n := _num(_metrics(c).get("images"))) is not None})
+    if not counts:
+        return "an unknown number of"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
+def _ranking(configs: list[dict[str, Any]]) -> list[str]:
+    scored = sorted((c for c in configs if _num(_metrics(c).get("psnr")) is not None),
+                    key=lambda c: _num(_metrics(c).get("psnr")) or -math.inf, reverse=True)
+    unscored = [c for c in configs if _num(_metrics(c).get("psnr")) is None]
+    ranks = psnr_ranks(scored)
+    lines = ["## Ranked by PSNR", ""]
+    if len(scored) > 1 and set(ranks) == {1}:
+        lines += [f"**All {len(scored)} configurations are within noise of one another**: the order below is by "
+                  "PSNR only, not a ranking.", ""]
+    lines += ["| rank | Method | PSNR (dB) ± s.e. | bits/token |", "|---|---|---|---|"]
+    for c, rank in zip(scored, ranks, strict=True):
+        shared = ranks.count(rank) > 1
+        lines.append(f"| {rank}{'=' if shared else ''} | {md_cell(c.get('name', '?'))} | {_psnr_cell(c)} | "
+                     f"{_bits(_bits_of(c))} |")
+    lines += [f"| n/a | {md_cell(c.get('name', '?'))} | n/a | {_bits(_bits_of(c))} |" for c in unscored]
+    lines += ["", "_rank: 1 + the number of configurations measurably better, i.e. with a PSNR higher by more than "
+              "twice the standard error of the difference (otherwise the two are within noise). Configurations "
+              "sharing a rank (=) are not ranked against each other: their order is by PSNR only._", ""]
+    return lines
+
+
+def _psnr_note(configs: list[dict[str, Any]]) -> str:
+    return (f"_PSNR: mean over the {_images(configs)} evaluation images of each image's PSNR (not SimVQ's batch "
+            "PSNR). ± s.e.: its standard error. metrics.json holds no per-image PSNR, so the spread over images is "
+            "estimated from the gap between the mean PSNR and the PSNR of the mean MSE (exact when per-image MSE "
+            "is log-normal). Comparisons treat two configurations' errors as independent although both saw the "
+            "same images (per-image values would make them sharper), and leave out training-seed variation (one "
+            "seed here; another seed moves PSNR too): they are a guide to what is noise, not a test._")
+
+
 def _main_table(configs: list[dict[str, Any]]) -> list[str]:
     papers = [c["paper"] if isinstance(c.get("paper"), dict) else {} for c in configs]
     paper_keys = [k for k in _PAPER_COLUMNS if any(_num(p.get(k)) is not None for p in papers)]
-    ceilings = [_num(_metrics(c).get("usage_ceiling")) for c in configs]
-    capped = any(x is not None and x < 1 for x in ceilings)  # the set has fewer tokens than some codebook
     files = any(isinstance(_metrics(c).get("file_bpp"), dict) for c in configs)
     rate_head = ["bpp nominal", "bpp file (static)", "bpp file (context)"] if files else []
-    head = ["Method", "family", "bits/token", *rate_head, "L1", "LPIPS", "rFID", "PSNR (dB)", "SSIM", "usage (%)",
-            *(["max usage (%)"] if capped else []), "perplexity", "train s",
-            *(f"paper {_PAPER_COLUMNS[k]}" for k in paper_keys)]
+    usage_head, usage_rows = usage_columns(configs)
+    head = ["Method", "family", "bits/token", *rate_head, "L1", "LPIPS", "rFID", "PSNR (dB) ± s.e.", "SSIM",
+            *usage_head, "train s", *(f"paper {_PAPER_COLUMNS[k]}" for k in paper_keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for c, paper, ceiling in zip(configs, papers, ceilings, strict=True):
+    for c, paper, usage in zip(configs, papers, usage_rows, strict=True):
         m = _metrics(c)
         found = m.get("file_bpp")
         rates: dict[str, Any] = found if isinstance(found, dict) else {}
         file_cells = [_fmt(m.get("bits_per_pixel"), 3), _fmt(rates.get("static"), 3), _fmt(rates.get("context"), 3)]
         row = [md_cell(c.get("name", "?")), md_cell(c.get("family", "")), _bits(_bits_of(c)),
                *(file_cells if files else []), _fmt(m.get("l1"), 4),
-               _fmt(m.get("lpips"), 4), _fmt(m.get("rfid"), 2), _fmt(m.get("psnr"), 2), _fmt(m.get("ssim"), 4),
-               _percent(m.get("usage")), *([_percent(ceiling)] if capped else []), _fmt(m.get("perplexity"), 1),
-               _fmt(c.get("train_seconds"), 0)]
+               _fmt(m.get("lpips"), 4), _fmt(m.get("rfid"), 2), _psnr_cell(c), _fmt(m.get("ssim"), 4),
+               *usage, _fmt(c.get("train_seconds"), 0)]
         for k in paper_keys:
             x = _num(paper.get(k))
             row.append("" if x is None else _percent(x) if k == "usage" else f"{x:g}")
@@ -119,28 +299,31 @@ def _main_table(configs: list[dict[str, Any]]) -> list[str]:
                   "CRC included) with the prior fitted on training images at the end of training; nominal = "
                   "bits/token / f² (+ side information). The header (~40-50 bytes a file) is counted: on a "
                   "32×32 crop it alone is ~0.35 bpp, so small crops can cost more than nominal._"]
-    if capped:
-        lines += ["", "_max usage: the most codes the evaluation set's tokens could use, min(1, tokens / codebook "
-                  "size), averaged over stages; a larger set is needed to test a claim of 100% usage._"]
+    lines += ["", _psnr_note(configs)]
+    for note in usage_notes(configs):
+        lines += ["", note]
     return lines
 
 
 def _stage_table(configs: list[dict[str, Any]]) -> list[str]:
     """Per-stage usage/perplexity for residual configs (more than one stage)."""
-    staged = [c for c in configs if isinstance(_metrics(c).get("usage_per_stage"), list)
-              and len(_metrics(c)["usage_per_stage"]) > 1]
+    staged = [c for c in configs if stage_count(c) > 1]
     if not staged:
         return []
     lines = ["## Per-stage codebook usage (residual configs)", "",
-             "| Method | usage per stage (%) | perplexity per stage |", "|---|---|---|"]
+             "| Method | codes per stage | usage per stage (% of that stage's codes) | perplexity per stage |",
+             "|---|---|---|---|"]
     for c in staged:
         m = _metrics(c)
         usage = ", ".join(_percent(u) for u in m["usage_per_stage"])
         ppl = m.get("perplexity_per_stage")
         perplexity = ", ".join(_fmt(p, 1) for p in ppl) if isinstance(ppl, list) else "n/a"
-        lines.append(f"| {md_cell(c.get('name', '?'))} | {usage} | {perplexity} |")
+        size = stage_size(c)
+        lines.append(f"| {md_cell(c.get('name', '?'))} | {size or 'n/a'} | {usage} | {perplexity} |")
     return [*lines, ""]
 
+
+# --- plots (each a figure builder, saved atomically by the caller) ---
 
 def _read_log(run_dir: Any) -> list[dict[str, Any]]:
     """Training records of the run's log; [] if there is none."""
@@ -149,10 +332,10 @@ def _read_log(run_dir: Any) -> list[dict[str, Any]]:
     return [r for r in read_records(Path(run_dir) / LOG_FILE) if r.get("split") == "train" and "step" in r]
 
 
-def _plot_curves(path: Path, configs: list[dict[str, Any]], metric: str = "l1") -> None:
+def curves_figure(configs: list[dict[str, Any]], metric: str = "l1") -> Any:
     """Training ``metric`` (or the total loss where a log lacks it) per step, one line per configuration."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     keys = set()
     for c in configs:
         records = _read_log(c.get("run_dir"))
@@ -161,55 +344,152 @@ def _plot_curves(path: Path, configs: list[dict[str, Any]], metric: str = "l1") 
         if points:
             keys.add(key)
             ax.plot([p[0] for p in points], [p[1] for p in points], label=str(c.get("name", "?")), lw=1.2)
-    if keys:
-        ax.legend(fontsize=7)
+    if keys:  # beside the axes: inside, it hides the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         ax.text(0.5, 0.5, "no training logs found", ha="center", va="center", transform=ax.transAxes)
-    ax.set(xlabel="step", ylabel=" / ".join(sorted(keys)) or "l1", title="training curves")
+    shown = " / ".join(sorted(keys)) or metric
+    ax.set(xlabel="step", ylabel=shown, title=f"training curves ({shown})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def _barh(path: Path, configs: list[dict[str, Any]], values: list[float | None], xlabel: str, title: str,
-          labels: list[str]) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(configs) + 1.5))
-    y = list(range(len(configs)))
-    ax.barh(y, [v or 0.0 for v in values], color="tab:blue")
-    ax.set_yticks(y, [str(c.get("name", "?")) for c in configs], fontsize=8)
-    ax.invert_yaxis()  # first config on top, as in the table
-    for i, (v, text) in enumerate(zip(values, labels, strict=True)):
-        ax.text(v or 0.0, i, f" {text}", va="center", fontsize=7)
-    ax.set(xlabel=xlabel, title=title)
-    ax.margins(x=0.2)
+def _plot_curves(path: Path, configs: list[dict[str, Any]], metric: str = "l1") -> None:
+    save_figure(curves_figure(configs, metric), path)
+
+
+def draw_bars(ax: Any, names: list[str], values: list[float | None], xlabel: str, title: str, *,
+              errors: list[float] | None = None, xlim: tuple[float, float] | None = None) -> None:
+    """One horizontal bar per name into ``ax``, first on top (as in the table); labels come later
+    (:func:`~vqkit.plotting.label_bars`, once the figure is laid out). ``xlim``: a fixed scale."""
+    y = list(range(len(names)))
+    ax.barh(y, [v or 0.0 for v in values], color="tab:blue",
+            xerr=errors, error_kw={"ecolor": "black", "capsize": 3, "lw": 1})
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlabel(xlabel, fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ends = [(v or 0.0) + e for v, e in zip(values, errors or [0.0] * len(values), strict=True)]
+    ax.set_xlim(*(xlim or (0.0, max([*ends, 1e-9]) * 1.02)))
+
+
+def barh_figure(names: list[str], values: list[float | None], labels: list[str], xlabel: str, title: str, *,
+                errors: list[float] | None = None, xlim: tuple[float, float] | None = None) -> Any:
+    """A figure of :func:`draw_bars`, each bar labelled at its end and every label inside the axes:
+    the x-axis grows to fit them, or with a fixed ``xlim`` a label that does not fit goes inside its bar."""
+    fig, ax = pyplot().subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    draw_bars(ax, names, values, xlabel, title, errors=errors, xlim=xlim)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    label_bars(ax, values, labels, errors=errors, extend=xlim is None)
+    return fig
 
 
-def _plot_rate_distortion(path: Path, configs: list[dict[str, Any]]) -> None:
+def psnr_figure(configs: list[dict[str, Any]], images: str = "") -> Any:
+    psnrs = [_num(_metrics(c).get("psnr")) for c in configs]
+    ses = [psnr_standard_error(_metrics(c)) for c in configs]
+    labels = [f"{_psnr_cell(c)} dB at {_bits(_bits_of(c))} bits/token" for c in configs]
+    return barh_figure([str(c.get("name", "?")) for c in configs], psnrs, labels,
+                       "PSNR (dB, mean over images; whiskers ± 1 s.e.)",
+                       f"PSNR per configuration{images}", errors=[s or 0.0 for s in ses])
+
+
+def usage_figure(configs: list[dict[str, Any]], where: str) -> Any:
+    """Codebook usage, whole-codebook configs and residual configs (mean per-stage usage) in separate panels."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    families = sorted({str(c.get("family", "")) for c in configs})
-    colors = plt.get_cmap("tab10")
-    for i, family in enumerate(families):
-        pts = [(_num(_bits_of(c)), _num(_metrics(c).get("psnr")), str(c.get("name", "?")))
-               for c in configs if str(c.get("family", "")) == family]
-        pts = [p for p in pts if p[0] is not None and p[1] is not None]
-        if not pts:
-            continue
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colors(i % 10), label=family, s=40)
-        for x, y, name in pts:
-            ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    ax.set(xlabel="bits per token", ylabel="PSNR (dB)", title="rate–distortion")
+    single = [c for c in configs if stage_count(c) == 1]
+    staged = [c for c in configs if stage_count(c) > 1]
+    panels = [(group, title) for group, title in (
+        (single, "whole codebook: % of its K codes used"),
+        (staged, "residual quantizers: % of each stage's codes used, mean over stages")) if group] or [([], "")]
+    heights = [max(1, len(group)) for group, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 0.45 * sum(heights) + 1.4 * len(panels) + 0.6),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
+    fig.suptitle(f"codebook usage over {where}", fontsize=11)
+    labelled = []
+    for ax, (group, title) in zip(axes[:, 0], panels, strict=True):
+        usages = [_num(_metrics(c).get("usage")) for c in group]
+        labels = []
+        for c, u in zip(group, usages, strict=True):
+            of = (f"of {codes_label(c)} codes" if stage_count(c) == 1
+                  else f"of {stage_size(c) or '?'} codes per stage (mean of {stage_count(c)} stages)")
+            labels.append(f"{_percent(u)} % {of}{_ceiling_text(_metrics(c)).replace(')', ' %)')}")
+        values = [None if u is None else 100 * u for u in usages]
+        draw_bars(ax, [str(c.get("name", "?")) for c in group], values, "codes used (%)", title, xlim=(0, 100))
+        labelled.append((ax, values, labels))
+    fig.tight_layout()
+    for ax, values, labels in labelled:
+        label_bars(ax, values, labels, extend=False)
+    return fig
+
+
+_MARKERS = "osD^vP*Xh<>p"
+
+
+def rate_distortion_figure(configs: list[dict[str, Any]]) -> Any:
+    """PSNR against bits per token; when every configuration has one rate, a dot plot of PSNR at that rate.
+
+    No text is written at a point: configurations are told apart by the y axis (one rate) or by a
+    legend of distinct markers; configurations sharing a rate among several are spread sideways.
+    """
+    plt = pyplot()
+    pts = [(c, bits, psnr, psnr_standard_error(_metrics(c)) or 0.0) for c in configs
+           if (bits := _num(_bits_of(c))) is not None and (psnr := _num(_metrics(c).get("psnr"))) is not None]
+    families = sorted({str(c.get("family", "")) for c, *_ in pts})
+    color = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    rates = sorted({round(b, 2) for _, b, _, _ in pts})
+    if len(rates) <= 1:
+        ordered = sorted(pts, key=lambda p: p[2], reverse=True)
+        fig, ax = plt.subplots(figsize=(8, 0.42 * max(1, len(ordered)) + 1.8))
+        seen: set[str] = set()
+        for i, (c, _, psnr, se) in enumerate(ordered):
+            family = str(c.get("family", ""))
+            ax.errorbar(psnr, i, xerr=se, fmt="o", color=color[family], capsize=3, ms=6,
+                        label=family if family not in seen else None)
+            seen.add(family)
+        ax.set_yticks(range(len(ordered)), [str(c.get("name", "?")) for c, *_ in ordered], fontsize=8)
+        ax.set_ylim(len(ordered) - 0.5, -0.5)
+        rate_text = f"{_bits(rates[0])} bits/token" if rates else "no rate recorded"
+        ax.set_title(f"PSNR at one rate: all {len(ordered)} configurations at {rate_text}", fontsize=10)
+        ax.set_xlabel("PSNR (dB, mean over images; whiskers ± 1 s.e.)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        if ordered:
+            low = min(p - s for _, _, p, s in ordered)
+            high = max(p + s for _, _, p, s in ordered)
+            pad = max(0.05, 0.08 * (high - low))
+            ax.set_xlim(low - pad, high + pad)
+        if len(families) > 1:
+            ax.legend(fontsize=7, title="family", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                      borderaxespad=0)
+        fig.tight_layout()
+        label_bars(ax, [p for _, _, p, _ in ordered], [f"{p:.2f} ± {s:.2f}" for _, _, p, s in ordered],
+                   errors=[s for *_, s in ordered])
+        return fig
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    span = rates[-1] - rates[0]
+    at_rate = {r: [p for p in pts if round(p[1], 2) == r] for r in rates}
+    dodged = any(len(group) > 1 for group in at_rate.values())
+    markers = {f: 0 for f in families}
+    for rate, group in at_rate.items():
+        for k, (c, _, psnr, se) in enumerate(group):
+            family = str(c.get("family", ""))
+            offset = (k - (len(group) - 1) / 2) * 0.015 * span
+            ax.errorbar(rate + offset, psnr, yerr=se, fmt=_MARKERS[markers[family] % len(_MARKERS)],
+                        color=color[family], capsize=3, ms=7, label=f"{c.get('name', '?')} ({family})")
+            markers[family] += 1
+    ax.set_xticks(rates, [_bits(r) for r in rates])
+    ax.set_xlim(rates[0] - 0.08 * span, rates[-1] + 0.08 * span)
+    ax.set_xlabel("bits per token" + (" (configurations at one rate are spread sideways to stay visible)"
+                                      if dodged else ""), fontsize=9)
+    ax.set_ylabel("PSNR (dB; whiskers ± 1 s.e.)")
+    ax.set_title("rate–distortion", fontsize=10)
     ax.grid(alpha=0.3)
-    if families:
-        ax.legend(fontsize=8)
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    width = legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    fig.set_figwidth(7 + width)  # the plot keeps its width however long the names in the legend
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def _best_reconstructions(path: Path, configs: list[dict[str, Any]]) -> bool:
@@ -230,20 +510,26 @@ def _best_reconstructions(path: Path, configs: list[dict[str, Any]]) -> bool:
                 image = im.convert("RGB")
         except OSError:
             continue
-        panels.append((f"{family}: {c.get('name', '?')} ({_fmt(_metrics(c).get('psnr'), 2)} dB)", image))
+        panels.append((f"{family}: {c.get('name', '?')} ({_psnr_cell(c)} dB)", image))
     if not panels:
         return False
     label_h = 16
-    width = max(image.width for _, image in panels)
-    height = sum(image.height + label_h for _, image in panels)
+    legend = "each panel: originals (top row), reconstructions (bottom row)"
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = max([image.width for _, image in panels]
+                + [round(measure.textlength(text)) + 10 for text in [legend, *(t for t, _ in panels)]])
+    height = label_h + sum(image.height + label_h for _, image in panels)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
-    y = 0
+    draw.text((2, 2), legend, fill="dimgray")
+    y = label_h
     for text, image in panels:
         draw.text((2, y + 2), text, fill="black")
         sheet.paste(image, (0, y + label_h))
         y += image.height + label_h
-    sheet.save(path)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    atomic_write(path, buffer.getvalue())
     return True
 
 
@@ -251,8 +537,18 @@ def _minutes(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
 
 
+def eval_set_line(results: dict[str, Any], configs: list[dict[str, Any]]) -> str:
+    """'- evaluation set: 14 images of photos (val split), 32×32 px each, ...' for an image sweep."""
+    size = results.get("image_size")
+    source = results.get("val_data") or f"{results.get('data', '?')} (its val split)"
+    pixels = f", {size}×{size} px each" if size else ""
+    return (f"- evaluation set: {_images(configs)} images of {source}{pixels}, the same images for every "
+            "configuration")
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     wall, train = _num(results.get("wall_seconds")), _num(results.get("train_seconds_total"))
+    configs = [c for c in results.get("configs", []) if isinstance(c, dict)]
     return [
         f"# {results.get('title') or results.get('preset', 'sweep')}",
         "",
@@ -261,7 +557,8 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"- scale: {results.get('scale', 'n/a')}",
         f"- steps: {results.get('steps', 'n/a')}",
         f"- seed: {results.get('seed', 'n/a')}",
-        *([f"- image size: {results.get('image_size', 'n/a')}"] if results.get("modality", "image") == "image" else
+        *([f"- image size: {results.get('image_size', 'n/a')}", eval_set_line(results, configs)]
+          if results.get("modality", "image") == "image" else
           [f"- training crops: {results.get('segment', 'n/a')} samples"]),
         f"- wall time of this command: {_minutes(wall)} (a resumed sweep counts only its last run)",
         f"- training time, all configurations: {_minutes(train)}",
@@ -272,24 +569,20 @@ def _header(results: dict[str, Any]) -> list[str]:
 def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     """Write ``report.md`` and the PNG plots for ``results`` (a sweep's results.json) into ``out_dir``.
 
-    Returns the paths written, ``report.md`` first.
+    Relative ``run_dir`` / ``eval_dir`` paths are taken relative to ``out_dir`` (results.json's folder).
+    Every file is written atomically. Returns the paths written, ``report.md`` first.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    configs: list[dict[str, Any]] = [c for c in results.get("configs", []) if isinstance(c, dict)]
+    configs = with_resolved_paths(out_dir, [c for c in results.get("configs", []) if isinstance(c, dict)])
+    size = results.get("image_size")
+    images = f" ({_images(configs)} images" + (f" at {size}×{size} px)" if size else ")")
 
     written: list[Path] = []
     _plot_curves(out_dir / "curves.png", configs)
-    psnrs = [_num(_metrics(c).get("psnr")) for c in configs]
-    _barh(out_dir / "psnr.png", configs, psnrs, "PSNR (dB, per image)", "PSNR per method",
-          [f"{_fmt(p, 2)} dB, {_bits(_bits_of(c))} bits/token" for p, c in zip(psnrs, configs, strict=True)])
-    usages = [_num(_metrics(c).get("usage")) for c in configs]
-    ceilings = [_num(_metrics(c).get("usage_ceiling")) for c in configs]
-    _barh(out_dir / "usage.png", configs, [None if u is None else 100 * u for u in usages], "codebook usage (%)",
-          "codebook usage over the evaluation set",
-          [f"{_percent(u)} %" + (f" (max {_percent(m)} %)" if m is not None and m < 1 else "")
-           for u, m in zip(usages, ceilings, strict=True)])
-    _plot_rate_distortion(out_dir / "rate_distortion.png", configs)
+    save_figure(psnr_figure(configs, images), out_dir / "psnr.png")
+    save_figure(usage_figure(configs, f"the evaluation set{images}"), out_dir / "usage.png")
+    save_figure(rate_distortion_figure(configs), out_dir / "rate_distortion.png")
     written += [out_dir / name for name in PLOTS]
     has_best = _best_reconstructions(out_dir / BEST, configs)
     if has_best:
@@ -299,19 +592,15 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     notes = _unavailable_notes(configs) + _side_info_notes(configs)
     if notes:
         lines += [f"_{md_cell(note)}_  " for note in notes] + [""]
-    lines += ["PSNR is the per-image mean (not SimVQ's batch PSNR); usage is the share of codes used over the "
-              "whole evaluation split.", ""]
-    ranked = sorted(configs, key=lambda c: _num(_metrics(c).get("psnr")) or -math.inf, reverse=True)
-    lines += ["## Ranked by PSNR", ""]
-    lines += [f"{i}. {c.get('name', '?')}: {_fmt(_metrics(c).get('psnr'), 2)} dB at {_bits(_bits_of(c))} bits/token"
-              for i, c in enumerate(ranked, 1)]
-    lines += ["", *_stage_table(configs), "## Plots", ""]
+    lines += [*_ranking(configs), *_stage_table(configs), "## Plots", ""]
     lines += [f"- [{p.name}]({p.name})" for p in written]
     lines.append("")
 
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write(report, "\n".join(lines).encode())
     return [report, *written]
 
 
-__all__ = ["md_cell", "write_report"]
+__all__ = ["codes_label", "eval_set_line", "md_cell", "measurably_better", "psnr_ranks", "psnr_standard_error",
+           "resolve_path", "stage_count", "stage_size", "usage_columns", "usage_notes", "with_resolved_paths",
+           "write_report"]

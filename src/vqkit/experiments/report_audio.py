@@ -8,12 +8,41 @@ header says what differs from the paper, so nobody reads LibriSpeech-subset-16k 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from ..models.pretrained import atomic_write
-from ..plotting import pyplot
-from .report import _barh, _bits, _bits_of, _fmt, _header, _metrics, _num, _percent, _plot_curves, md_cell
+from ..plotting import label_bars, pyplot, save_figure
+from .report import (
+    _bits,
+    _bits_of,
+    _fmt,
+    _header,
+    _metrics,
+    _num,
+    _percent,
+    _plot_curves,
+    draw_bars,
+    md_cell,
+    usage_columns,
+    usage_figure,
+    usage_notes,
+    with_resolved_paths,
+)
+
+SPREAD = {"pesq_wb": 0.5, "stoi": 0.05, "estoi": 0.07}
+"""Assumed standard deviation of a per-utterance score (per-utterance scores are not stored, so it cannot
+be measured from metrics.json): STOI's and ESTOI's as measured once on LibriSpeech test-other
+(simvq-audio at 2,000 steps, three models: 0.046–0.051 and 0.059–0.075); PESQ-WB's a typical spread for
+a codec above PESQ's floor of 1 (at that floor, as in the CPU-scale runs, it was 0.04: there the
+threshold is generous)."""
+_SCORES = (("pesq_wb", "PESQ-WB"), ("stoi", "STOI"), ("estoi", "ESTOI"))
+
+
+def noise_threshold(key: str, utterances: float) -> float:
+    """Twice the standard error of a difference of two means over ``utterances``, for :data:`SPREAD`'s spread."""
+    return 2 * math.sqrt(2) * SPREAD[key] / math.sqrt(max(utterances, 1.0))
 
 
 def differences(results: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -26,21 +55,40 @@ def differences(results: dict[str, Any], metrics: dict[str, Any]) -> str:
             "checkpoint that cannot be fetched here).")
 
 
+def test_set(results: dict[str, Any], configs: list[dict[str, Any]]) -> str:
+    """'100 utterances of <folder>, 767 s in all (7.7 s on average) at 16000 Hz'; counts that differ
+    between configurations are given as a range."""
+    counts = sorted({round(n) for c in configs if (n := _num(_metrics(c).get("utterances"))) is not None})
+    seconds = sorted({round(s, 1) for c in configs if (s := _num(_metrics(c).get("seconds"))) is not None})
+    rate = _num(_metrics(configs[0]).get("sample_rate")) if configs else None
+    if not counts:
+        return "n/a"
+    number = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    text = f"{number} utterances of {results.get('val_data') or str(results.get('data', '?')) + ' (its val split)'}"
+    if len(seconds) == 1:
+        text += f", {seconds[0]:.0f} s in all ({seconds[0] / counts[-1]:.1f} s on average)" if len(counts) == 1 \
+            else f", {seconds[0]:.0f} s in all"
+    if rate is not None:
+        text += f" at {rate:.0f} Hz"
+    return text
+
+
 def _rate(m: dict[str, Any], prior: str) -> str:
     rates = m.get("file_kbps")
     return _fmt(rates.get(prior), 3) if isinstance(rates, dict) else "n/a"
 
 
 def _table(configs: list[dict[str, Any]]) -> list[str]:
-    head = ["Method", "bits/token", "kbps nominal", "kbps file (static)", "kbps file (context)", "usage (%)",
-            "max usage (%)", "PESQ-WB", "STOI", "ESTOI", "mel dist.", "SI-SDR (dB)", "DNSMOS ovrl", "train s",
-            "paper usage (%)", "paper PESQ", "paper STOI"]
+    usage_head, usage_rows = usage_columns(configs)
+    head = ["Method", "bits/token", "kbps nominal", "kbps file (static)", "kbps file (context)", *usage_head,
+            "PESQ-WB", "STOI", "ESTOI", "mel dist.", "SI-SDR (dB)", "DNSMOS ovrl", "train s",
+            "paper codebook usage (%)", "paper PESQ", "paper STOI"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for c in configs:
+    for c, usage in zip(configs, usage_rows, strict=True):
         m, paper = _metrics(c), c.get("paper") if isinstance(c.get("paper"), dict) else {}
         assert isinstance(paper, dict)
         row = [md_cell(c.get("name", "?")), _bits(_bits_of(c)), _fmt(m.get("kbps"), 3), _rate(m, "static"),
-               _rate(m, "context"), _percent(m.get("usage")), _percent(m.get("usage_ceiling")),
+               _rate(m, "context"), *usage,
                _fmt(m.get("pesq_wb"), 3), _fmt(m.get("stoi"), 3), _fmt(m.get("estoi"), 3),
                _fmt(m.get("mel_distance"), 3), _fmt(m.get("si_sdr"), 2), _fmt(m.get("dnsmos_ovrl"), 2),
                _fmt(c.get("train_seconds"), 0), _percent(paper.get("usage")) if paper.get("usage") else "",
@@ -50,54 +98,83 @@ def _table(configs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _ties(configs: list[dict[str, Any]], utterances: float) -> list[str]:
+    """For PESQ-WB, STOI and ESTOI: which configurations are within noise of the best."""
+    lines = []
+    for key, label in _SCORES:
+        scored = [(c, v) for c in configs if (v := _num(_metrics(c).get(key))) is not None]
+        if len(scored) < 2:
+            continue
+        best, noise = max(v for _, v in scored), noise_threshold(key, utterances)
+        tied = [str(c.get("name", "?")) for c, v in scored if best - v < noise]
+        if len(tied) == len(scored):
+            lines.append(f"- {label}: all {len(scored)} configurations are within {noise:.2g} of the best "
+                         f"({_fmt(best, 3)}): no difference is claimed.")
+        elif len(tied) == 1:
+            lines.append(f"- {label}: {md_cell(tied[0])} ({_fmt(best, 3)}) is ahead of every other configuration "
+                         f"by {noise:.2g} or more.")
+        else:
+            lines.append(f"- {label}: within {noise:.2g} of the best ({_fmt(best, 3)}), so not told apart: "
+                         f"{md_cell(', '.join(tied))}.")
+    return lines
+
+
+def _noise(configs: list[dict[str, Any]]) -> list[str]:
+    counts = [n for c in configs if (n := _num(_metrics(c).get("utterances"))) is not None]
+    lines = ["## Noise", "", "Scores are means over the test utterances. Per-utterance scores are not stored, so no "
+             "standard error can be computed from them."]
+    if not counts:
+        return [*lines, "The number of utterances is not recorded: no difference is claimed.", ""]
+    n = min(counts)
+    thresholds = ", ".join(f"{noise_threshold(k, n):.2g} in {label}" for k, label in _SCORES)
+    spreads = ", ".join(f"{SPREAD[k]:g} ({label})" for k, label in _SCORES)
+    lines[-1] += (f" Differences below {thresholds} are read as within noise: twice the standard error of a "
+                  f"difference of two means over {n:.0f} utterances, for assumed per-utterance standard deviations "
+                  f"of {spreads}. One training seed: seed-to-seed variation comes on top.")
+    return [*lines, "", *_ties(configs, n), ""]
+
+
 _PANELS = (("pesq_wb", "PESQ-WB (1 to 4.5, higher is better)", (1.0, 4.5)),
            ("stoi", "STOI (0 to 1, higher is better)", (0.0, 1.0)),
            ("mel_distance", "mel distance (lower is better)", None))
 
 
-def _quality(path: Path, configs: list[dict[str, Any]]) -> None:
+def quality_figure(configs: list[dict[str, Any]], where: str) -> Any:
     """One panel per quality metric, one bar per configuration, each axis on the metric's own scale."""
     plt = pyplot()
     names = [str(c.get("name", "?")) for c in configs]
-    fig, axes = plt.subplots(1, len(_PANELS), figsize=(13, 0.5 * len(configs) + 1.6), sharey=True)
-    for ax, (key, label, limits) in zip(axes, _PANELS, strict=True):
-        values = [_num(_metrics(c).get(key)) for c in configs]
-        ax.barh(range(len(names)), [v or 0.0 for v in values], color="tab:blue")
-        for i, v in enumerate(values):
-            ax.text(v or 0.0, i, f" {_fmt(v, 3)}", va="center", fontsize=7)
-        if limits:
-            ax.set_xlim(*limits)
-        ax.set_xlabel(label, fontsize=8)
-    axes[0].set_yticks(range(len(names)), names, fontsize=7)
-    axes[0].invert_yaxis()
-    fig.suptitle("speech quality over the test utterances")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig, axes = plt.subplots(1, len(_PANELS), figsize=(14, 0.5 * len(configs) + 1.8), sharey=True)
+    fig.suptitle(f"speech quality over {where}")
+    columns = [[_num(_metrics(c).get(key)) for c in configs] for key, _, _ in _PANELS]
+    for ax, values, (_, label, limits) in zip(axes, columns, _PANELS, strict=True):
+        draw_bars(ax, names, values, label, "", xlim=limits)
+    fig.tight_layout()  # the layout first: how much room a label has depends on it
+    for ax, values, (_, _, limits) in zip(axes, columns, _PANELS, strict=True):
+        label_bars(ax, values, [_fmt(v, 3) for v in values], extend=limits is None)
+    return fig
 
 
 def write_audio_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
-    """Write ``report.md``, ``curves.png``, ``usage.png`` and ``pesq.png`` for a speech sweep."""
+    """Write ``report.md``, ``curves.png``, ``usage.png`` and ``quality.png`` for a speech sweep (atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    configs: list[dict[str, Any]] = [c for c in results.get("configs", []) if isinstance(c, dict)]
-    _plot_curves(out_dir / "curves.png", configs, "mel")  # the waveform L1 barely moves; the mel loss does
-    usages = [_num(_metrics(c).get("usage")) for c in configs]
-    ceilings = [_num(_metrics(c).get("usage_ceiling")) for c in configs]
-    _barh(out_dir / "usage.png", configs, [None if u is None else 100 * u for u in usages], "codebook usage (%)",
-          "codebook usage over the test utterances",
-          [f"{_percent(u)} % (max {_percent(m)} %)" for u, m in zip(usages, ceilings, strict=True)])
-    _quality(out_dir / "quality.png", configs)
-    written = [out_dir / name for name in ("curves.png", "usage.png", "quality.png")]
+    configs = with_resolved_paths(out_dir, [c for c in results.get("configs", []) if isinstance(c, dict)])
+    counts = sorted({round(n) for c in configs if (n := _num(_metrics(c).get("utterances"))) is not None})
     seconds = _num(_metrics(configs[0]).get("seconds")) if configs else None
-    lines = [*_header(results), f"- test set: {_fmt(_metrics(configs[0]).get('utterances'), 0) if configs else 0} "
-             f"utterances, {_fmt(seconds, 0)} s", "",
+    where = (f"the {'–'.join(str(n) for n in sorted({counts[0], counts[-1]}))} test utterances" if counts
+             else "the test utterances") + (f" ({seconds:.0f} s)" if seconds is not None else "")
+    _plot_curves(out_dir / "curves.png", configs, "mel")  # the waveform L1 barely moves; the mel loss does
+    save_figure(usage_figure(configs, where), out_dir / "usage.png")
+    save_figure(quality_figure(configs, where), out_dir / "quality.png")
+    written = [out_dir / name for name in ("curves.png", "usage.png", "quality.png")]
+    lines = [*_header(results), f"- test set: {test_set(results, configs)}, the same utterances for every "
+             "configuration", "",
              "**What differs from the paper:** " + differences(results, _metrics(configs[0]) if configs else {}), "",
              "## Results", "", *_table(configs), "",
-             "_usage: share of codes used over every token of the test set; max usage = min(1, tokens / K). "
-             "kbps file: each utterance's tokens entropy coded into a real .vqt file (header included) with the "
-             "prior fitted on training utterances; nominal = tokens/s × Σ log2 K / 1000. One seed; differences "
-             "of a few hundredths in PESQ/STOI are within run-to-run noise at this scale._", "", "## Plots", ""]
+             *[line for note in usage_notes(configs, "test set") for line in (note, "")],
+             "_kbps file: each utterance's tokens entropy coded into a real .vqt file (header included) with the "
+             "prior fitted on training utterances; nominal = tokens/s × Σ log2 K / 1000._", "",
+             *_noise(configs), "## Plots", ""]
     lines += [f"- [{p.name}]({p.name})" for p in written] + [""]
     report = out_dir / "report.md"
     atomic_write(report, "\n".join(lines).encode())

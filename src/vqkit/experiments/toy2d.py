@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..plotting import pyplot
+from ..plotting import pyplot, save_figure
 from ..quantizers import VQ, SimVQ
+from ..storage import atomic_write
 from .report import md_cell
 
 NUM_CODES = 10
@@ -110,8 +111,7 @@ def _plot_trajectories(path: Path, targets: Tensor, runs: dict[str, dict[str, An
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="upper left", fontsize=8, title="o start, * end", title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_dynamics(path: Path, runs: dict[str, dict[str, Any]]) -> None:
@@ -128,8 +128,7 @@ def _plot_dynamics(path: Path, runs: dict[str, dict[str, Any]]) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _agrees(name: str, moved: int) -> bool:
@@ -179,7 +178,7 @@ def _write_markdown(path: Path, result: dict[str, Any]) -> None:
         "![dynamics](toy2d_dynamics.png)",
         "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write(path, "\n".join(lines).encode())
 
 
 def run_toy2d(out_dir: Path, steps: int = 300, seed: int = 0, lr: float = 0.05, *,
@@ -217,7 +216,7 @@ def run_toy2d(out_dir: Path, steps: int = 300, seed: int = 0, lr: float = 0.05, 
 
     _plot_trajectories(out_dir / "toy2d_trajectories.png", targets, runs)
     _plot_dynamics(out_dir / "toy2d_dynamics.png", runs)
-    (out_dir / "toy2d.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    atomic_write(out_dir / "toy2d.json", json.dumps(result, indent=2).encode())
     _write_markdown(out_dir / "report.md", result)
     return result
 

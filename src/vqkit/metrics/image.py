@@ -1,9 +1,10 @@
 """Pixel metrics on images in [-1, 1], computed per image (callers average over images).
 
 PSNR is computed per image on the [0, 1] scale and averaged: SimVQ's evaluation code averages
-the MSE over the whole batch first, which overstates PSNR when images differ in difficulty
-(:func:`batch_psnr` reproduces it, for comparison only). L1 and MSE are on the [-1, 1] scale the
-models train on; SSIM, like PSNR, on [0, 1].
+the MSE over the whole batch first, which understates the mean per-image PSNR when images differ
+in difficulty — -log is convex, so by Jensen 10·log10(1/mean MSE_i) ≤ mean 10·log10(1/MSE_i), with
+equality only when every image has the same MSE (:func:`batch_psnr` reproduces it, for comparison
+only). L1 and MSE are on the [-1, 1] scale the models train on; SSIM, like PSNR, on [0, 1].
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def psnr(x: Tensor, y: Tensor, clamp: bool = True) -> Tensor:
 
 
 def batch_psnr(x: Tensor, y: Tensor) -> Tensor:
-    """PSNR of the batch-averaged MSE (SimVQ's evaluation) — for comparison only, not reported."""
+    """PSNR of the batch-averaged MSE (SimVQ's evaluation) — for comparison only, not reported; never above
+    the mean of :func:`psnr` over the same images (Jensen), below it whenever their MSEs differ."""
     _check_pair(x, y)
     mse = ((x.detach().float().clamp(-1, 1) - y.detach().float().clamp(-1, 1)) / 2).pow(2).mean()
     return 10 * torch.log10(1.0 / mse)

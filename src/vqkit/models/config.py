@@ -12,8 +12,11 @@ import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
+
+from ..validation import ConfigError, PositiveInt, check_fields
 from .registry import ARCH_ARGS, ARCHITECTURES, DEFAULT_CONV_CHANNELS, DEFAULT_QUANTIZER_ARGS, QUANTIZERS
 
 
@@ -23,11 +26,11 @@ def _freeze(value: Any, where: str) -> Any:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{where}: {value} is not a finite number (JSON cannot hold it)")
+            raise ConfigError(f"{where}: {value} is not a finite number (JSON cannot hold it)")
         return value
     if isinstance(value, list | tuple):
         return tuple(_freeze(v, where) for v in value)
-    raise ValueError(f"{where}: {value!r} ({type(value).__name__}) is not a JSON value (int/float/str/bool/None/list)")
+    raise ConfigError(f"{where}: {value!r} ({type(value).__name__}) is not a JSON value (int/float/str/bool/None/list)")
 
 
 def _thaw(value: Any) -> Any:
@@ -43,7 +46,7 @@ class FrozenArgs(Mapping[str, Any]):
         items = dict(args or {})
         for key in items:
             if not isinstance(key, str):
-                raise ValueError(f"{name}: keys must be strings, got {key!r}")
+                raise ConfigError(f"{name}: keys must be strings, got {key!r}")
         self._items = tuple(sorted((k, _freeze(v, f"{name}[{k!r}]")) for k, v in items.items()))
 
     def __getitem__(self, key: str) -> Any:
@@ -95,48 +98,44 @@ class TokenizerConfig:
     arch: str = "rfsq_conv"
     quantizer: str = "rfsq"
     quantizer_args: Mapping[str, Any] = field(default_factory=FrozenArgs)
-    conv_channels: tuple[int, ...] | None = None
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    norm_groups: int = 32
+    conv_channels: Annotated[tuple[PositiveInt, ...], at.MinLen(1)] | None = None
+    ch: PositiveInt = 128
+    ch_mult: Annotated[tuple[PositiveInt, ...], at.MinLen(1)] = (1, 2, 2, 4)
+    num_res_blocks: PositiveInt = 2
+    norm_groups: PositiveInt = 32
     arch_args: Mapping[str, Any] = field(default_factory=FrozenArgs)
 
     def __post_init__(self) -> None:
+        check_fields(self, exclude=("quantizer_args", "arch_args"))
         if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {self.arch!r}; known: {sorted(ARCHITECTURES)}")
+            raise ConfigError(f"unknown arch {self.arch!r}; known: {sorted(ARCHITECTURES)}")
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"unknown quantizer {self.quantizer!r}; known: {sorted(QUANTIZERS)}")
-        if not isinstance(self.quantizer_args, Mapping):
-            raise ValueError(f"quantizer_args must be a mapping, got {type(self.quantizer_args).__name__}")
-        object.__setattr__(self, "quantizer_args", FrozenArgs(self.quantizer_args))
-        if not isinstance(self.arch_args, Mapping):
-            raise ValueError(f"arch_args must be a mapping, got {type(self.arch_args).__name__}")
-        object.__setattr__(self, "arch_args", FrozenArgs(self.arch_args, "arch_args"))
+            raise ConfigError(f"unknown quantizer {self.quantizer!r}; known: {sorted(QUANTIZERS)}")
+        for name in ("quantizer_args", "arch_args"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a mapping of keyword arguments, got {value!r} "
+                                  f"({type(value).__name__})")
+            object.__setattr__(self, name, FrozenArgs(value, name))
         if self.arch in ARCH_ARGS:
             ARCH_ARGS[self.arch](self.arch_args)  # validates: ValueError naming the field
         elif self.arch_args:
             given = dict(self.arch_args)
-            raise ValueError(f"arch_args are for {sorted(ARCH_ARGS)}; {self.arch} takes none, got {given}")
-        object.__setattr__(self, "ch_mult", _positive_ints("ch_mult", self.ch_mult))
+            raise ConfigError(f"arch_args are for {sorted(ARCH_ARGS)}; {self.arch} takes none, got {given}")
         if self.conv_channels is not None:
-            object.__setattr__(self, "conv_channels", _positive_ints("conv_channels", self.conv_channels))
             default = DEFAULT_CONV_CHANNELS.get(self.arch)
             if default is None:
-                raise ValueError(f"conv_channels is for {sorted(DEFAULT_CONV_CHANNELS)}; {self.arch} uses ch/ch_mult")
+                raise ConfigError(f"conv_channels is for {sorted(DEFAULT_CONV_CHANNELS)}; {self.arch} uses ch/ch_mult")
             if len(self.conv_channels) != len(default):
-                raise ValueError(
+                raise ConfigError(
                     f"{self.arch} has {len(default)} stride-2 layers, so conv_channels needs {len(default)} "
                     f"widths, got {self.conv_channels}"
                 )
-        for name in ("ch", "num_res_blocks", "norm_groups"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.arch == "vqgan":
             bad = [self.ch * m for m in self.ch_mult if (self.ch * m) % self.norm_groups]
             if bad:
-                raise ValueError(f"vqgan: norm_groups={self.norm_groups} must divide every width ch*ch_mult, not {bad}")
+                raise ConfigError(f"vqgan: norm_groups={self.norm_groups} must divide every width ch*ch_mult, "
+                                  f"not {bad}")
 
     def resolved(self) -> TokenizerConfig:
         """This config with the registry defaults written out, as a checkpoint must store it."""
@@ -158,17 +157,9 @@ class TokenizerConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TokenizerConfig:
         """Inverse of :meth:`to_dict`; unknown fields are an error, missing ones take defaults."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"tokenizer config must be a JSON object, got {type(data).__name__}")
+            raise ConfigError(f"tokenizer config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"tokenizer config has unknown field(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"tokenizer config has unknown field(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(data))
-
-
-def _positive_ints(name: str, values: Any) -> tuple[int, ...]:
-    if isinstance(values, str) or not isinstance(values, list | tuple) or not values:
-        raise ValueError(f"{name} must be a non-empty sequence of positive integers, got {values!r}")
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"{name} must contain positive integers only, got {values!r}")
-    return tuple(values)

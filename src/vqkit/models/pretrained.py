@@ -9,11 +9,9 @@ a crash in between leaves new weights next to an old digest, which loading then 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ import torch
 from torch import Tensor
 
 from .. import __version__
+from ..storage import IntegrityError
+from ..storage import atomic_write as atomic_write  # re-exported: the writers of reports and runs use it
 from .config import TokenizerConfig
 
 FORMAT = "vqkit.tokenizer"
@@ -39,22 +39,6 @@ def resolve(directory: str | os.PathLike[str]) -> Path:
         return Path(str(resources.files("vqkit") / "assets" / "default"))
     path = Path(directory)
     return path / "final" if (path / "final" / CONFIG_NAME).is_file() else path
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def weights_blob(state: dict[str, Tensor]) -> bytes:
@@ -82,8 +66,8 @@ def save(directory: str | os.PathLike[str], config: TokenizerConfig, state: dict
     return root
 
 
-def read_config(directory: str | os.PathLike[str]) -> tuple[TokenizerConfig, str | None]:
-    """(config, recorded SHA-256 of the weights or None) from ``directory/config.json``."""
+def read_config(directory: str | os.PathLike[str]) -> tuple[TokenizerConfig, str]:
+    """(config, recorded SHA-256 of the weights) from ``directory/config.json``."""
     root = Path(directory)
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory; expected a tokenizer saved by save_pretrained")
@@ -108,11 +92,14 @@ def read_config(directory: str | os.PathLike[str]) -> tuple[TokenizerConfig, str
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: invalid tokenizer config: {err}") from err
     digest = meta.get("weights_sha256")
-    return config, digest if isinstance(digest, str) else None
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise IntegrityError(f"{path}: no valid weights_sha256 ({digest!r}), so {WEIGHTS_NAME} cannot be verified; "
+                             "a tokenizer directory is written by Tokenizer.save_pretrained, which records it")
+    return config, digest
 
 
 def read_weights(
-    directory: str | os.PathLike[str], expected: dict[str, Tensor], digest: str | None, what: str
+    directory: str | os.PathLike[str], expected: dict[str, Tensor], digest: str, what: str
 ) -> dict[str, Tensor]:
     """Tensors of ``directory/model.safetensors``, checked against ``expected`` (a model's state
     dict) key by key and shape by shape, and against the recorded ``digest``. ``what`` names the
@@ -121,17 +108,17 @@ def read_weights(
     if not path.is_file():
         raise ValueError(f"{path}: missing; a tokenizer directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     blob = path.read_bytes()
-    intact = digest is None or hashlib.sha256(blob).hexdigest() == digest
+    intact = hashlib.sha256(blob).hexdigest() == digest
     try:
         tensors = safetensors.torch.load(blob)
     except Exception as err:  # SafetensorError, or anything a damaged header provokes
-        raise ValueError(f"{path}: corrupt or truncated safetensors file ({err})") from err
+        raise IntegrityError(f"{path}: corrupt or truncated safetensors file ({err})") from err
     problems = _mismatches(tensors, expected)
     if problems:
         hint = "" if intact else f"; the file's SHA-256 also differs from the one in {CONFIG_NAME}"
         raise ValueError(f"{path}: checkpoint does not match this architecture ({what}): {problems}{hint}")
     if not intact:
-        raise ValueError(
+        raise IntegrityError(
             f"{path}: contents differ from the SHA-256 recorded in {CONFIG_NAME}: the file is corrupt "
             "or was replaced by another checkpoint's weights"
         )

@@ -26,56 +26,46 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
+
+from ..validation import ConfigError, NonNegativeInt, PositiveInt, check_fields
 
 
 @dataclass(frozen=True)
 class SpeechConfig:
     """Shape of the speech encoder and decoder; the quantizer's dim is passed separately."""
 
-    sample_rate: int = 16000
+    sample_rate: PositiveInt = 16000
     """Audio sample rate in Hz; tokens per second = sample_rate / prod(strides)."""
-    channels: int = 32
+    channels: PositiveInt = 32
     """Width of the encoder's first conv, doubled at each downsampling."""
-    max_channels: int = 512
+    max_channels: PositiveInt = 512
     """Cap on the encoder width."""
-    strides: tuple[int, ...] = (2, 4, 5, 8)
+    strides: Annotated[tuple[PositiveInt, ...], at.MinLen(1)] = (2, 4, 5, 8)
     """Encoder downsampling strides; their product is the hop (samples per token)."""
-    backbone_dim: int = 256
+    backbone_dim: PositiveInt = 256
     """Width of the Vocos ConvNeXt decoder."""
-    backbone_layers: int = 8
+    backbone_layers: PositiveInt = 8
     """Number of ConvNeXt blocks in the decoder."""
-    intermediate: int = 768
+    intermediate: PositiveInt = 768
     """Hidden width of each ConvNeXt block's MLP."""
     input_norm: bool = True
     """Per-channel BatchNorm (no affine) on the quantizer input; without it FSQ/SimVQ collapsed in the pilots."""
-    residual_layers: int = 1
+    residual_layers: NonNegativeInt = 1
     """SEANet residual units per encoder stage (dilations 1, 2, 4, ...)."""
     weight_norm: bool = False
     """Weight-normalise the encoder convs, as WavTokenizer does (changes the state-dict keys)."""
 
     def __post_init__(self) -> None:
-        minima = {"sample_rate": 1, "channels": 1, "max_channels": 1, "backbone_dim": 1,
-                  "backbone_layers": 1, "intermediate": 1, "residual_layers": 0}
-        for name, low in minima.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"SpeechConfig.{name} must be an integer >= {low}, got {value!r}")
-        for name in ("input_norm", "weight_norm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"SpeechConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        check_fields(self)  # JSON lists -> tuples: hashable, equal to itself
         if self.max_channels < self.channels:
-            raise ValueError(f"SpeechConfig.max_channels={self.max_channels} is below channels={self.channels}")
-        strides = self.strides
-        if (not isinstance(strides, list | tuple) or not strides
-                or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in strides)):
-            raise ValueError(f"SpeechConfig.strides must be a non-empty sequence of integers >= 1, got {strides!r}")
-        object.__setattr__(self, "strides", tuple(strides))  # JSON lists -> tuple: hashable, equal to itself
+            raise ConfigError(f"SpeechConfig.max_channels={self.max_channels} is below channels={self.channels}")
 
     @property
     def hop(self) -> int:

@@ -1,6 +1,6 @@
 """Quantizers: one module per method, one contract (:class:`Quantizer`, :class:`QuantizerOutput`)."""
 
-from .base import Quantizer, QuantizerOutput
+from .base import NonFiniteError, Quantizer, QuantizerOutput
 from .factorized import FactorizedVQ
 from .fsq import FSQ
 from .lfq import LFQ
@@ -14,6 +14,7 @@ __all__ = [
     "LFQ",
     "VQ",
     "FactorizedVQ",
+    "NonFiniteError",
     "Quantizer",
     "QuantizerOutput",
     "ResidualFSQ",

@@ -8,6 +8,19 @@ statistics — and each method implements three small hooks on float32 tensors:
 * ``_quantize(z) -> (quantized, indices, loss)``: the training path (may update state);
 * ``_encode(z) -> indices``: pure, no state change;
 * ``_decode(indices) -> codes``: codes in the input space, from the indices and module state.
+
+Numerics: no finite input gives a silent wrong answer. ``z`` is checked for NaN/Inf *after* its
+cast to float32, so a finite float64 value beyond float32's range is refused by name rather
+than quantized as ±inf; every intermediate that finite values can push out of float32's range
+(an input projection, a residual stage's conditioned input) is checked the same way (a host sync
+each, one for all the stages of a residual quantizer; ``check_finite=False`` skips them all and
+lets NaN through). The
+nearest-code search and the l2 normalisation rescale by powers of two instead of overflowing
+(:mod:`.search`, :func:`l2_normalize`), and the statistics a quantizer keeps (EMA codebooks,
+running LayerNorm statistics) are accumulated in float64 and never updated from a non-finite
+batch statistic: such an update is skipped and counted in ``skipped_updates``. What is left
+is loud, not silent: a squared error beyond float32's range (|z - q| above ~1.8e19) makes
+``loss`` inf, with finite gradients; the indices stay exact.
 """
 
 from __future__ import annotations
@@ -19,10 +32,19 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_INDEX_SPACE = 2**63 - 1
+"""Largest codebook a quantizer may have: indices are int64, and so is a codebook size as a tensor."""
+MAX_CODEBOOK_ELEMENTS = 2**40
+"""Largest ``codebook_size × dim`` a stored codebook may have (4 TiB of float32: beyond any one device)."""
 
+
+
+class NonFiniteError(ValueError):
+    """A quantizer's input (or a value computed from it) is NaN or Inf, or beyond float32's range."""
 
 class QuantizerOutput(NamedTuple):
     """What every quantizer's ``forward`` returns.
@@ -48,8 +70,40 @@ def float32_math(device: torch.device) -> Iterator[None]:
 
 
 def straight_through(z: Tensor, q: Tensor) -> Tensor:
-    """``q`` in the forward pass, identity gradient to ``z`` in the backward pass."""
-    return z + (q - z).detach()
+    """``q`` in the forward pass, identity gradient to ``z`` in the backward pass; no gradient to ``q``.
+
+    Written ``sg(q) + (z - sg(z))`` rather than ``z + sg(q - z)``: the forward value is exactly ``q``
+    for every finite ``z`` (the latter rounds ``q - z`` at the scale of ``z`` and returns 0 instead of a
+    code of 0.5 once |z| > 2^24·|q|).
+    """
+    return q.detach() + (z - z.detach())
+
+
+def l2_normalize(x: Tensor, dim: int = -1) -> Tensor:
+    """``F.normalize`` that does not overflow: a row whose float32 norm is inf (|x| above ~1.8e19) is
+    first divided by its largest |entry|, which leaves its direction (and its gradient) unchanged.
+    Other rows are computed exactly as ``F.normalize`` does (divided by 1)."""
+    norm = torch.linalg.vector_norm(x.detach(), dim=dim, keepdim=True)
+    scale = torch.where(torch.isfinite(norm), 1.0, x.detach().abs().amax(dim=dim, keepdim=True))
+    return F.normalize(x / scale, dim=dim)
+
+
+def check_size(owner: str, name: str, value: int, low: int) -> int:
+    """``int(value)`` if it is an integer ``>= low``, else a ValueError naming the argument, value and limit."""
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(f"{owner}: {name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{owner}: {name} must be >= {low}, got {int(value)}")
+    return int(value)
+
+
+def check_codebook(owner: str, codebook_size: int, dim: int) -> None:
+    """Refuse a stored (K, dim) codebook that cannot be indexed by int64 or allocated at all."""
+    if codebook_size * dim > MAX_CODEBOOK_ELEMENTS:
+        raise ValueError(
+            f"{owner}: codebook_size × dim = {codebook_size} × {dim} = {codebook_size * dim} elements, "
+            f"over the limit of {MAX_CODEBOOK_ELEMENTS} (2^40, 4 TiB of float32)"
+        )
 
 
 def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
@@ -115,18 +169,18 @@ class Quantizer(nn.Module, ABC):
 
     # -- public API --------------------------------------------------------------------
     def forward(self, z: Tensor) -> QuantizerOutput:
-        self._check_input(z)
+        zf = self._input(z)
         with float32_math(z.device):
-            quantized, indices, loss = self._quantize(z.float())
+            quantized, indices, loss = self._quantize(zf)
             metrics = self.code_metrics(indices)
         return QuantizerOutput(quantized.to(z.dtype), indices, loss, metrics)
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """(..., dim) -> int64 indices, ``z.shape[:-1]`` (+ ``(num_stages,)`` if residual)."""
-        self._check_input(z)
+        zf = self._input(z)
         with float32_math(z.device):
-            return self._encode(z.float())
+            return self._encode(zf)
 
     @torch.no_grad()
     def decode(self, indices: Tensor) -> Tensor:
@@ -136,7 +190,37 @@ class Quantizer(nn.Module, ABC):
             return self._decode(indices.long())
 
     # -- shared checks and statistics -------------------------------------------------------
+    def _input(self, z: Tensor) -> Tensor:
+        """The checked float32 tensor the math runs on: finiteness is checked *after* the cast, so
+        a finite float64 value beyond float32's range is refused instead of becoming ±inf (a cast
+        from bf16/fp16 is exact and cannot overflow)."""
+        self._check_input(z)
+        zf = z.float()
+        if self.check_finite and not bool(torch.isfinite(zf).all()):
+            name = type(self).__name__
+            if zf.dtype != z.dtype and bool(torch.isfinite(z).all()):
+                big = float(z.detach().abs().max())
+                raise NonFiniteError(
+                    f"{name}: z holds values beyond float32 range (max |z| = {big:.4g} > "
+                    f"{torch.finfo(torch.float32).max:.4g}); the quantizers compute in float32"
+                )
+            bad = int((~torch.isfinite(zf)).sum())
+            raise NonFiniteError(f"{name}: z contains NaN or Inf ({bad} of {zf.numel()} values)")
+        return zf
+
+    def _require_finite(self, x: Tensor, what: str) -> None:
+        """Refuse (if ``check_finite``) an intermediate that finite float32 values pushed to NaN/Inf."""
+        if self.check_finite and not bool(torch.isfinite(x).all()):
+            raise self._overflow_error(what)
+
+    def _overflow_error(self, what: str) -> NonFiniteError:
+        return NonFiniteError(
+            f"{type(self).__name__}: {what} is NaN or Inf although z is finite: finite values beyond "
+            f"float32's range arose inside the quantizer (rescale z)"
+        )
+
     def _check_input(self, z: Tensor) -> None:
+        """Type, dtype and shape of ``z``; its finiteness is checked after the cast, in :meth:`_input`."""
         name = type(self).__name__
         if not isinstance(z, Tensor):
             raise ValueError(f"{name}: z must be a torch.Tensor, got {type(z).__name__}")
@@ -149,8 +233,6 @@ class Quantizer(nn.Module, ABC):
             )
         if z.numel() == 0:
             raise ValueError(f"{name}: z has no tokens (shape {tuple(z.shape)})")
-        if self.check_finite and not bool(torch.isfinite(z).all()):
-            raise ValueError(f"{name}: z contains NaN or Inf (pass check_finite=False to skip)")
 
     def _check_indices(self, indices: Tensor) -> None:
         name = type(self).__name__

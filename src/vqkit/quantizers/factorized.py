@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Quantizer, straight_through
-from .search import DEFAULT_MAX_BYTES, nearest_code
+from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
+from .search import DEFAULT_MAX_BYTES, check_search_bytes, nearest_code
 
 
 class FactorizedVQ(Quantizer):
     """z (..., dim) -> Linear -> l2-normalise (..., code_dim) -> nearest code -> Linear -> (..., dim).
 
-    loss = ||sg(x) - q||² + beta·||x - sg(q)||² in the normalised low-dimensional space.
+    loss = ||sg(x) - q||² + beta·||x - sg(q)||² in the normalised low-dimensional space: the first
+    (codebook) term trains only the codebook, the second (commitment) only ``project_in`` and z.
     """
 
     def __init__(
@@ -31,25 +32,30 @@ class FactorizedVQ(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        if dim < 1 or code_dim < 1 or codebook_size < 2:
-            raise ValueError(f"FactorizedVQ: bad sizes dim={dim}, code_dim={code_dim}, codebook_size={codebook_size}")
-        self.dim, self.codebook_size, self.code_dim = int(dim), int(codebook_size), int(code_dim)
-        self.beta, self.search_bytes, self.check_finite = beta, search_bytes, check_finite
+        owner = "FactorizedVQ"
+        dim, code_dim = check_size(owner, "dim", dim, 1), check_size(owner, "code_dim", code_dim, 1)
+        codebook_size = check_size(owner, "codebook_size", codebook_size, 2)
+        check_codebook(owner, codebook_size, code_dim)
+        self.dim, self.codebook_size, self.code_dim = dim, codebook_size, code_dim
+        self.beta, self.check_finite = beta, check_finite
+        self.search_bytes = check_search_bytes(owner, search_bytes)
         self.project_in = nn.Linear(dim, code_dim)
         self.project_out = nn.Linear(code_dim, dim)
         self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim))
 
     def _lookup_space(self, z: Tensor) -> Tensor:
-        return F.normalize(self.project_in(z), dim=-1)
+        y: Tensor = self.project_in(z)
+        self._require_finite(y, "project_in(z)")
+        return l2_normalize(y)
 
     def _search(self, x: Tensor) -> Tensor:
-        codes = F.normalize(self.codebook.detach().float(), dim=-1)
+        codes = l2_normalize(self.codebook.detach().float())
         return nearest_code(x.detach(), codes, max_bytes=self.search_bytes)
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self._lookup_space(z)
         indices = self._search(x)
-        q = F.normalize(self.codebook.float()[indices], dim=-1)
+        q = l2_normalize(self.codebook.float()[indices])
         loss = F.mse_loss(q, x.detach()) + self.beta * F.mse_loss(x, q.detach())
         quantized: Tensor = self.project_out(straight_through(x, q))
         return quantized, indices, loss
@@ -58,7 +64,7 @@ class FactorizedVQ(Quantizer):
         return self._search(self._lookup_space(z))
 
     def _decode(self, indices: Tensor) -> Tensor:
-        codes: Tensor = self.project_out(F.normalize(self.codebook.detach().float()[indices], dim=-1))
+        codes: Tensor = self.project_out(l2_normalize(self.codebook.detach().float()[indices]))
         return codes
 
     def extra_repr(self) -> str:

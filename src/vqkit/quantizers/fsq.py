@@ -14,6 +14,10 @@ Deviations from the papers' text, on purpose:
 * ``symmetric=True`` is the grid of arXiv 2411.19842, ``2/(L-1)·floor((L-1)(tanh z+1)/2+½)-1``,
   symmetric about 0; the default grid of FSQ is asymmetric for even L (L=8 → {-1, …, 0.75}).
   A level of 2 needs the symmetric grid (the asymmetric one degenerates to {-1, 0}).
+
+Sizes: ∏levels must fit an int64 index (≤ 2^63 - 1), and each level ≤ 2^22 (:data:`MAX_LEVEL`):
+digits are computed in float32, and beyond ~2^22 levels float32's tanh can no longer reach every
+digit (at 2^23 some cells are unreachable). Both are refused at construction.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import Quantizer
+from .base import MAX_INDEX_SPACE, Quantizer, check_size
 
 _EPS = 1e-3
+MAX_LEVEL = 2**22
+"""Largest level whose every digit float32 FSQ reaches (checked for both grids; 2^23 is not)."""
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -61,13 +67,22 @@ class FSQ(Quantizer):
         levels = [int(v) for v in levels]
         if not levels or any(v < 2 for v in levels):
             raise ValueError(f"FSQ: every level must be an integer >= 2, got {levels}")
+        if max(levels) > MAX_LEVEL:
+            raise ValueError(
+                f"FSQ: every level must be <= {MAX_LEVEL} (2^22: float32 digits reach no more), got {max(levels)}"
+            )
+        if math.prod(levels) > MAX_INDEX_SPACE:
+            raise ValueError(
+                f"FSQ: levels {levels} give ∏levels = {math.prod(levels)} codes, over the int64 index limit "
+                f"of {MAX_INDEX_SPACE} (2^63 - 1)"
+            )
         if 2 in levels and not symmetric:
             raise ValueError("FSQ: a level of 2 needs symmetric=True (the asymmetric grid degenerates)")
         self.levels = tuple(levels)
         self.symmetric = symmetric
         self.check_finite = check_finite
         n = len(levels)
-        self.dim = n if dim is None else int(dim)
+        self.dim = n if dim is None else check_size("FSQ", "dim", dim, 1)
         self.codebook_size = math.prod(levels)
         lv = torch.tensor(levels, dtype=torch.float32)
         basis = torch.cumprod(torch.tensor([1, *levels[:-1]], dtype=torch.long), dim=0)
@@ -112,13 +127,19 @@ class FSQ(Quantizer):
         return (digits - self._half_width) / self._half_width
 
     # -- hooks ---------------------------------------------------------------------------
+    def _project_in(self, z: Tensor) -> Tensor:
+        x: Tensor = self.project_in(z)
+        if not isinstance(self.project_in, nn.Identity):
+            self._require_finite(x, "project_in(z)")
+        return x
+
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        codes = self.quantize_codes(self.project_in(z))
+        codes = self.quantize_codes(self._project_in(z))
         quantized: Tensor = self.project_out(codes)
         return quantized, self.codes_to_indices(codes.detach()), z.new_zeros(())
 
     def _encode(self, z: Tensor) -> Tensor:
-        return self.codes_to_indices(self.quantize_codes(self.project_in(z)))
+        return self.codes_to_indices(self.quantize_codes(self._project_in(z)))
 
     def _decode(self, indices: Tensor) -> Tensor:
         codes: Tensor = self.project_out(self.indices_to_codes(indices))

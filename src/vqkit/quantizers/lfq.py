@@ -20,6 +20,12 @@ replaces the codebook entropy with Σ_i H(E_n p_i) — an upper bound that is ti
 bits are independent across the batch — and is the default above 24 bits, where a 2^bits
 table no longer fits in memory. The entropy term is a training regulariser: in eval mode
 ``loss`` holds only the commitment term.
+
+Numerics: the joint log-probabilities are sums of ``logsigmoid`` terms (all ≤ 0, no cancellation),
+and logits are clipped to ±:data:`MAX_LOGIT`, where every probability is already 0 or 1 in
+float32. Written as c·x/2 - log(2cosh(x/2)) instead, the sum cancels terms of size |x|/2 and
+returned garbage entropies from logits of ~1e7 on (|z| ≈ 2.5e4 at temperature 0.01), NaN from
+~1e10, although every value was finite.
 """
 
 from __future__ import annotations
@@ -30,14 +36,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Quantizer, straight_through
+from .base import Quantizer, check_size, straight_through
 
 EntropyMode = Literal["exact", "factorized"]
 _EXACT_MAX_BITS = 24
+MAX_BITS = 62
+"""2^62 codes: the largest power-of-two codebook whose size, like its indices, is an int64."""
+MAX_LOGIT = 200.0
+"""|logit| above which σ is 0 or 1 in float32 (σ(-104) underflows): clipping there changes nothing."""
 
 
 def binary_entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy (nats) of Bernoulli(σ(logits)), elementwise and stable."""
+    """Entropy (nats) of Bernoulli(σ(logits)), elementwise and stable (finite for infinite logits too)."""
+    logits = logits.clamp(-MAX_LOGIT, MAX_LOGIT)
     p = torch.sigmoid(logits)
     return p * F.softplus(-logits) + (1 - p) * F.softplus(logits)
 
@@ -51,6 +62,7 @@ def index_to_signs(indices: Tensor, bits: int) -> Tensor:
 def exact_codebook_entropy(logits: Tensor) -> Tensor:
     """H(mean_n p(·|z_n)) in nats, where p(c|z_n) = Π_i σ(c_i·logits[n, i]); logits: (N, bits)."""
     n, bits = logits.shape
+    logits = logits.clamp(-MAX_LOGIT, MAX_LOGIT)
     half = bits // 2
     log_a = _log_joint(logits[:, :half])  # (N, 2^|A|)
     log_b = _log_joint(logits[:, half:])  # (N, 2^|B|)
@@ -63,10 +75,10 @@ def _log_joint(logits: Tensor) -> Tensor:
     if logits.shape[1] == 0:
         return logits.new_zeros(logits.shape[0], 1)
     b = logits.shape[1]
-    patterns = index_to_signs(torch.arange(2**b, device=logits.device), b)  # (2^b, b)
-    # log σ(c·x) = c·x/2 - log(2·cosh(x/2)), so the joint is linear in c: one matmul.
-    log_norm = (F.softplus(logits) - logits / 2).sum(dim=1, keepdim=True)  # Σ log(2cosh(x/2))
-    return (logits / 2) @ patterns.t() - log_norm
+    positive = (index_to_signs(torch.arange(2**b, device=logits.device), b) > 0).to(logits.dtype)  # (2^b, b)
+    # log σ(c·x) is log σ(x) where c = +1 and log σ(-x) where c = -1: two matmuls of terms ≤ 0, whose
+    # sum has no cancellation (the form c·x/2 - log(2cosh(x/2)) cancels terms of size |x|/2).
+    return F.logsigmoid(logits) @ positive.t() + F.logsigmoid(-logits) @ (1 - positive).t()
 
 
 class LFQ(Quantizer):
@@ -90,10 +102,12 @@ class LFQ(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        self.dim = int(dim)
+        self.dim = check_size("LFQ", "dim", dim, 1)
         self.bits = self.dim if bits is None else int(bits)
-        if not 1 <= self.bits <= 62:
-            raise ValueError(f"LFQ: bits must be in [1, 62] (int64 indices), got {self.bits}")
+        if not 1 <= self.bits <= MAX_BITS:
+            raise ValueError(
+                f"LFQ: bits must be in [1, {MAX_BITS}] (2^bits codes, an int64 size and index), got {self.bits}"
+            )
         if temperature <= 0:
             raise ValueError(f"LFQ: temperature must be positive, got {temperature}")
         if codebook_entropy is None:
@@ -115,7 +129,7 @@ class LFQ(Quantizer):
 
     def entropy_terms(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(mean per-sample entropy, codebook entropy) in nats for projected z (..., bits)."""
-        logits = z.reshape(-1, self.bits) * (4.0 / self.temperature)
+        logits = (z.reshape(-1, self.bits) * (4.0 / self.temperature)).clamp(-MAX_LOGIT, MAX_LOGIT)
         per_sample = binary_entropy_from_logits(logits).sum(dim=1).mean()
         if self.codebook_entropy == "exact":
             codebook = exact_codebook_entropy(logits)
@@ -124,8 +138,14 @@ class LFQ(Quantizer):
             codebook = binary_entropy_from_logits(torch.logit(mean_p, eps=1e-7)).sum()
         return per_sample, codebook
 
+    def _project_in(self, z: Tensor) -> Tensor:
+        x: Tensor = self.project_in(z)
+        if not isinstance(self.project_in, nn.Identity):
+            self._require_finite(x, "project_in(z)")
+        return x
+
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x = self.project_in(z)
+        x = self._project_in(z)
         codes = torch.where(x > 0, 1.0, -1.0)
         loss = self.commitment_weight * F.mse_loss(x, codes)
         if self.training and self.entropy_weight != 0:
@@ -138,7 +158,7 @@ class LFQ(Quantizer):
         return ((x > 0).long() * self._powers).sum(dim=-1)
 
     def _encode(self, z: Tensor) -> Tensor:
-        return self._to_indices(self.project_in(z))
+        return self._to_indices(self._project_in(z))
 
     def _decode(self, indices: Tensor) -> Tensor:
         codes: Tensor = self.project_out(index_to_signs(indices, self.bits))

@@ -25,6 +25,18 @@ LayerNorm: LN(r) = (r - μ)/σ·γ + β with a learnable per-channel affine; its
   ``side_bits_per_sample`` = 2·dim·num_stages float32 values per sample, returned by
   :meth:`ResidualQuantizer.encode_with_side_info` and passed to ``decode(..., side_info=)``.
   ``bits_per_token`` excludes them (they are per sample, not per token).
+
+Numerics: LayerNorm statistics are computed in float64 and cast back (a float32 variance of finite
+values |r| > ~1.8e19 overflows, and a std of inf would send every token to one code). A running
+statistic that would not be finite in float32 (a batch of values beyond ~1.8e19: its variance)
+is not folded in: that stage's update is skipped and counted in ``skipped_updates[k]`` (a
+non-persistent buffer, not in ``state_dict``); the decision is taken after the all-reduce, so
+every rank takes the same one. Each stage's conditioned input is checked for NaN/Inf (one host
+sync per forward for all stages together, after they ran; ``check_finite=False`` skips it), since
+a scale α_k, a LayerNorm or a huge code can take finite values out of float32's range; by then a
+stage may have updated its statistics, but only from finite ones (the rest were skipped).
+``check_finite`` is shared with the stages: setting it on the residual quantizer sets it on every
+stage.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
-from .base import Quantizer, float32_math
+from .base import Quantizer, check_size, float32_math
 from .fsq import FSQ
 from .simvq import SimVQ
 from .vq import EMAVQ, VQ
@@ -55,6 +67,7 @@ class ResidualQuantizer(Quantizer):
 
     running_mean: Tensor
     running_var: Tensor
+    skipped_updates: Tensor
 
     def __init__(
         self,
@@ -78,6 +91,10 @@ class ResidualQuantizer(Quantizer):
             raise ValueError(f"ResidualQuantizer: scale_param must be 'exp' or 'softplus', got {scale_param!r}")
         if layernorm_stats not in ("running", "instance"):
             raise ValueError(f"ResidualQuantizer: layernorm_stats must be running/instance, got {layernorm_stats!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"ResidualQuantizer: momentum must be in [0, 1], got {momentum}")
+        if not eps > 0:
+            raise ValueError(f"ResidualQuantizer: eps must be > 0 (LayerNorm divides by sqrt(var + eps)), got {eps}")
         self.stages = nn.ModuleList(stages)
         self._stage_list: list[Quantizer] = list(stages)  # typed view of the same modules
         self.dim, self.num_stages = dims.pop(), len(stages)
@@ -93,6 +110,19 @@ class ResidualQuantizer(Quantizer):
             self.ln_bias = nn.Parameter(torch.zeros(n, d))
             self.register_buffer("running_mean", torch.zeros(n, d))
             self.register_buffer("running_var", torch.ones(n, d))
+        # running-statistic updates refused per stage; not persistent: checkpoints keep their keys
+        self.register_buffer("skipped_updates", torch.zeros(n, dtype=torch.long), persistent=False)
+
+    @property
+    def check_finite(self) -> bool:
+        """Whether inputs and intermediates are checked for NaN/Inf; shared with every stage."""
+        return self._check_finite
+
+    @check_finite.setter
+    def check_finite(self, value: bool) -> None:
+        self._check_finite = bool(value)
+        for stage in getattr(self, "_stage_list", ()):
+            stage.check_finite = self._check_finite
 
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
@@ -114,30 +144,46 @@ class ResidualQuantizer(Quantizer):
 
     # -- conditioning -------------------------------------------------------------------
     def _statistics(self, k: int, r: Tensor, update: bool) -> tuple[Tensor, Tensor]:
-        """(mean, std) that LN_k uses for residual r (..., dim)."""
+        """(mean, std) that LN_k uses for residual r (..., dim); batch statistics in float64.
+
+        The float32 results are finite for finite r: |mean| and std are at most max |r|.
+        """
         if self.instance_stats:
             if r.ndim < 3:
                 raise ValueError(f"instance LayerNorm needs z of shape (B, positions..., dim), got {tuple(r.shape)}")
             dims = tuple(range(1, r.ndim - 1))
-            mean, var = r.mean(dim=dims, keepdim=True), r.var(dim=dims, keepdim=True, unbiased=False)
+            wide = r.double()
+            mean, var = wide.mean(dim=dims, keepdim=True), wide.var(dim=dims, keepdim=True, unbiased=False)
         elif self.training:
             flat = r.reshape(-1, self.dim)
-            mean, var = flat.mean(dim=0), flat.var(dim=0, unbiased=False)
+            wide = flat.double()
+            mean, var = wide.mean(dim=0), wide.var(dim=0, unbiased=False)
             if update:
                 self._update_running(k, flat.detach())
         else:
-            mean, var = self.running_mean[k], self.running_var[k]
-        return mean, (var + self.eps).sqrt()
+            return self.running_mean[k], (self.running_var[k] + self.eps).sqrt()
+        return mean.float(), (var + self.eps).sqrt().float()
 
     @torch.no_grad()
     def _update_running(self, k: int, flat: Tensor) -> None:
-        moments = torch.cat([flat.sum(0), flat.pow(2).sum(0), flat.new_tensor([flat.shape[0]])])
+        """Fold the batch's statistics into stage k's running ones, unless they are not finite in float32.
+
+        Moments in float64, about the running mean (identical on every rank) so that E[x²] - E[x]²
+        does not cancel; the skip decision is taken after the all-reduce: the same on every rank.
+        """
+        shift = self.running_mean[k].double()
+        x = flat.double() - shift
+        moments = torch.cat([x.sum(0), x.pow(2).sum(0), x.new_tensor([flat.shape[0]])])
         distributed.all_reduce_sum_(moments)  # identical running statistics on every rank
         d, count = self.dim, moments[-1]
-        mean = moments[:d] / count
-        var = (moments[d : 2 * d] / count - mean.pow(2)).clamp_min(0)
-        self.running_mean[k].lerp_(mean, self.momentum)
-        self.running_var[k].lerp_(var, self.momentum)
+        delta = moments[:d] / count
+        mean = shift + delta
+        var = (moments[d : 2 * d] / count - delta.pow(2)).clamp_min(0)
+        ok = torch.isfinite(mean.float()).all() & torch.isfinite(var.float()).all()
+        for running, batch in ((self.running_mean, mean), (self.running_var, var)):
+            new = running[k].double().lerp(batch, self.momentum).float()  # between two finite values
+            running[k].copy_(torch.where(ok, new, running[k]))
+        self.skipped_updates[k] += (~ok).long()
 
     def _condition(self, k: int, r: Tensor, stats: tuple[Tensor, Tensor] | None) -> Tensor:
         if self.conditioning == "scale":
@@ -160,10 +206,12 @@ class ResidualQuantizer(Quantizer):
     # -- hooks ---------------------------------------------------------------------------
     def _run(self, z: Tensor, train_path: bool) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
         residual, total, loss = z, torch.zeros_like(z), z.new_zeros(())
-        indices, side = [], []
+        indices, side, finite = [], [], []
         for k, stage in enumerate(self._stage_list):
             stats = self._statistics(k, residual, update=train_path) if self.conditioning == "layernorm" else None
             x = self._condition(k, residual, stats)
+            if self.check_finite and (k > 0 or self.conditioning != "none"):
+                finite.append(torch.isfinite(x.detach()).all())
             if train_path:
                 q, idx, stage_loss = stage._quantize(x)
                 loss = loss + stage_loss
@@ -176,6 +224,9 @@ class ResidualQuantizer(Quantizer):
             indices.append(idx)
             if stats is not None:
                 side.append(stats)
+        if finite and not bool(torch.stack(finite).all()):  # one host sync for every stage
+            first = next(i for i, ok in enumerate(finite) if not bool(ok)) + (self.conditioning == "none")
+            raise self._overflow_error(f"the conditioned input of stage {first}")
         return total, torch.stack(indices, dim=-1), loss, side
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -206,9 +257,9 @@ class ResidualQuantizer(Quantizer):
         """Instance LayerNorm only: (indices, side_info (B, num_stages, 2, dim) = mean, std)."""
         if not self.instance_stats:
             raise ValueError("encode_with_side_info: only layernorm_stats='instance' needs side information")
-        self._check_input(z)
+        zf = self._input(z)
         with float32_math(z.device):
-            _, indices, _, side = self._run(z.float(), train_path=False)
+            _, indices, _, side = self._run(zf, train_path=False)
         b = z.shape[0]
         packed = [torch.stack([mean.reshape(b, self.dim), std.reshape(b, self.dim)], 1) for mean, std in side]
         return indices, torch.stack(packed, 1)
@@ -245,6 +296,7 @@ def ResidualFSQ(
     check_finite: bool = True,
 ) -> ResidualQuantizer:
     """RFSQ: ``num_stages`` FSQ stages over ``levels`` (dim = len(levels))."""
+    num_stages = check_size("ResidualFSQ", "num_stages", num_stages, 1)
     stages = [FSQ(levels, symmetric=symmetric) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
                              check_finite=check_finite)
@@ -263,6 +315,7 @@ def ResidualVQ(
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual VQ (EnCodec / SoundStream): EMAVQ stages, or gradient VQ with ``ema=False``."""
+    num_stages = check_size("ResidualVQ", "num_stages", num_stages, 1)
     cls = EMAVQ if ema else VQ
     stages = [cls(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
@@ -281,6 +334,7 @@ def ResidualSimVQ(
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual SimVQ: each stage its own frozen codebook and linear layer."""
+    num_stages = check_size("ResidualSimVQ", "num_stages", num_stages, 1)
     stages = [SimVQ(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
                              check_finite=check_finite)

@@ -5,7 +5,9 @@ Layer" (SimVQ). Codes are ``W(C) = C·Wᵀ + b`` with C ~ N(0, d^-1/2 std) froze
 no gradient) and W an ``nn.Linear(d, d)`` with bias, so every step moves the whole codebook.
 
 loss = beta·||sg(q) - z||² + ||q - sg(z)||² (encoder commitment 0.25, codebook side 1.0, as
-the official code; the paper's eq. 4 prints the weights the other way round).
+the official code; the paper's eq. 4 prints the weights the other way round). The commitment
+term (weight ``beta``) sends gradient only to z; the codebook term (weight 1) only to W (and to
+C with ``train_codebook=True``).
 
 Deviation from the official code: ``decode`` applies W — the official decode-from-indices
 returns C[i] and forgets it. ``train_codebook=True`` makes C a parameter too, and
@@ -25,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Quantizer, straight_through
-from .search import DEFAULT_MAX_BYTES, nearest_code
+from .base import Quantizer, check_codebook, check_size, straight_through
+from .search import DEFAULT_MAX_BYTES, check_search_bytes, nearest_code
 
 
 class SimVQ(Quantizer):
@@ -43,12 +45,13 @@ class SimVQ(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        if dim < 1 or codebook_size < 2:
-            raise ValueError(f"SimVQ: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}")
+        dim, codebook_size = check_size("SimVQ", "dim", dim, 1), check_size("SimVQ", "codebook_size", codebook_size, 2)
+        check_codebook("SimVQ", codebook_size, dim)
         if init not in ("gaussian", "uniform"):
             raise ValueError(f"SimVQ: init must be 'gaussian' or 'uniform', got {init!r}")
-        self.dim, self.codebook_size = int(dim), int(codebook_size)
-        self.beta, self.search_bytes, self.check_finite = beta, search_bytes, check_finite
+        self.dim, self.codebook_size = dim, codebook_size
+        self.beta, self.check_finite = beta, check_finite
+        self.search_bytes = check_search_bytes("SimVQ", search_bytes)
         self.train_codebook, self.init = train_codebook, init
         if init == "gaussian":
             frozen = torch.randn(codebook_size, dim) * dim**-0.5

@@ -10,6 +10,17 @@ EMAVQ: Razavi et al., "VQ-VAE-2", 2019: codes are EMA cluster means with Laplace
 Under ``torch.distributed`` EMAVQ all-reduces the per-code counts and sums *before* the EMA
 and broadcasts rank 0's random choices (restart vectors, k-means seeds), so every rank holds
 the same codebook with ``DDP(broadcast_buffers=False)``.
+
+EMA statistics are summed in float64 (a float32 sum of finite tokens can overflow), then cast
+back to the float32 buffers; a batch whose updated counts, sums or codebook would not be finite
+in float32 leaves all three untouched and adds 1 to ``skipped_updates`` (a non-persistent
+buffer: not in ``state_dict``). The decision is made on all-reduced statistics, so every rank
+makes the same one, on the device (no host sync). k-means initialisation and dead-code restarts
+likewise never write a non-finite row.
+
+Loss convention of VQ, FactorizedVQ and SimVQ (van den Oord et al.): the *codebook* term
+||sg(z) - q||² has weight 1 and sends gradient only to the codebook; the *commitment* term
+beta·||z - sg(q)||² sends gradient only to z (the encoder).
 """
 
 from __future__ import annotations
@@ -19,17 +30,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
-from .base import Quantizer, straight_through
-from .search import DEFAULT_MAX_BYTES, nearest_code
+from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
+from .search import DEFAULT_MAX_BYTES, check_search_bytes, nearest_code
 
 
 def cluster_statistics(flat: Tensor, indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
-    """(counts (K,), sums (K, D)) of tokens per code, summed over ranks; no one-hot matrix."""
-    stats = flat.new_zeros(codebook_size, flat.shape[1] + 1)
-    stats[:, 0].index_add_(0, indices, flat.new_ones(indices.shape[0]))
-    stats[:, 1:].index_add_(0, indices, flat)
+    """(counts (K,), sums (K, D)) of tokens per code, float64, summed over ranks; no one-hot matrix.
+
+    float64: a float32 sum of finite float32 tokens can overflow; a float64 one cannot.
+    """
+    stats = flat.new_zeros(codebook_size, flat.shape[1] + 1, dtype=torch.float64)
+    stats[:, 0].index_add_(0, indices, stats.new_ones(indices.shape[0]))
+    stats[:, 1:].index_add_(0, indices, flat.double())
     distributed.all_reduce_sum_(stats)  # one collective for both
     return stats[:, 0], stats[:, 1:]
+
+
+def _all_finite(*tensors: Tensor) -> Tensor:
+    """0-d bool on the device: every value of every tensor is finite."""
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
 def sample_rows(flat: Tensor, count: int) -> Tensor:
@@ -59,16 +78,16 @@ class VQ(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        if dim < 1 or codebook_size < 2:
-            raise ValueError(f"VQ: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}")
-        self.dim, self.codebook_size = int(dim), int(codebook_size)
+        dim, codebook_size = check_size("VQ", "dim", dim, 1), check_size("VQ", "codebook_size", codebook_size, 2)
+        check_codebook("VQ", codebook_size, dim)
+        self.dim, self.codebook_size = dim, codebook_size
         self.beta, self.l2_normalize = beta, l2_normalize
-        self.search_bytes, self.check_finite = search_bytes, check_finite
+        self.search_bytes, self.check_finite = check_search_bytes("VQ", search_bytes), check_finite
         bound = 1.0 / codebook_size
         self.codebook = nn.Parameter(torch.empty(codebook_size, dim).uniform_(-bound, bound))
 
     def _normed(self, x: Tensor) -> Tensor:
-        return F.normalize(x, dim=-1) if self.l2_normalize else x
+        return l2_normalize(x) if self.l2_normalize else x
 
     def _search(self, x: Tensor) -> Tensor:
         """Nearest code of already-normalised x."""
@@ -104,6 +123,7 @@ class EMAVQ(Quantizer):
     cluster_size: Tensor
     embed_sum: Tensor
     initialized: Tensor
+    skipped_updates: Tensor
 
     def __init__(
         self,
@@ -119,20 +139,24 @@ class EMAVQ(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        if dim < 1 or codebook_size < 2:
-            raise ValueError(f"EMAVQ: need dim >= 1 and codebook_size >= 2, got {dim}, {codebook_size}")
+        dim, codebook_size = check_size("EMAVQ", "dim", dim, 1), check_size("EMAVQ", "codebook_size", codebook_size, 2)
+        check_codebook("EMAVQ", codebook_size, dim)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMAVQ: decay must be in [0, 1), got {decay}")
-        self.dim, self.codebook_size = int(dim), int(codebook_size)
+        if not eps > 0:
+            raise ValueError(f"EMAVQ: eps (Laplace smoothing) must be > 0, got {eps}")
+        self.dim, self.codebook_size = dim, codebook_size
         self.decay, self.beta, self.eps = decay, beta, eps
         self.dead_code_threshold = dead_code_threshold
-        self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
-        self.search_bytes, self.check_finite = search_bytes, check_finite
+        self.kmeans_init, self.kmeans_iters = kmeans_init, check_size("EMAVQ", "kmeans_iters", kmeans_iters, 0)
+        self.search_bytes, self.check_finite = check_search_bytes("EMAVQ", search_bytes), check_finite
         codebook = torch.randn(codebook_size, dim)
         self.register_buffer("codebook", codebook)
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("embed_sum", codebook.clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        # updates refused for a non-finite statistic; not persistent: checkpoints keep their keys
+        self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long), persistent=False)
 
     def _encode(self, z: Tensor) -> Tensor:
         return nearest_code(z, self.codebook.float(), max_bytes=self.search_bytes)
@@ -153,12 +177,18 @@ class EMAVQ(Quantizer):
 
     @torch.no_grad()
     def _ema_update(self, flat: Tensor, indices: Tensor) -> None:
-        counts, sums = cluster_statistics(flat, indices, self.codebook_size)
-        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        total = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
-        self.codebook.copy_(self.embed_sum / smoothed.unsqueeze(1))
+        """One EMA step in float64; skipped (and counted) if its float32 result would not be finite."""
+        counts, sums = cluster_statistics(flat, indices, self.codebook_size)  # float64, all-reduced
+        cluster_size = (self.cluster_size.double() * self.decay + counts * (1 - self.decay)).float()
+        embed_sum = (self.embed_sum.double() * self.decay + sums * (1 - self.decay)).float()
+        total = cluster_size.double().sum()
+        smoothed = (cluster_size.double() + self.eps) / (total + self.codebook_size * self.eps) * total
+        codebook = (embed_sum.double() / smoothed.unsqueeze(1)).float()
+        ok = _all_finite(cluster_size, embed_sum, codebook)  # from all-reduced values: same on every rank
+        self.cluster_size.copy_(torch.where(ok, cluster_size, self.cluster_size))
+        self.embed_sum.copy_(torch.where(ok, embed_sum, self.embed_sum))
+        self.codebook.copy_(torch.where(ok, codebook, self.codebook))
+        self.skipped_updates.add_((~ok).long())
         if self.dead_code_threshold > 0:
             self._restart_dead_codes(flat)
 
@@ -168,10 +198,15 @@ class EMAVQ(Quantizer):
         count = int(dead.sum())
         if count == 0:
             return
-        fresh = sample_rows(flat, count)
-        self.codebook[dead] = fresh
-        self.embed_sum[dead] = fresh * self.dead_code_threshold
-        self.cluster_size[dead] = self.dead_code_threshold
+        fresh = sample_rows(flat, count)  # rank 0's rows on every rank
+        embed = fresh * self.dead_code_threshold
+        # a row that is not finite (check_finite=False), or whose EMA sum would not be, restarts nothing:
+        # an inf embed_sum would make every later EMA step non-finite, hence skipped, for good
+        finite = torch.isfinite(embed).all(dim=1) & torch.isfinite(fresh).all(dim=1)
+        codes = dead.nonzero().squeeze(1)[finite]
+        self.codebook[codes] = fresh[finite]
+        self.embed_sum[codes] = embed[finite]
+        self.cluster_size[codes] = self.dead_code_threshold
 
     @torch.no_grad()
     def _kmeans(self, flat: Tensor) -> None:
@@ -180,7 +215,10 @@ class EMAVQ(Quantizer):
             assigned = nearest_code(flat, centers, max_bytes=self.search_bytes)
             counts, sums = cluster_statistics(flat, assigned, self.codebook_size)
             filled = counts > 0
-            centers[filled] = sums[filled] / counts[filled].unsqueeze(1)
+            centers[filled] = (sums[filled] / counts[filled].unsqueeze(1)).float()
+        if not bool(torch.isfinite(centers).all()):  # same on every rank; only with check_finite=False
+            self.skipped_updates.add_(1)  # stay uninitialised: the next finite batch seeds the codebook
+            return
         self.codebook.copy_(centers)
         self.embed_sum.copy_(centers)
         self.cluster_size.fill_(1.0)

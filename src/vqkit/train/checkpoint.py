@@ -1,55 +1,64 @@
 """Resumable training checkpoints, written atomically.
 
 A checkpoint holds the model, EMA model, optimizers, scheduler, step, elapsed time and RNG state.
-It is written to a temporary file in the run directory, flushed to disk and renamed over the old
-one, so a kill at any moment leaves either the previous checkpoint or the new one, never a torn
-file. It is read with ``torch.load(weights_only=True)``: tensors and plain containers only, no
-arbitrary objects are unpickled. The final model is also exported as safetensors + config.json
+It is written atomically (vqkit.storage: a kill at any moment leaves either the previous checkpoint
+or the new one, never a torn file, and the next write removes the killed write's temporary file)
+and sealed with its length and SHA-256, verified before anything is unpickled: a flipped byte or a
+truncation is refused with a message, never loaded. It is read with ``torch.load(weights_only=True)``:
+tensors and plain containers only. The final model is also exported as safetensors + config.json
 through ``Tokenizer.save_pretrained``.
 """
 
 from __future__ import annotations
 
-import os
+import io
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..storage import IntegrityError, atomic_write, is_sealed, seal, unseal
+
 CHECKPOINT = "checkpoint.pt"
+MAGIC = b"VQKITCKPT\x00"
 FORMAT, VERSION = "vqkit.train-checkpoint", 1
 MODEL_KEYS = ("arch", "quantizer", "quantizer_args", "conv_channels", "ch", "ch_mult", "num_res_blocks", "arch_args")
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``run_dir/checkpoint.pt`` atomically (temp file + fsync + rename)."""
+    """Write ``state`` to ``run_dir/checkpoint.pt``: sealed with its SHA-256, atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
     path = run_dir / CHECKPOINT
-    tmp = run_dir / f".{CHECKPOINT}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, seal(MAGIC, buffer.getvalue()))
     return path
 
 
 def load_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Read ``run_dir/checkpoint.pt``; ValueError if it is corrupt or from another model."""
+    """Read ``run_dir/checkpoint.pt``; ValueError if it is corrupt, truncated or from another model."""
     path = run_dir / CHECKPOINT
+    data = path.read_bytes()
+    if is_sealed(data, MAGIC):
+        try:
+            payload = unseal(data, MAGIC, str(path))
+        except IntegrityError as err:
+            raise IntegrityError(f"{err}; cannot resume from it") from None
+    elif data[:4] == b"PK\x03\x04":  # written before checkpoints were sealed: nothing to verify against
+        warnings.warn(f"{path} has no SHA-256 (written by an older vqkit): its integrity cannot be checked; "
+                      "the next checkpoint of this run will have one", stacklevel=2)
+        payload = data
+    else:
+        raise IntegrityError(f"{path}: not a vqkit training checkpoint, or its header is corrupt; cannot resume")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a torn or foreign file
-        why = f"{type(err).__name__}: {err}"
-        raise ValueError(f"{path}: corrupt or truncated checkpoint, cannot resume ({why})") from err
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise IntegrityError(f"{path}: unreadable checkpoint, cannot resume ({type(err).__name__}: {first})") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a vqkit training checkpoint")
+        raise IntegrityError(f"{path}: not a vqkit training checkpoint")
     if state.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')}, this vqkit reads {VERSION}")
+        raise IntegrityError(f"{path}: checkpoint version {state.get('version')}, this vqkit reads {VERSION}")
     saved = {**_ADDED_LATER, **state.get("config", {})}
     diff = {k: (saved.get(k), config.get(k)) for k in MODEL_KEYS if _norm(saved.get(k)) != _norm(config.get(k))}
     if diff:

@@ -11,95 +11,130 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 
 from ..models import TokenizerConfig
+from ..validation import (
+    ConfigError,
+    Device,
+    Fraction,
+    NonEmptyStr,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    check_fields,
+    from_mapping,
+)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run."""
+    """Everything that defines a training run (each field's type and range is checked on creation)."""
 
-    # data: a folder (ImageNet layout split/class/file, or flat) or "photos" (scikit-image's)
-    data: str = "photos"
+    # data
+    data: NonEmptyStr = "photos"
     """Training data: an image folder (ImageNet layout or flat), 'photos', or a folder of wav/flac."""
     val_data: str = ""
-    """Validation folder; empty = the val/ split of --data (a speech run must name one)."""
-    image_size: int = 64
+    """Validation folder; empty = the val/ split of --data (a flat folder holds out a share of its files;
+    a speech run must name one)."""
+    image_size: PositiveInt = 64
     """Side of the square training and validation crops (images)."""
-    segment: int = 16000
+    segment: PositiveInt = 16000
     """Samples per training crop (audio; validation uses whole utterances)."""
-    resize: int = 0
+    resize: NonNegativeInt = 0
     """Shorter side before cropping; 0 = the dataset's default room for random crops
     (image_size + image_size // 8 for folders, 2 × image_size for the bundled photos)."""
-    max_train_images: int = 0
-    max_val_images: int = 256
+    max_train_images: NonNegativeInt = 0
+    """Training items used (images or utterances), evenly spread; 0 = all."""
+    max_val_images: NonNegativeInt = 256
     """Validation items (images, or utterances), evenly spread; 0 = all."""
-    workers: int = 0
+    workers: NonNegativeInt = 0
+    """DataLoader worker processes; 0 = load in the training process."""
+    bad_files: Literal["skip", "fail"] = "skip"
+    """An unreadable training file: 'skip' it (replaced by another, counted, warned once) or 'fail' the run."""
     # model
-    arch: str = "rfsq_conv"
-    quantizer: str = "rfsq"
+    arch: NonEmptyStr = "rfsq_conv"
+    """Tokenizer architecture: rfsq_conv, fsq_conv, vqgan or speech."""
+    quantizer: NonEmptyStr = "rfsq"
+    """Quantizer: rfsq, fsq, lfq, vq, emavq, factorized, simvq, rvq or rsimvq."""
     quantizer_args: str = "{}"
     """JSON object of the quantizer's keyword arguments; {} = the registry's paper defaults."""
     arch_args: str = "{}"
     """JSON object of the arch's options (the speech arch's SpeechConfig fields); {} = its defaults."""
-    conv_channels: tuple[int, ...] = ()
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
+    conv_channels: tuple[PositiveInt, ...] = ()
+    """Widths of rfsq_conv's two (fsq_conv's three) stride-2 convs; empty = the arch's defaults."""
+    ch: PositiveInt = 128
+    """vqgan: base width of the ResNet."""
+    ch_mult: tuple[PositiveInt, ...] = (1, 2, 2, 4)
+    """vqgan: width multiplier per level; downsampling f = 2^(levels - 1)."""
+    num_res_blocks: PositiveInt = 2
+    """vqgan: residual blocks per level."""
     # optimisation
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 8e-4
-    betas: tuple[float, ...] = (0.9, 0.999)
-    weight_decay: float = 5e-5
-    warmup: float = 0.01
+    steps: PositiveInt = 300
+    """Optimizer steps of the run."""
+    batch_size: PositiveInt = 16
+    """Items per step and process (DDP: per rank)."""
+    lr: PositiveFloat = 8e-4
+    """Peak learning rate (Adam)."""
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    """Adam's (beta1, beta2)."""
+    weight_decay: NonNegativeFloat = 5e-5
+    """Adam weight decay."""
+    warmup: Fraction = 0.01
     """Fraction of the steps with a linear warm-up."""
-    schedule: str = "linear"
+    schedule: Literal["linear", "constant"] = "linear"
     """'linear' decay to 0 after warm-up, or 'constant'."""
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0
+    grad_clip: NonNegativeFloat = 1.0
+    """Clip the gradient norm to this value; 0 = no clipping."""
+    ema_decay: Fraction = 0.0
     """Weight EMA used for evaluation and the final model (SimVQ: 0.999); 0 disables it."""
+    nonfinite: Literal["skip", "stop"] = "skip"
+    """A step whose loss or gradients are NaN/inf: 'skip' it (no optimizer update; counted in the log and summary;
+    the run stops after 50 in a row) or 'stop' the run at once with a message."""
     # losses
-    l1_weight: float = 1.0
-    mse_weight: float = 0.0
-    lpips_weight: float = 0.0
-    gan_weight: float = 0.0
-    gan_start: int = 0
-    disc_lr: float = 1e-4
-    mel_weight: float = 0.0
+    l1_weight: NonNegativeFloat = 1.0
+    """Pixel (sample) L1 loss."""
+    mse_weight: NonNegativeFloat = 0.0
+    """Pixel (sample) MSE loss."""
+    lpips_weight: NonNegativeFloat = 0.0
+    """LPIPS perceptual loss (images; needs the VGG weights, see the README)."""
+    gan_weight: NonNegativeFloat = 0.0
+    """Adversarial loss (PatchGAN for images, MPD + MRD for speech); 0 = none."""
+    gan_start: NonNegativeInt = 0
+    """Step at which the adversarial loss is switched on."""
+    disc_lr: PositiveFloat = 1e-4
+    """Discriminator learning rate."""
+    mel_weight: NonNegativeFloat = 0.0
     """Multi-resolution log-mel L1 (audio)."""
-    stft_weight: float = 0.0
+    stft_weight: NonNegativeFloat = 0.0
     """Multi-resolution STFT loss: spectral convergence + log magnitude (audio)."""
-    fm_weight: float = 0.0
+    fm_weight: NonNegativeFloat = 0.0
     """Discriminator feature matching (audio, with gan_weight > 0)."""
     # run
-    out: str = "runs/rfsq"
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 100
-    ckpt_every: int = 50
-    prior_images: int = 512
+    out: NonEmptyStr = "runs/rfsq"
+    """Run directory: config.json, checkpoint.pt, log.jsonl, final/."""
+    seed: Annotated[int, at.Ge(0), at.Lt(2**63)] = 0
+    """Seed of every random choice (weights, crops, order)."""
+    log_every: PositiveInt = 10
+    """Steps between log lines."""
+    eval_every: PositiveInt = 100
+    """Steps between validations."""
+    ckpt_every: PositiveInt = 50
+    """Steps between checkpoints (written atomically; --resume continues from the last)."""
+    prior_images: NonNegativeInt = 512
     """Training images (whole, evenly spread) whose tokens fit the static and context entropy-coding
     priors saved with the final model (prior.safetensors); 0 = none (uniform prior only)."""
-    amp: str = "auto"
+    amp: Literal["auto", "bf16", "none"] = "auto"
     """'auto' = bf16 autocast on CUDA, none on CPU; 'bf16' or 'none' to force."""
-    device: str = "auto"
+    device: Device = "auto"
+    """'auto' (CUDA if present), 'cpu', 'cuda' or 'cuda:N'; checked against this machine at start."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "image_size": self.image_size >= 1,
-            "lr": self.lr > 0, "warmup": 0 <= self.warmup < 1, "schedule": self.schedule in ("linear", "constant"),
-            "amp": self.amp in ("auto", "bf16", "none"), "betas": len(self.betas) == 2,
-            "ema_decay": 0 <= self.ema_decay < 1, "log_every": self.log_every >= 1,
-            "eval_every": self.eval_every >= 1, "ckpt_every": self.ckpt_every >= 1,
-            "prior_images": self.prior_images >= 0, "segment": self.segment >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"TrainConfig: invalid {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        check_fields(self)
         self.tokenizer_config()  # validates arch, quantizer and its arguments early
 
     def tokenizer_config(self) -> TokenizerConfig:
@@ -129,9 +164,9 @@ def _json_object(name: str, text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"TrainConfig: {name} is not JSON: {text!r} ({err})") from err
+        raise ConfigError(f"TrainConfig: {name} is not JSON: {text!r} ({err})") from err
     if not isinstance(value, dict):
-        raise ValueError(f"TrainConfig: {name} must be a JSON object, got {text!r}")
+        raise ConfigError(f"TrainConfig: {name} must be a JSON object, got {text!r}")
     return value
 
 
@@ -195,39 +230,46 @@ def load_config(preset: str | None = None, file: str | Path | None = None, **ove
     values: dict[str, Any] = {}
     if preset:
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+            raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         values.update(PRESETS[preset])
     if file:
         values.update(_read_file(Path(file)))
     values.update(overrides)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"unknown config option(s) {unknown}")
-    for name in ("betas", "ch_mult", "conv_channels"):
-        if isinstance(values.get(name), list):
-            values[name] = tuple(values[name])
     for name in ("quantizer_args", "arch_args"):
-        if isinstance(values.get(name), dict):
-            values[name] = json.dumps(values[name])
-    return TrainConfig(**values)
+        value = values.get(name)
+        if isinstance(value, dict):
+            values[name] = json.dumps(value)
+        elif value is not None and not isinstance(value, str):
+            raise ConfigError(f"TrainConfig: invalid {name} = {value!r} ({type(value).__name__}): expected a JSON "
+                              "object of keyword arguments (or its text)")
+    return from_mapping(TrainConfig, values, "training config")
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err})") from err
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as err:
-            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from err
-        data = yaml.safe_load(text)
+            raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from err
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
     else:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of option names to values")
-    return data.get("train", data) if isinstance(data.get("train"), dict) else data
+        raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
+    section = data.get("train", data) if isinstance(data.get("train"), dict) else data
+    bad_keys = [k for k in section if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"{path}: option names must be strings, got {bad_keys[:3]}")
+    return section

@@ -7,6 +7,7 @@ killed-and-resumed run reads like that of an uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ class RunLog:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
         if self._writer is not None:
             split = record.get("split", "train")
             for key, value in record.items():
@@ -99,3 +100,8 @@ class RunLog:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
+
+
+def _finite_or_none(value: Any) -> Any:
+    """NaN/inf become null: log.jsonl stays strict JSON that any reader parses."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 import warnings
@@ -28,9 +29,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..data.images import set_epoch
+from ..data.images import set_epoch, skipped_count, split_note
 from ..models import Tokenizer
-from ..models.pretrained import atomic_write
+from ..quantizers import NonFiniteError
+from ..storage import atomic_write, remove_debris
+from ..validation import resolve_device
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .log import RunLog
@@ -49,18 +52,16 @@ class Context:
 
 
 def setup(cfg: TrainConfig) -> Context:
-    """Join the process group when launched by torchrun; pick the device."""
+    """Check the device against this machine, join the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() if cfg.device == "auto" else cfg.device.startswith("cuda")
+    device = resolve_device(cfg.device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (device.index or 0)
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
     return Context(rank, world, device)
 
 
@@ -92,6 +93,14 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
 
 
+MAX_CONSECUTIVE_NONFINITE = 50
+"""Under ``nonfinite='skip'``, this many non-finite steps in a row end the run: it has diverged."""
+
+
+class NonFiniteTrainingError(ValueError):
+    """Training produced a NaN/inf loss or gradient and the policy says stop."""
+
+
 class Trainer:
     """Holds the state of one run; :meth:`run` trains to ``cfg.steps`` and returns the summary."""
 
@@ -113,12 +122,16 @@ class Trainer:
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
         self.objective = self.modality.objective(cfg, self.ctx.device, self.ctx.main)
         self.step, self.elapsed = 0, 0.0
+        self.nonfinite_steps = self.consecutive_nonfinite = 0
         if resume and (self.run_dir / CHECKPOINT).exists():
             self._restore(load_checkpoint(self.run_dir, cfg.to_dict()))
         self.train_set, self.val_set = self.modality.datasets(cfg)
         if self.ctx.main:
             print(f"vqkit train: {len(self.train_set)} training / {len(self.val_set)} validation "  # type: ignore[arg-type]
                   f"{self.modality.items} from {cfg.data}, {self.model.bits_per_token:g} bits per token", flush=True)
+            note = split_note(self.train_set) or split_note(self.val_set)
+            if note:
+                print(f"vqkit train: {note}", flush=True)
         self.loader, self.sampler = self._train_loader(self.train_set)
         self.ddp: nn.Module = self.model
         if self.ctx.world > 1:
@@ -140,7 +153,8 @@ class Trainer:
                 raise ValueError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose "
                                  "another --out")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+            remove_debris(self.run_dir / CHECKPOINT)  # left by a write that a kill interrupted
+            atomic_write(self.run_dir / "config.json", (json.dumps(self.cfg.to_dict(), indent=2) + "\n").encode())
         self._barrier()
 
     def _train_loader(self, dataset: Dataset[Tensor]) -> tuple[DataLoader[Tensor], ResumableSampler]:
@@ -161,7 +175,7 @@ class Trainer:
         state: dict[str, Any] = {
             "config": self.cfg.to_dict(), "step": self.step, "elapsed": self.elapsed, "rng": rng_state(),
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
+            "scheduler": self.sched.state_dict(), "nonfinite_steps": self.nonfinite_steps,
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
@@ -180,6 +194,7 @@ class Trainer:
             self.disc.load_state_dict(state["disc"])
             self.disc_opt.load_state_dict(state["disc_optimizer"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         set_rng_state(state["rng"])
 
     def _save(self) -> None:
@@ -195,8 +210,16 @@ class Trainer:
     def _train_step(self, images: Tensor) -> dict[str, float]:
         cfg = self.cfg
         gan = self.disc is not None and self.step >= cfg.gan_start
+        try:
+            with self._autocast():
+                recon, out = self.ddp(images)
+        except NonFiniteError as err:  # the encoder's output: refused before any statistic was updated
+            if self.ctx.world > 1:  # the other ranks are already in this step's all-reduce: stop
+                raise NonFiniteTrainingError(f"step {self.step + 1}: {err}; stopping (DDP)") from err
+            record = dict.fromkeys(("loss", "quantizer_loss", "usage", "perplexity"), math.nan)
+            self._skip_step(record)
+            return record
         with self._autocast():
-            recon, out = self.ddp(images)
             recon = recon.float()
             loss, terms = self.objective(recon, images)
             loss = loss + out.loss
@@ -204,21 +227,48 @@ class Trainer:
                 loss = loss + self.disc(recon, images, True)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.opt.step()
-        self.sched.step()
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         record = {"loss": loss.item(), **terms, "quantizer_loss": out.loss.item(),
                   "usage": float(out.metrics["usage"]), "perplexity": float(out.metrics["perplexity"])}
+        if not self._finite(loss.detach() + norm):
+            self._skip_step(record)
+            return record
+        self.consecutive_nonfinite = 0
+        self.opt.step()
+        self.sched.step()
         if gan and self.disc is not None and self.disc_opt is not None:
             with self._autocast():
                 d_loss: Tensor = self.disc(recon.detach(), images, False)
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()  # type: ignore[no-untyped-call]  # torch's stub for Tensor.backward is untyped
-            self.disc_opt.step()
+            if self._finite(d_loss.detach()):  # a NaN critic would poison the next generator step
+                self.disc_opt.step()
             record["d_loss"] = d_loss.item()
         self._update_ema()
         return record
+
+    def _finite(self, value: Tensor) -> bool:
+        """Whether ``value`` is finite on every rank (one all-reduce under DDP), so all ranks decide alike."""
+        bad = (~torch.isfinite(value)).float().reshape(1)
+        if self.ctx.world > 1:
+            dist.all_reduce(bad)
+        return not bool(bad.item())
+
+    def _skip_step(self, record: dict[str, float]) -> None:
+        """A step with a NaN/inf loss or gradient: no update (policy 'skip', counted) or the end of the run."""
+        self.opt.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        self.consecutive_nonfinite += 1
+        record["nonfinite_steps"] = float(self.nonfinite_steps)
+        why = f"step {self.step + 1}: the loss or a gradient is not finite (loss {record['loss']:.4g})"
+        if self.cfg.nonfinite == "stop" or self.consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+            rule = ("--nonfinite stop" if self.cfg.nonfinite == "stop"
+                    else f"{MAX_CONSECUTIVE_NONFINITE} such steps in a row")
+            raise NonFiniteTrainingError(f"{why}; stopping ({rule}). The last checkpoint is intact: lower --lr, "
+                                    "clip gradients (--grad-clip) or check the data, then --resume")
+        self.sched.step()  # a skipped step still counts: the schedule and the data order stay aligned
+        if self.ctx.main:
+            warnings.warn(f"{why}; skipped ({self.nonfinite_steps} so far)", stacklevel=2)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -256,7 +306,8 @@ class Trainer:
                     self.step += 1
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                         log.write({"step": self.step, "split": "train", "epoch": epoch,
-                                   "lr": self.sched.get_last_lr()[0], "elapsed_s": self.elapsed, **record})
+                                   "lr": self.sched.get_last_lr()[0], "elapsed_s": self.elapsed,
+                                   "skipped_files": skipped_count(self.train_set), **record})
                     log.progress(self.step, f"loss {record['loss']:.4f} usage {record['usage']:.3f}")
                     if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                         last_eval = self._evaluate_main()
@@ -276,6 +327,7 @@ class Trainer:
     def _finish(self, last_eval: dict[str, float]) -> dict[str, Any]:
         summary: dict[str, Any] = {
             "steps": self.step, "train_seconds": round(self.elapsed, 2), "world_size": self.ctx.world,
+            "nonfinite_steps": self.nonfinite_steps, "skipped_files": skipped_count(self.train_set),
             "bits_per_token": self.model.bits_per_token, **self.objective.notes, "modality": self.modality.name,
             "val": last_eval or None,
         }

@@ -101,10 +101,11 @@ class ImageAdversary(Adversary):
 
 
 def _image_datasets(cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
+    flat = "whole" if cfg.val_data else "holdout"  # a flat --data folder without --val-data holds out a share
     train = build_dataset(cfg.data, "train", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                          max_images=cfg.max_train_images or None)
+                          max_images=cfg.max_train_images or None, bad_files=cfg.bad_files, flat=flat)
     val = build_dataset(cfg.val_data or cfg.data, "val", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                        max_images=cfg.max_val_images or None)
+                        max_images=cfg.max_val_images or None, bad_files=cfg.bad_files, flat=flat)
     return train, val
 
 
@@ -180,12 +181,13 @@ def _audio_datasets(cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]
 
     rate = _rate(cfg)
     train = AudioFolder(_audio_folder(cfg.data, "train"), rate, cfg.segment, train=True, seed=cfg.seed,
-                        max_items=cfg.max_train_images or None)
+                        max_items=cfg.max_train_images or None, bad_files=cfg.bad_files)
     val_root = Path(cfg.val_data) if cfg.val_data else _audio_folder(cfg.data, "val")
     if not cfg.val_data and val_root == Path(cfg.data):
         raise ValueError(f"{cfg.data} has no val/ folder: name the validation speech with --val-data (it must not be "
                          "the training folder)")
-    val = AudioFolder(val_root, rate, cfg.segment, train=False, seed=cfg.seed, max_items=cfg.max_val_images or None)
+    val = AudioFolder(val_root, rate, cfg.segment, train=False, seed=cfg.seed, max_items=cfg.max_val_images or None,
+                      bad_files=cfg.bad_files)
     return train, val
 
 
@@ -210,22 +212,29 @@ def _audio_prior(model_dir: Path, cfg: TrainConfig, device: torch.device) -> Pat
 
     codec = AudioCodec.from_pretrained(model_dir, device=device)
     clips = AudioFolder(_audio_folder(cfg.data, "train"), codec.sample_rate, train=False,
-                        max_items=cfg.prior_images)
+                        max_items=cfg.prior_images, bad_files=cfg.bad_files)
     return save_prior(model_dir, fit_audio_prior(codec, (clips[i] for i in range(len(clips)))))
 
 
 def _image_evaluate_run(run_dir: Path, cfg: TrainConfig, out: Path, max_items: int) -> dict[str, Any]:
     from ..evaluate import evaluate_run
 
-    return evaluate_run(run_dir, cfg.val_data or cfg.data, "val", out, batch_size=cfg.batch_size,
+    return evaluate_run(run_dir, _image_eval_data(cfg, "val"), "val", out, batch_size=cfg.batch_size,
                         max_images=max_items)
+
+
+def _image_eval_data(cfg: TrainConfig, split: str) -> str:
+    return cfg.val_data or cfg.data if split == "val" else cfg.data
 
 
 def _audio_evaluate_run(run_dir: Path, cfg: TrainConfig, out: Path, max_items: int) -> dict[str, Any]:
     from ..evaluate_audio import evaluate_audio_run
 
-    val = Path(cfg.val_data) if cfg.val_data else _audio_folder(cfg.data, "val")
-    return evaluate_audio_run(run_dir, str(val), out, max_items=max_items)
+    return evaluate_audio_run(run_dir, _audio_eval_data(cfg, "val"), out, max_items=max_items)
+
+
+def _audio_eval_data(cfg: TrainConfig, split: str) -> str:
+    return cfg.val_data if cfg.val_data and split == "val" else str(_audio_folder(cfg.data, split))
 
 
 @dataclass(frozen=True)
@@ -241,15 +250,18 @@ class Modality:
     """Fit the entropy-coding tables of the final model on ``prior_images`` training items."""
     evaluate_run: Callable[[Path, TrainConfig, Path, int], dict[str, Any]]
     """The full evaluation of a finished run on its validation data (``vqkit compare``)."""
+    eval_data: Callable[[TrainConfig, str], str]
+    """The data a run is evaluated on when ``vqkit eval`` is given no ``--data``: its validation data
+    for split 'val', its training data for split 'train'."""
     items: str
     """What one dataset item is called in messages."""
 
 
 MODALITIES = {
     "image": Modality("image", _image_datasets, ImageObjective, ImageAdversary, _image_validate, _image_prior,
-                      _image_evaluate_run, "images"),
+                      _image_evaluate_run, _image_eval_data, "images"),
     "audio": Modality("audio", _audio_datasets, AudioObjective, AudioAdversary, _audio_validate, _audio_prior,
-                      _audio_evaluate_run, "utterances"),
+                      _audio_evaluate_run, _audio_eval_data, "utterances"),
 }
 
 

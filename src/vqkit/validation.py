@@ -1,0 +1,126 @@
+"""One validation layer for every config: frozen dataclasses checked by pydantic from their annotations.
+
+A config dataclass states what each field may hold in its annotation (``PositiveInt``,
+``Fraction``, ``Literal["linear", "constant"]``...) and calls :func:`check_fields` from its
+``__post_init__``. Every field is then validated *strictly* — no ``"5"`` → 5, no ``True`` → 1, no
+``2.5`` → 2, no NaN or Infinity — whichever way the config arrived (preset, file, flag, keyword,
+``config.json`` of a saved model), and all bad fields are reported at once in a :class:`ConfigError`
+naming the field, the value and what is expected, before any work starts.
+:func:`from_mapping` also refuses unknown keys, and :func:`resolve_device` checks a device string
+against what this machine has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
+
+import annotated_types as at
+import torch
+from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
+
+T = TypeVar("T")
+
+NonEmptyStr = Annotated[str, at.MinLen(1)]
+PositiveInt = Annotated[int, at.Ge(1)]
+NonNegativeInt = Annotated[int, at.Ge(0)]
+PositiveFloat = Annotated[float, at.Gt(0)]
+NonNegativeFloat = Annotated[float, at.Ge(0)]
+Fraction = Annotated[float, at.Ge(0), at.Lt(1)]
+"""A share in [0, 1): warm-up fractions, EMA decays."""
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
+"""'auto', 'cpu', 'mps', 'cuda' or 'cuda:N' (availability is checked by :func:`resolve_device`)."""
+
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class ConfigError(ValueError):
+    """A configuration value of the wrong type, out of range, unknown, or not available here."""
+
+
+_ADAPTERS: dict[type[Any], dict[str, TypeAdapter[Any]]] = {}
+
+
+def _adapters(cls: type[Any]) -> dict[str, TypeAdapter[Any]]:
+    """One pydantic validator per field, built once per config class from its annotations."""
+    if cls not in _ADAPTERS:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        _ADAPTERS[cls] = {f.name: TypeAdapter(hints[f.name], config=_STRICT) for f in dataclasses.fields(cls)}
+    return _ADAPTERS[cls]
+
+
+def _explain(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = "".join(f"[{p!r}]" for p in first["loc"])  # position inside a tuple, when there is one
+    if first["type"] == "missing":
+        return f"too few items (item {where} is missing)"
+    return f"item {where}: {first['msg']}" if where else str(first["msg"])
+
+
+def check_fields(config: Any, exclude: tuple[str, ...] = ()) -> None:
+    """Validate every field of dataclass instance ``config`` against its annotation (strict).
+
+    JSON lists are accepted where a tuple is expected (and stored as tuples); an int is accepted
+    where a float is expected (and stored as a float). Raises :class:`ConfigError` naming every bad
+    field, its value and what it should be. Fields in ``exclude`` are left to the caller.
+    """
+    cls = type(config)
+    problems = []
+    for name, adapter in _adapters(cls).items():
+        if name in exclude:
+            continue
+        value = getattr(config, name)
+        if isinstance(value, list):
+            value = tuple(value)
+        try:
+            checked = adapter.validate_python(value)
+        except ValidationError as err:
+            problems.append(f"{name} = {value!r} ({type(value).__name__}): {_explain(err)}")
+            continue
+        if checked is not getattr(config, name):
+            object.__setattr__(config, name, checked)
+    if problems:
+        raise ConfigError(f"{cls.__name__}: invalid " + "; ".join(problems))
+
+
+def from_mapping(cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
+    """``cls(**values)`` for a config dataclass, refusing unknown keys with the known ones listed."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping of option names to values, "
+                          f"got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(str(k) for k in values if k not in known)
+    if unknown:
+        near = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+        hints = [f"{u!r} -> {m[0]!r}?" for u, m in near.items() if m]
+        hint = f" (did you mean {', '.join(hints)})" if hints else ""
+        raise ConfigError(f"{where or cls.__name__}: unknown option(s) {unknown}{hint}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The ``torch.device`` for a device option, refused with a clear message if this machine lacks it."""
+    if not isinstance(name, str) or re.fullmatch(DEVICE_PATTERN, name) is None:
+        raise ConfigError(f"device {name!r}: expected 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: this machine has no CUDA device (torch "
+                              f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r}: MPS is not available on this machine")
+    return device
+
+
+__all__ = ["ConfigError", "Device", "Fraction", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "PositiveFloat",
+           "PositiveInt", "check_fields", "from_mapping", "resolve_device"]
