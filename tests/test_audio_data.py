@@ -211,9 +211,15 @@ def _no_frames(path: Path) -> None:
     sf.write(path, np.zeros((0, 1), np.float32), SR, subtype="PCM_16")
 
 
+def _truncated(path: Path) -> None:  # libsndfile alone reads the half that is there
+    sf.write(path, np.full(1000, 0.1, np.float32), SR, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:1000])
+
+
 @pytest.mark.parametrize(("make", "cause", "header"), [
     (_garbage, "cannot read audio", True), (_empty, "cannot read audio", True), (_nan, "NaN or infinite", False),
-    (_inf, "NaN or infinite", False), (_no_frames, "has no samples", True)])
+    (_inf, "NaN or infinite", False), (_no_frames, "has no samples", True),
+    (_truncated, "truncated: its header declares 2000 bytes of samples, the file holds 956", True)])
 def test_bad_files_name_the_file(tmp_path: Path, make: Callable[[Path], None], cause: str, header: bool) -> None:
     path = tmp_path / "speaker" / "bad_clip.wav"
     path.parent.mkdir()

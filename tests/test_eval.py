@@ -103,3 +103,64 @@ def test_bits_per_pixel_counts_the_side_information_of_instance_layernorm() -> N
         metrics = evaluate(model, images, "cpu")
         assert metrics["side_bits_per_image"] == side
         assert metrics["bits_per_pixel"] == pytest.approx(metrics["bits_per_token"] / 16 + side / (32 * 32))
+
+
+def test_vqkit_eval_stores_each_images_psnr_by_name(run_dir: Path, tmp_path: Path) -> None:
+    """metrics.json's per_image: one PSNR (4 decimals) per named image, in the dataset's order, whose mean
+    is the reported psnr; one line per list, so 50k images stay a few MB."""
+    import math
+
+    out = tmp_path / "eval"
+    assert main(["eval", str(run_dir), "--data", "photos", "--batch-size", "5", "--max-images", "12",
+                 "--out", str(out)]) == 0
+    text = (out / "metrics.json").read_text()
+    metrics = json.loads(text)["metrics"]
+    per_image = metrics["per_image"]
+    assert set(per_image) == {"ids", "psnr"} and set(metrics) >= KEYS  # the old keys are all still there
+    ids, psnrs = per_image["ids"], per_image["psnr"]
+    assert len(ids) == len(set(ids)) == len(psnrs) == metrics["images"] == 12
+    assert ids[0] == "chelsea@y0x0"  # the bundled photos: photo and crop corner
+    assert all(p == round(p, 4) for p in psnrs)
+    assert sum(psnrs) / 12 == pytest.approx(metrics["psnr"], abs=1e-4)
+    assert math.sqrt(sum((p - metrics["psnr"]) ** 2 for p in psnrs) / 11) > 0  # images differ
+    assert len(text.splitlines()) < 60  # each list on one line, not one line per image
+    again = tmp_path / "again"  # deterministic: the same images, in the same order, with the same scores
+    assert main(["eval", str(run_dir), "--data", "photos", "--batch-size", "3", "--max-images", "12",
+                 "--out", str(again)]) == 0
+    assert json.loads((again / "metrics.json").read_text())["metrics"]["per_image"]["ids"] == ids
+
+
+def test_the_training_loops_evaluation_stays_flat(run_dir: Path) -> None:
+    """evaluate() (what validation logs) holds no per-image list; run_evaluation keeps it beside the metrics."""
+    from vqkit.evaluate import run_evaluation
+
+    model = Tokenizer.from_pretrained(run_dir / "final")
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert "per_image" not in evaluate(model, [images[:2], images[2:]], "cpu")
+    result = run_evaluation(model, [images[:2], images[2:]], "cpu")
+    with torch.no_grad():
+        expected = psnr(model(images)[0].clamp(-1, 1), images)
+    assert result.psnr_per_image == pytest.approx(expected.tolist(), abs=1e-4)
+    assert "per_image" not in result.metrics
+
+
+def test_item_ids_name_files_crops_and_subsets(tmp_path: Path) -> None:
+    from torch.utils.data import Subset, TensorDataset
+
+    from vqkit.data.images import ImageFolder, PhotoDataset
+    from vqkit.evaluate import item_ids, metrics_json, per_item_record
+
+    for name in ("b/2.png", "a/1.png", "a/3.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (40, 40), "gray").save(tmp_path / name)
+    folder = ImageFolder(tmp_path, size=32, train=False)
+    assert item_ids(folder) == ["a/1.png", "a/3.png", "b/2.png"]
+    assert item_ids(Subset(folder, [2, 0])) == ["b/2.png", "a/1.png"]
+    photos = PhotoDataset(32, train=False)
+    assert len(item_ids(photos)) == len(photos) and len(set(item_ids(photos))) == len(photos)
+    assert item_ids(TensorDataset(torch.zeros(3, 1))) == ["0", "1", "2"]
+    record = per_item_record(["x", "y", "z"], {"psnr": [20.123456, float("inf"), float("nan")]})
+    assert record == {"ids": ["x", "y", "z"], "psnr": [20.1235, None, None]}  # JSON has no inf / NaN
+    assert '"psnr": [20.1235, null, null]' in metrics_json({"metrics": {"per_image": record}}).decode()
+    with pytest.raises(ValueError, match="2 per-item psnr scores for 3 items"):
+        per_item_record(["x", "y", "z"], {"psnr": [1.0, 2.0]})

@@ -304,3 +304,154 @@ def test_speech_report_states_its_test_set_and_noise_and_keeps_labels_inside(tmp
         assert text_overflow(fig) == []  # STOI 0.98 on a 0-to-1 axis: its label goes inside the bar
     finally:
         pyplot().close(fig)
+
+
+# --- per-image scores (metrics.json's per_image): exact standard errors and paired comparisons ---
+
+def _paired_pair(root: Path, n: int = 100, gap: float = 0.44) -> list[dict[str, Any]]:
+    """Two configurations on the same ``n`` images whose per-image PSNR spreads by ~3 dB over images
+    (hard images are hard for both) and differs by ``gap`` dB give or take 0.3 dB per image."""
+    import math
+    import random
+
+    rng = random.Random(1)
+    base = [rng.gauss(22.0, 3.0) for _ in range(n)]
+    scores = {"FSQ": [b + gap + rng.gauss(0.0, 0.3) for b in base], "RFSQ-None": base}
+    ids = [f"img{i:03d}.png" for i in range(n)]
+    configs = []
+    for name, psnrs in scores.items():
+        metrics = _metrics(sum(psnrs) / n, 0.2)
+        metrics.update(images=n, mse=sum(4 * 10 ** (-p / 10) for p in psnrs) / n,
+                       per_image={"ids": ids, "psnr": [round(p, 4) for p in psnrs]})
+        assert math.isfinite(metrics["psnr"])
+        configs.append(_config(root, name, name.split("-")[0], 12.0, metrics, None))
+    return configs
+
+
+def _without_per_image(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c | {"metrics": {k: v for k, v in c["metrics"].items() if k != "per_image"}} for c in configs]
+
+
+def test_paired_differences_separate_what_the_unpaired_estimate_calls_a_tie(tmp_path: Path) -> None:
+    import math
+
+    from vqkit.experiments.report import (
+        estimated_psnr_standard_error,
+        measurably_better,
+        paired_items,
+        psnr_ranks,
+        psnr_standard_error,
+    )
+
+    fsq, rfsq = configs = _paired_pair(tmp_path)
+    assert paired_items(configs, "psnr")
+    unpaired = math.hypot(*(estimated_psnr_standard_error(c["metrics"]) or 0.0 for c in configs))
+    gap = fsq["metrics"]["psnr"] - rfsq["metrics"]["psnr"]
+    assert 0.3 < gap < 2 * unpaired  # independent errors: a tie
+    assert not measurably_better(fsq, rfsq, paired=False) and measurably_better(fsq, rfsq)  # same images: not
+    assert psnr_ranks(configs) == [1, 2] and psnr_ranks(_without_per_image(configs)) == [1, 1]
+    psnrs = fsq["metrics"]["per_image"]["psnr"]
+    mean = sum(psnrs) / len(psnrs)
+    exact = math.sqrt(sum((p - mean) ** 2 for p in psnrs) / (len(psnrs) - 1) / len(psnrs))
+    assert psnr_standard_error(fsq["metrics"]) == pytest.approx(exact)  # from per-image values, not estimated
+
+    report = write_report(tmp_path / "r", {"preset": "p", "configs": configs})[0].read_text()
+    ranked = report[report.index("## Ranked by PSNR"):]
+    assert "| rank | Method | PSNR (dB) ± s.e. | bits/token | paired Δ to the row above (dB) ± s.e. |" in ranked
+    assert f"| 1 | FSQ | {fsq['metrics']['psnr']:.2f} ± {exact:.2f} | 12.0 | — |" in ranked
+    row = next(line for line in ranked.splitlines() if line.startswith("| 2 | RFSQ-None |"))
+    delta, se = (float(x) for x in row.split("|")[5].split("±"))
+    assert delta == pytest.approx(gap, abs=0.006) and 0 < se < 0.05 and delta > 2 * se  # printed to 0.01
+    assert "|mean paired difference| < 2 × s.e. of the paired differences" in ranked  # the rule, stated
+    assert "same 100 images" in ranked and "within noise of one another" not in ranked
+    assert "exact: the standard deviation of the per-image PSNR" in report
+
+
+def test_results_without_per_image_psnr_fall_back_to_the_estimate_and_say_so(tmp_path: Path) -> None:
+    from vqkit.experiments.report import psnr_standard_error
+
+    configs = _without_per_image(_paired_pair(tmp_path))
+    assert psnr_standard_error(configs[0]["metrics"]) is not None  # estimated from the means
+    report = write_report(tmp_path / "r", {"preset": "p", "configs": configs})[0].read_text()
+    ranked = report[report.index("## Ranked by PSNR"):]
+    assert "| 1= | FSQ |" in ranked and "| 1= | RFSQ-None |" in ranked  # the old, unpaired verdict: a tie
+    assert "paired Δ" not in ranked and "| rank | Method | PSNR (dB) ± s.e. | bits/token |\n" in ranked
+    assert "these results hold no per-image PSNR" in ranked and "combined as if independent" in ranked
+    assert "metrics.json holds no per-image PSNR here" in report and "estimated from the gap" in report
+
+
+def test_per_image_psnr_of_other_images_or_of_some_configs_only_is_not_paired(tmp_path: Path) -> None:
+    from vqkit.experiments.report import paired_items, psnr_ranks, psnr_standard_error_is_exact
+
+    fsq, rfsq = _paired_pair(tmp_path)
+    shifted = dict(rfsq["metrics"]["per_image"], ids=[f"other{i}" for i in range(100)])
+    other = [fsq, rfsq | {"metrics": rfsq["metrics"] | {"per_image": shifted}}]
+    assert not paired_items(other, "psnr") and psnr_ranks(other) == [1, 1]
+    report = write_report(tmp_path / "a", {"preset": "p", "configs": other})[0].read_text()
+    assert "not of the same images" in report and "paired Δ" not in report
+    mixed = [fsq, *_without_per_image([rfsq])]
+    assert psnr_standard_error_is_exact(fsq["metrics"]) and not psnr_standard_error_is_exact(mixed[1]["metrics"])
+    assert psnr_ranks(mixed) == [1, 1]
+    report = write_report(tmp_path / "b", {"preset": "p", "configs": mixed})[0].read_text()
+    assert "exact (the standard deviation of the per-image PSNR (stored in metrics.json) / √images) except for " \
+           "RFSQ-None" in report
+    assert "no per-image PSNR for RFSQ-None" in report
+
+
+def test_paired_report_plots_keep_labels_inside(tmp_path: Path) -> None:
+    from vqkit.experiments.report import psnr_figure, rate_distortion_figure
+
+    configs = _paired_pair(tmp_path)
+    for fig in (psnr_figure(configs, " (100 images)"), rate_distortion_figure(configs)):
+        try:
+            assert "paired differences" in fig.axes[0].get_xlabel()  # whiskers that overlap are not a tie
+            assert text_overflow(fig) == []
+        finally:
+            pyplot().close(fig)
+
+
+def test_speech_report_compares_utterance_by_utterance_when_scores_are_stored(tmp_path: Path) -> None:
+    import random
+
+    from vqkit.experiments.report_audio import write_audio_report
+
+    rng = random.Random(2)
+    n = 60
+    ids = [f"spk{i % 6}/utt{i:02d}.flac" for i in range(n)]
+    base = {"pesq_wb": [rng.gauss(2.0, 0.5) for _ in range(n)], "stoi": [rng.gauss(0.85, 0.05) for _ in range(n)],
+            "estoi": [rng.gauss(0.65, 0.07) for _ in range(n)], "mel_distance": [rng.gauss(1.0, 0.2) for _ in range(n)],
+            "si_sdr": [rng.gauss(5.0, 4.0) for _ in range(n)]}
+    shifts = {"A": {"pesq_wb": 0.0, "stoi": 0.006, "estoi": 0.0, "mel_distance": 0.0, "si_sdr": 0.0},
+              "B": {k: 0.0 for k in base}}
+
+    def speech(name: str) -> dict[str, Any]:
+        scores = {k: [v + shifts[name][k] + rng.gauss(0.0, 0.002 if k == "stoi" else 0.05) for v in values]
+                  for k, values in base.items()}
+        scores["pesq_wb"][3] = None  # type: ignore[call-overload]  # PESQ failed on one utterance: left out
+        means = {k: sum(v for v in values if v is not None) / len([v for v in values if v is not None])
+                 for k, values in scores.items()}
+        metrics = {"utterances": n, "seconds": 400.0, "sample_rate": 16000, "tokens_per_second": 50.0, **means,
+                   "usage": 0.5, "usage_per_stage": [0.5], "usage_ceiling": 1.0, "perplexity": 90.0, "kbps": 0.6,
+                   "per_utterance": {"ids": ids, **{k: [None if v is None else round(v, 4) for v in values]
+                                                    for k, values in scores.items()}}}
+        return {"name": name, "bits_per_token": 12.0, "metrics": metrics, "run_dir": "runs/none"}
+
+    configs = [speech("A"), speech("B")]
+    stoi_gap = configs[0]["metrics"]["stoi"] - configs[1]["metrics"]["stoi"]
+    from vqkit.experiments.report_audio import noise_threshold
+
+    assert 0 < stoi_gap < noise_threshold("stoi", n)  # the assumed spread would call STOI a tie
+    report = write_audio_report(tmp_path, {"preset": "simvq-audio", "modality": "audio", "configs": configs})[0]
+    noise = report.read_text().split("## Noise")[1]
+    assert "same 60 test utterances" in noise and "|mean paired difference| < 2 × s.e." in noise
+    assert "- STOI: A (" in noise and "is ahead of every other configuration by more than twice the paired" in noise
+    assert "- PESQ-WB: all 2 configurations are within noise of the best" in noise
+    assert "- mel distance:" in noise and "- SI-SDR (dB):" in noise
+    assert ("| Method | PESQ-WB ± s.e. | STOI ± s.e. | ESTOI ± s.e. | mel distance ± s.e. | SI-SDR (dB) ± s.e. |"
+            in noise)
+    assert "assumed" not in noise.split("| B |")[1]  # no assumed spread left
+    stale = [c | {"metrics": {k: v for k, v in c["metrics"].items() if k != "per_utterance"}} for c in configs]
+    old = write_audio_report(tmp_path / "old", {"preset": "simvq-audio", "modality": "audio", "configs": stale})[0]
+    text = old.read_text()
+    assert "Per-utterance scores are not stored in these results" in text and "assumed per-utterance" in text
+    assert "- STOI: all 2 configurations are within" in text  # the fallback cannot tell them apart

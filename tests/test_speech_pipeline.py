@@ -132,6 +132,11 @@ def test_training_lowers_the_mel_loss_and_fits_a_prior(corpus: Path, tmp_path: P
     assert main(["eval", str(tmp_path / "run"), "--data", str(corpus / "val"), "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
     assert set(metrics["file_kbps"]) == {"static", "context"} and all(v > 0 for v in metrics["file_kbps"].values())
+    per_utterance = metrics["per_utterance"]  # each utterance's scores, by file, for paired comparisons
+    assert per_utterance["ids"] == ["0.wav", "1.wav"]
+    assert {"pesq_wb", "stoi", "estoi", "si_sdr", "mel_distance"} <= set(per_utterance)
+    assert all(len(v) == 2 for v in per_utterance.values())
+    assert sum(per_utterance["stoi"]) / 2 == pytest.approx(metrics["stoi"], abs=1e-4)
     assert metrics["kbps"] == pytest.approx(50 * np.log2(200) / 1000)  # FSQ [8, 5, 5] at 50 tokens/s
     assert (tmp_path / "ev" / "spectrograms.png").is_file() and len(list((tmp_path / "ev" / "samples").iterdir())) == 4
 
@@ -152,6 +157,9 @@ def test_evaluate_audio_and_report(corpus: Path, tmp_path: Path) -> None:
     assert m["utterances"] == 2 and m["kbps"] == pytest.approx(50 * 8 / 1000)
     assert 1.0 <= m["pesq_wb"] <= 4.6 and "checkpoint" in m["utmos"]["unavailable"]
     assert len(result.samples) == 1 and result.samples[0][0].shape == result.samples[0][1].shape
+    assert "per_utterance" not in m and {"pesq_wb", "stoi", "estoi", "si_sdr", "mel_distance"} <= set(
+        result.per_utterance)  # beside the metrics, which stay flat for training's logs
+    assert sum(result.per_utterance["stoi"]) / 2 == pytest.approx(m["stoi"])
     results = {"preset": "simvq-audio", "modality": "audio", "configs": [
         {"name": "SimVQ 256", "bits_per_token": 8.0, "metrics": m, "paper": {"usage": 1.0, "pesq_wb": 2.08}}]}
     write_audio_report(tmp_path, results)

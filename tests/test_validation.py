@@ -40,6 +40,9 @@ BAD_TRAIN_VALUES = [  # (field, value, words the message must contain)
     ("seed", -1, "greater than or equal to 0"),
     ("bad_files", "ignore", "'skip' or 'fail'"),
     ("arch", "", "at least 1 character"),
+    ("steps", 2**63, "less than or equal to 1099511627776"),  # no loop asked to run for ever
+    ("image_size", 2**63, "less than or equal to 65536"),
+    ("workers", 10**6, "less than or equal to 1024"),
 ]
 
 

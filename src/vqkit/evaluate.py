@@ -23,7 +23,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .compress import ImageCodec
-from .data.images import ImageFolder, PhotoDataset, build_dataset, split_note, to_uint8, write_png
+from .data.images import PhotoDataset, build_dataset, split_note, to_uint8, write_png
 from .metrics import (
     FID,
     CodeUsage,
@@ -253,9 +253,9 @@ def item_ids(dataset: Dataset[Any]) -> list[str]:
     if isinstance(dataset, Subset):
         inner = item_ids(dataset.dataset)
         return [inner[i] for i in dataset.indices]
-    if isinstance(dataset, ImageFolder) or (hasattr(dataset, "files") and hasattr(dataset, "root")):
-        root = Path(getattr(dataset, "root"))
-        return [_relative(Path(f), root) for f in getattr(dataset, "files")]
+    files, root = getattr(dataset, "files", None), getattr(dataset, "root", None)
+    if isinstance(files, tuple | list) and root is not None:  # ImageFolder, AudioFolder
+        return [_relative(Path(f), Path(root)) for f in files]
     if isinstance(dataset, PhotoDataset) and not dataset.crop.train:
         return [f"{dataset.names[p]}@y{top}x{left}" for p, top, left in dataset._grid]
     return [str(i) for i in range(len(dataset))]  # type: ignore[arg-type]
@@ -268,7 +268,7 @@ def _relative(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def per_item_record(ids: Sequence[str], scores: dict[str, Sequence[float]]) -> dict[str, list[Any]]:
+def per_item_record(ids: Sequence[str], scores: Mapping[str, Sequence[float]]) -> dict[str, list[Any]]:
     """``{"ids": [...], name: [rounded score per item], ...}``, the ``per_image`` / ``per_utterance``
     entry of ``metrics.json``; a score list whose length is not that of ``ids`` is an error."""
     record: dict[str, list[Any]] = {"ids": list(ids)}

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 
 class IntegrityError(ValueError):
@@ -80,6 +82,17 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def read_json(path: Path, hint: str = "") -> Any:
+    """A JSON file vqkit wrote, parsed; :class:`IntegrityError` naming the file if it is unreadable,
+    not UTF-8 or not JSON (``hint`` says what to do about it)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise IntegrityError(f"{path}: corrupt or unreadable JSON ({err}){'; ' + hint if hint else ''}") from err
+
+
 _FRAME = struct.Struct("<Q32s")  # payload length, SHA-256 of the payload
 
 
@@ -109,4 +122,4 @@ def unseal(data: bytes, magic: bytes, where: str) -> bytes:
     return payload
 
 
-__all__ = ["IntegrityError", "atomic_write", "is_sealed", "remove_debris", "seal", "unseal"]
+__all__ = ["IntegrityError", "atomic_write", "is_sealed", "read_json", "remove_debris", "seal", "unseal"]

@@ -26,8 +26,12 @@ from pydantic import ConfigDict, StringConstraints, TypeAdapter, ValidationError
 T = TypeVar("T")
 
 NonEmptyStr = Annotated[str, at.MinLen(1)]
-PositiveInt = Annotated[int, at.Ge(1)]
-NonNegativeInt = Annotated[int, at.Ge(0)]
+PositiveInt = Annotated[int, at.Ge(1), at.Lt(2**63)]
+NonNegativeInt = Annotated[int, at.Ge(0), at.Lt(2**63)]
+Width = Annotated[int, at.Ge(1), at.Le(2**16)]
+"""A layer width, an image side or a small structural count: beyond 65,536 it is a typo, not a model."""
+Count = Annotated[int, at.Ge(0), at.Le(2**40)]
+"""Steps, items, intervals: up to 2^40, so that no loop is asked to run for ever."""
 PositiveFloat = Annotated[float, at.Gt(0)]
 NonNegativeFloat = Annotated[float, at.Ge(0)]
 Fraction = Annotated[float, at.Ge(0), at.Lt(1)]
@@ -122,5 +126,5 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-__all__ = ["ConfigError", "Device", "Fraction", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt", "PositiveFloat",
-           "PositiveInt", "check_fields", "from_mapping", "resolve_device"]
+__all__ = ["ConfigError", "Count", "Device", "Fraction", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
+           "PositiveFloat", "PositiveInt", "Width", "check_fields", "from_mapping", "resolve_device"]

@@ -57,6 +57,33 @@ def find_audio(root: str | os.PathLike[str], extensions: Sequence[str] = AUDIO_E
     return found
 
 
+def check_wav_length(path: str | os.PathLike[str]) -> None:
+    """Refuse a RIFF/WAVE file whose ``data`` chunk is shorter than its header declares.
+
+    libsndfile reads such a truncated file without complaint (the frames that are there); PCM has no
+    checksum, so the declared length is the only evidence of a cut. Streamed WAVs that declare an
+    unknown length (0 or 0xFFFFFFFF) and non-RIFF files are left to libsndfile.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            f.seek(offset)
+            chunk = f.read(8)
+            name, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if name == b"data":
+                held = size - offset - 8
+                if length not in (0, 0xFFFFFFFF) and held < length:
+                    raise BadFileError(f"audio {path} is truncated: its header declares {length} bytes of "
+                                       f"samples, the file holds {held}", path)
+                return
+            offset += 8 + length + (length & 1)  # chunks are padded to an even size
+        raise BadFileError(f"audio {path} is truncated: no complete 'data' chunk", path)
+
+
 def check_audio(path: str | os.PathLike[str]) -> None:
     """A cheap check of one audio file from its header alone (``soundfile.info``): it exists, is a
     format libsndfile reads, and holds samples. NaN/Inf samples are only found when it is decoded.
@@ -65,6 +92,7 @@ def check_audio(path: str | os.PathLike[str]) -> None:
         info = sf.info(os.fspath(path))
     except Exception as err:  # whatever libsndfile raises on one file is that file's fault
         raise BadFileError(f"cannot read audio {path}: {err}", path) from err
+    check_wav_length(path)
     if info.frames <= 0 or info.channels <= 0:
         raise BadFileError(f"audio {path} has no samples", path)
 
@@ -84,6 +112,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> Tensor:
         data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except Exception as err:  # whatever libsndfile raises on one file is that file's fault
         raise BadFileError(f"cannot read audio {path}: {err}", path) from err
+    check_wav_length(path)
     samples: np.ndarray = np.asarray(data, dtype=np.float32)  # (T, C)
     if samples.shape[0] == 0 or samples.shape[1] == 0:
         raise BadFileError(f"audio {path} has no samples", path)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types as at
 
-from ..models.pretrained import atomic_write
+from ..storage import IntegrityError, atomic_write, read_json
 from ..train import TrainConfig, load_config, train
 from ..train.checkpoint import CHECKPOINT
 from ..train.modality import modality_of
@@ -80,7 +80,7 @@ def entry_config(preset: Preset, entry: Entry, cfg: CompareConfig, run_dir: Path
 
 
 def _check_same_settings(run_dir: Path, train_cfg: TrainConfig) -> None:
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_json(run_dir / "config.json", f"delete {run_dir} to train this configuration again")
     wanted = train_cfg.to_dict()
     keys = sorted((set(saved) | set(wanted)) - _NOT_RESULTS)
     diff = [k for k in keys if json.dumps(saved.get(k)) != json.dumps(wanted.get(k))]
@@ -99,7 +99,7 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     from .report import with_resolved_paths
 
     path = Path(path)
-    results: dict[str, Any] = json.loads(path.read_text())
+    results: dict[str, Any] = read_json(path)
     configs = [c for c in results.get("configs", []) if isinstance(c, dict)]
     return {**results, "configs": with_resolved_paths(path.parent, configs)}
 
@@ -118,8 +118,15 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
         train(train_cfg, resume=resume)
     if not (eval_dir / "metrics.json").exists():
         modality_of(train_cfg.arch).evaluate_run(run_dir, train_cfg, eval_dir, train_cfg.max_val_images)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    metrics = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    summary = read_json(run_dir / "summary.json", f"delete {run_dir} to train this configuration again")
+    metrics = read_json(eval_dir / "metrics.json", f"delete {eval_dir} to evaluate again")
+    wanted: dict[str, type | tuple[type, ...]] = {"bits_per_token": (int, float), "train_seconds": (int, float),
+                                                   "steps": int}
+    if (not isinstance(summary, dict) or not isinstance(metrics, dict) or not isinstance(metrics.get("metrics"), dict)
+            or any(not isinstance(summary.get(k), t) for k, t in wanted.items())):
+        raise IntegrityError(f"{run_dir}: summary.json or eval-val/metrics.json is not what vqkit wrote; delete "
+                             f"{run_dir} to train this configuration again")
+    metrics = metrics["metrics"]
     return {
         "name": entry.name, "family": entry.family, "quantizer": entry.quantizer, "quantizer_args": entry.args,
         "bits_per_token": summary["bits_per_token"], "run_dir": relative_to(run_dir, out),

@@ -8,18 +8,23 @@ a reconstruction PNG, LPIPS without weights, paper numbers) is skipped or shown 
 partial sweep still gets a report.
 
 What a reader must not be misled by: the evaluation set's size is stated and PSNR carries a standard
-error (estimated: ``metrics.json`` holds no per-image values, see :func:`psnr_standard_error`), with
-configurations within noise of each other sharing a rank; usage of a whole codebook and the mean
-usage of a residual quantizer's stages (a share of far fewer codes) never share a column or an
-axis; configurations at one rate get a dot plot, not labels stacked on one point; bar labels stay
-inside their axes; every file is written atomically. Paths in ``results.json`` are relative to its
-folder (older files hold absolute paths; both are read).
+error, with configurations within noise of each other sharing a rank. When every configuration's
+``metrics.json`` holds per-image PSNR for the same images (``per_image``, written by ``vqkit eval``),
+the standard error is exact and configurations are compared image by image: two are within noise
+when |mean paired difference| < 2 × the standard error of the paired differences
+(:func:`paired_difference`). Older results hold means only: the standard error is then estimated
+(:func:`estimated_psnr_standard_error`), comparisons are unpaired, and the report says so. Usage
+of a whole codebook and the mean usage of a residual quantizer's stages (a share of far fewer codes)
+never share a column or an axis; configurations at one rate get a dot plot, not labels stacked on
+one point; bar labels stay inside their axes; every file is written atomically. Paths in
+``results.json`` are relative to its folder (older files hold absolute paths; both are read).
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,14 +197,103 @@ _PSNR_VARIANCE_PER_GAP = 20 / math.log(10)
 """Var(per-image PSNR) = (20 / ln 10) × (mean PSNR − PSNR of the mean MSE) when per-image MSE is log-normal."""
 
 
+# --- per-item scores (metrics.json's per_image / per_utterance) and paired comparisons ---
+
+PER_ITEM_KEYS = ("per_image", "per_utterance")
+"""Where ``metrics.json`` keeps per-item scores: ``{"ids": [...], metric: [score or null, ...], ...}``."""
+
+
+def item_scores(config: dict[str, Any], metric: str) -> tuple[list[str], list[float | None]] | None:
+    """(item ids, each item's ``metric`` score, None where missing) of a config; None when its metrics
+    hold no per-item ``metric`` with one id per score (results evaluated before they were stored)."""
+    m = _metrics(config)
+    for key in PER_ITEM_KEYS:
+        block = m.get(key)
+        if not isinstance(block, dict):
+            continue
+        values, ids = block.get(metric), block.get("ids")
+        if isinstance(values, list) and isinstance(ids, list) and len(ids) == len(values):
+            return [str(i) for i in ids], [_num(v) for v in values]
+    return None
+
+
+def paired_items(configs: list[dict[str, Any]], metric: str) -> bool:
+    """Whether every config has per-item ``metric`` scores for the same items (same ids, same order),
+    at least two of them: the condition for exact standard errors and paired comparisons."""
+    found = [item_scores(c, metric) for c in configs]
+    if not found or any(f is None for f in found):
+        return False
+    ids = [f[0] for f in found if f is not None]
+    return len(ids[0]) >= 2 and all(i == ids[0] for i in ids)
+
+
+def standard_error(values: Sequence[float | None]) -> float | None:
+    """Standard error of the mean of the known values: sample standard deviation / √n; None under two."""
+    known = [v for v in values if v is not None]
+    n = len(known)
+    if n < 2:
+        return None
+    mean = math.fsum(known) / n
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in known) / (n - 1) / n)
+
+
+def paired_difference(a: list[float | None], b: list[float | None]) -> tuple[float, float, int] | None:
+    """(mean of a_i − b_i, its standard error, n) over the items both score; None under two such items.
+
+    The scores of one item under two configurations are correlated (a hard image is hard for both), so
+    the difference of their means is far less noisy than two independent errors suggest: this is the
+    standard error that decides whether two configurations are within noise (|mean| < 2 × s.e.).
+    """
+    diffs = [x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    se = standard_error(diffs)
+    return None if se is None else (math.fsum(diffs) / len(diffs), se, len(diffs))
+
+
+def paired_better(a: dict[str, Any], b: dict[str, Any], metric: str, higher: bool = True) -> bool | None:
+    """Whether ``a`` beats ``b`` on ``metric`` by more than twice the standard error of their paired
+    differences (``higher``: larger is better); None when the two lack per-item scores of the same items."""
+    sa, sb = item_scores(a, metric), item_scores(b, metric)
+    if sa is None or sb is None or sa[0] != sb[0]:
+        return None
+    d = paired_difference(sa[1], sb[1])
+    if d is None:
+        return None
+    mean, se, _ = d
+    return (mean if higher else -mean) > 2 * se
+
+
+def within_noise_rule(items: str) -> str:
+    """The paired rule, in words, for the report text."""
+    return (f"two configurations are within noise when |mean paired difference| < 2 × s.e. of the paired "
+            f"differences (a paired difference: one {items}'s score under one configuration minus under the other; "
+            f"its s.e.: the standard deviation of those differences / √{items}s)")
+
+
 def psnr_standard_error(metrics: dict[str, Any]) -> float | None:
     """Standard error (dB) of the mean per-image PSNR over the evaluation images; None if unknown.
 
-    ``metrics.json`` holds means, not per-image values: ``psnr`` (mean per-image PSNR), ``mse``
-    (mean per-image MSE, [-1, 1] scale) and ``images``. By Jensen's inequality the mean PSNR is at
-    least the PSNR of the mean MSE, and the gap grows with the spread of per-image MSE: for
-    log-normal per-image MSE, the variance of per-image PSNR is (20 / ln 10) × gap. The standard
-    error is that spread / √images. None with fewer than two images or inconsistent numbers.
+    Exact (:func:`standard_error` of the per-image PSNR) when ``metrics`` holds ``per_image`` PSNR;
+    otherwise estimated from the means (:func:`estimated_psnr_standard_error`).
+    """
+    found = item_scores({"metrics": metrics}, "psnr")
+    exact = standard_error(found[1]) if found is not None else None
+    return exact if exact is not None else estimated_psnr_standard_error(metrics)
+
+
+def psnr_standard_error_is_exact(metrics: dict[str, Any]) -> bool:
+    """Whether :func:`psnr_standard_error` comes from per-image PSNR (not an estimate)."""
+    found = item_scores({"metrics": metrics}, "psnr")
+    return found is not None and standard_error(found[1]) is not None
+
+
+def estimated_psnr_standard_error(metrics: dict[str, Any]) -> float | None:
+    """An estimate of :func:`psnr_standard_error` from means only, for results without per-image PSNR.
+
+    Such a ``metrics.json`` holds ``psnr`` (mean per-image PSNR), ``mse`` (mean per-image MSE,
+    [-1, 1] scale) and ``images``. By Jensen's inequality the mean PSNR is at least the PSNR of the
+    mean MSE, and the gap grows with the spread of per-image MSE: for log-normal per-image MSE, the
+    variance of per-image PSNR is (20 / ln 10) × gap. The standard error is that spread / √images.
+    None with fewer than two images or inconsistent numbers.
     """
     n, mean_psnr, mean_mse = _num(metrics.get("images")), _num(metrics.get("psnr")), _num(metrics.get("mse"))
     if n is None or n < 2 or mean_psnr is None or mean_mse is None or mean_mse <= 0:
@@ -216,13 +310,22 @@ def _psnr_cell(config: dict[str, Any]) -> str:
     return _fmt(m.get("psnr"), 2) + ("" if se is None or _num(m.get("psnr")) is None else f" ± {se:.2f}")
 
 
-def measurably_better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def measurably_better(a: dict[str, Any], b: dict[str, Any], *, paired: bool | None = None) -> bool:
     """Whether ``a``'s PSNR is above ``b``'s by more than twice the standard error of the difference.
 
-    Unknown uncertainty claims nothing (False). The two errors are combined as if independent: the
-    pairing of images is not in the stored metrics (which would sharpen the test), and training-seed
-    variation is not in them at all (which would blunt it).
+    Paired (``paired=None``: whenever both hold per-image PSNR of the same images): the mean of the
+    per-image differences against twice its standard error (:func:`paired_better`). Unpaired
+    (``paired=False``, or results without per-image PSNR): the difference of the means against twice
+    the two standard errors combined as if independent, which overstates the noise since both saw
+    the same images. Unknown uncertainty claims nothing (False). Training-seed variation is in
+    neither (which would blunt the test).
     """
+    if paired is not False:
+        better = paired_better(a, b, "psnr")
+        if better is not None:
+            return better
+        if paired:
+            return False
     pa, pb = _num(_metrics(a).get("psnr")), _num(_metrics(b).get("psnr"))
     sa, sb = psnr_standard_error(_metrics(a)), psnr_standard_error(_metrics(b))
     if pa is None or pb is None or sa is None or sb is None:
@@ -231,8 +334,14 @@ def measurably_better(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def psnr_ranks(configs: list[dict[str, Any]]) -> list[int]:
-    """Per config, 1 + the number of configurations measurably better: configs within noise share a rank."""
-    return [1 + sum(measurably_better(other, c) for other in configs if other is not c) for c in configs]
+    """Per config, 1 + the number of configurations measurably better: configs within noise share a rank.
+
+    Paired comparisons when every config holds per-image PSNR of the same images
+    (:func:`paired_items`), else unpaired for all (one rule for the whole table).
+    """
+    paired = paired_items(configs, "psnr")
+    return [1 + sum(measurably_better(other, c, paired=paired) for other in configs if other is not c)
+            for c in configs]
 
 
 def _images(configs: list[dict[str, Any]]) -> str:
@@ -247,29 +356,79 @@ def _ranking(configs: list[dict[str, Any]]) -> list[str]:
                     key=lambda c: _num(_metrics(c).get("psnr")) or -math.inf, reverse=True)
     unscored = [c for c in configs if _num(_metrics(c).get("psnr")) is None]
     ranks = psnr_ranks(scored)
+    paired = len(scored) > 1 and paired_items(scored, "psnr")
     lines = ["## Ranked by PSNR", ""]
     if len(scored) > 1 and set(ranks) == {1}:
         lines += [f"**All {len(scored)} configurations are within noise of one another**: the order below is by "
                   "PSNR only, not a ranking.", ""]
-    lines += ["| rank | Method | PSNR (dB) ± s.e. | bits/token |", "|---|---|---|---|"]
-    for c, rank in zip(scored, ranks, strict=True):
+    head = "| rank | Method | PSNR (dB) ± s.e. | bits/token |"
+    lines += [head + " paired Δ to the row above (dB) ± s.e. |" if paired else head,
+              "|---|---|---|---|" + ("---|" if paired else "")]
+    for i, (c, rank) in enumerate(zip(scored, ranks, strict=True)):
         shared = ranks.count(rank) > 1
-        lines.append(f"| {rank}{'=' if shared else ''} | {md_cell(c.get('name', '?'))} | {_psnr_cell(c)} | "
-                     f"{_bits(_bits_of(c))} |")
-    lines += [f"| n/a | {md_cell(c.get('name', '?'))} | n/a | {_bits(_bits_of(c))} |" for c in unscored]
-    lines += ["", "_rank: 1 + the number of configurations measurably better, i.e. with a PSNR higher by more than "
-              "twice the standard error of the difference (otherwise the two are within noise). Configurations "
-              "sharing a rank (=) are not ranked against each other: their order is by PSNR only._", ""]
-    return lines
+        row = (f"| {rank}{'=' if shared else ''} | {md_cell(c.get('name', '?'))} | {_psnr_cell(c)} | "
+               f"{_bits(_bits_of(c))} |")
+        lines.append(row + f" {_paired_cell(scored[i - 1], c) if i else '—'} |" if paired else row)
+    lines += [f"| n/a | {md_cell(c.get('name', '?'))} | n/a | {_bits(_bits_of(c))} |" + (" n/a |" if paired else "")
+              for c in unscored]
+    if paired:
+        rule = (f"_rank: 1 + the number of configurations measurably better. Every configuration was evaluated "
+                f"on the same {_images(scored)} images, so they are compared image by image: "
+                f"{within_noise_rule('image')}; otherwise the one with the higher mean is measurably better. "
+                "paired Δ: the mean over images of (the row above's PSNR − this row's PSNR) ± its standard error. "
+                "Configurations sharing a rank (=) are not ranked against each other: their order is by PSNR only._")
+    else:
+        rule = ("_rank: 1 + the number of configurations measurably better, i.e. with a PSNR higher by more than "
+                "twice the standard error of the difference (otherwise the two are within noise), the two "
+                f"standard errors combined as if independent{_fallback_reason(scored)}. Configurations sharing a "
+                "rank (=) are not ranked against each other: their order is by PSNR only._")
+    return [*lines, "", rule, ""]
+
+
+def _paired_cell(above: dict[str, Any], below: dict[str, Any]) -> str:
+    a, b = item_scores(above, "psnr"), item_scores(below, "psnr")
+    d = paired_difference(a[1], b[1]) if a is not None and b is not None else None
+    return "n/a" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}"
+
+
+def _fallback_reason(configs: list[dict[str, Any]]) -> str:
+    """Why comparisons are unpaired, in parentheses; '' for a single configuration."""
+    if len(configs) < 2:
+        return ""
+    missing = [str(c.get("name", "?")) for c in configs if item_scores(c, "psnr") is None]
+    if len(missing) == len(configs):
+        return (" (these results hold no per-image PSNR: they were evaluated before `vqkit eval` stored it; "
+                "re-running `vqkit eval` into each run's eval-val/, then `vqkit compare`, stores it and makes the "
+                "comparison paired and sharper)")
+    if missing:
+        return f" (no per-image PSNR for {md_cell(', '.join(missing))}: evaluated before `vqkit eval` stored it)"
+    return " (the configurations' per-image PSNR is not of the same images, so it cannot be paired)"
 
 
 def _psnr_note(configs: list[dict[str, Any]]) -> str:
-    return (f"_PSNR: mean over the {_images(configs)} evaluation images of each image's PSNR (not SimVQ's batch "
-            "PSNR). ± s.e.: its standard error. metrics.json holds no per-image PSNR, so the spread over images is "
-            "estimated from the gap between the mean PSNR and the PSNR of the mean MSE (exact when per-image MSE "
-            "is log-normal). Comparisons treat two configurations' errors as independent although both saw the "
-            "same images (per-image values would make them sharper), and leave out training-seed variation (one "
-            "seed here; another seed moves PSNR too): they are a guide to what is noise, not a test._")
+    head = (f"_PSNR: mean over the {_images(configs)} evaluation images of each image's PSNR (not SimVQ's batch "
+            "PSNR). ± s.e.: its standard error")
+    seeds = ("Training-seed variation is left out (one seed here; another seed moves PSNR too): the comparisons "
+             "are a guide to what is noise, not a test._")
+    configs = [c for c in configs if _num(_metrics(c).get("psnr")) is not None] or configs
+    exact = [psnr_standard_error_is_exact(_metrics(c)) for c in configs]
+    spread = "the standard deviation of the per-image PSNR (stored in metrics.json) / √images"
+    gap = ("estimated from the gap between the mean PSNR and the PSNR of the mean MSE (exact when per-image MSE "
+           "is log-normal)")
+    if all(exact) and (len(configs) < 2 or paired_items(configs, "psnr")):
+        return (f"{head}, exact: {spread}. "
+                + ("Comparisons are paired, image by image (see the ranking). " if len(configs) > 1 else "") + seeds)
+    unpaired = ("Comparisons treat two configurations' errors as independent although both saw the same images "
+                "(per-image PSNR of the same images for every configuration makes them paired and sharper).")
+    if all(exact):
+        return (f"{head}, exact: {spread}. The configurations' per-image PSNR is not of the same images (their "
+                f"names or count differ), so comparisons are unpaired: {unpaired} {seeds}")
+    if not any(exact):
+        return (f"{head}; metrics.json holds no per-image PSNR here (evaluated before `vqkit eval` stored it), so "
+                f"the spread over images is {gap}. {unpaired} {seeds}")
+    names = ", ".join(str(c.get("name", "?")) for c, e in zip(configs, exact, strict=True) if not e)
+    return (f"{head}, exact ({spread}) except for {md_cell(names)}, whose metrics.json holds no per-image PSNR "
+            f"(evaluated before `vqkit eval` stored it): there the spread over images is {gap}. {unpaired} {seeds}")
 
 
 def _main_table(configs: list[dict[str, Any]]) -> list[str]:
@@ -386,12 +545,21 @@ def barh_figure(names: list[str], values: list[float | None], labels: list[str],
     return fig
 
 
+def _psnr_axis_label(configs: list[dict[str, Any]]) -> str:
+    """'PSNR (dB, mean over images; whiskers ± 1 s.e.)', and when comparisons are paired a warning that
+    overlapping whiskers do not make a tie."""
+    label = "PSNR (dB, mean over images; whiskers ± 1 s.e.)"
+    scored = [c for c in configs if _num(_metrics(c).get("psnr")) is not None]
+    if len(scored) > 1 and paired_items(scored, "psnr"):
+        label += "\nsame images for all: ties are judged on paired differences (report.md), not on whiskers"
+    return label
+
+
 def psnr_figure(configs: list[dict[str, Any]], images: str = "") -> Any:
     psnrs = [_num(_metrics(c).get("psnr")) for c in configs]
     ses = [psnr_standard_error(_metrics(c)) for c in configs]
     labels = [f"{_psnr_cell(c)} dB at {_bits(_bits_of(c))} bits/token" for c in configs]
-    return barh_figure([str(c.get("name", "?")) for c in configs], psnrs, labels,
-                       "PSNR (dB, mean over images; whiskers ± 1 s.e.)",
+    return barh_figure([str(c.get("name", "?")) for c in configs], psnrs, labels, _psnr_axis_label(configs),
                        f"PSNR per configuration{images}", errors=[s or 0.0 for s in ses])
 
 
@@ -452,7 +620,7 @@ def rate_distortion_figure(configs: list[dict[str, Any]]) -> Any:
         ax.set_ylim(len(ordered) - 0.5, -0.5)
         rate_text = f"{_bits(rates[0])} bits/token" if rates else "no rate recorded"
         ax.set_title(f"PSNR at one rate: all {len(ordered)} configurations at {rate_text}", fontsize=10)
-        ax.set_xlabel("PSNR (dB, mean over images; whiskers ± 1 s.e.)", fontsize=9)
+        ax.set_xlabel(_psnr_axis_label(configs), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         if ordered:
             low = min(p - s for _, _, p, s in ordered)
@@ -601,6 +769,8 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     return [report, *written]
 
 
-__all__ = ["codes_label", "eval_set_line", "md_cell", "measurably_better", "psnr_ranks", "psnr_standard_error",
-           "resolve_path", "stage_count", "stage_size", "usage_columns", "usage_notes", "with_resolved_paths",
+__all__ = ["PER_ITEM_KEYS", "codes_label", "estimated_psnr_standard_error", "eval_set_line", "item_scores",
+           "md_cell", "measurably_better", "paired_better", "paired_difference", "paired_items", "psnr_ranks",
+           "psnr_standard_error", "psnr_standard_error_is_exact", "resolve_path", "stage_count", "stage_size",
+           "standard_error", "usage_columns", "usage_notes", "with_resolved_paths", "within_noise_rule",
            "write_report"]

@@ -4,11 +4,18 @@ One table in the shape of SimVQ's Table 2, with what it does not report beside i
 its ceiling (the most codes the test set's tokens could use), PESQ-WB, STOI, ESTOI, mel distance,
 SI-SDR, DNSMOS, nominal and real (entropy-coded) kbps; the paper's numbers where it has them. The
 header says what differs from the paper, so nobody reads LibriSpeech-subset-16k as LibriTTS.
+
+Its noise section says which differences are noise. When every configuration's ``metrics.json``
+holds per-utterance scores of the same utterances (``per_utterance``, written by ``vqkit eval``), each
+mean gets its exact standard error and two configurations are within noise when |mean paired
+difference| < 2 × the standard error of the paired (same-utterance) differences. Older results hold
+means only: thresholds then come from assumed per-utterance spreads (:data:`SPREAD`), and it says so.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +31,29 @@ from .report import (
     _percent,
     _plot_curves,
     draw_bars,
+    item_scores,
     md_cell,
+    paired_difference,
+    paired_items,
+    standard_error,
     usage_columns,
     usage_figure,
     usage_notes,
     with_resolved_paths,
+    within_noise_rule,
 )
 
 SPREAD = {"pesq_wb": 0.5, "stoi": 0.05, "estoi": 0.07}
-"""Assumed standard deviation of a per-utterance score (per-utterance scores are not stored, so it cannot
-be measured from metrics.json): STOI's and ESTOI's as measured once on LibriSpeech test-other
-(simvq-audio at 2,000 steps, three models: 0.046–0.051 and 0.059–0.075); PESQ-WB's a typical spread for
-a codec above PESQ's floor of 1 (at that floor, as in the CPU-scale runs, it was 0.04: there the
-threshold is generous)."""
+"""Assumed standard deviation of a per-utterance score, for results without per-utterance scores
+(evaluated before ``vqkit eval`` stored them, so it cannot be measured from their metrics.json):
+STOI's and ESTOI's as measured once on LibriSpeech test-other (simvq-audio at 2,000 steps, three
+models: 0.046–0.051 and 0.059–0.075); PESQ-WB's a typical spread for a codec above PESQ's floor of 1
+(at that floor, as in the CPU-scale runs, it was 0.04: there the threshold is generous)."""
 _SCORES = (("pesq_wb", "PESQ-WB"), ("stoi", "STOI"), ("estoi", "ESTOI"))
+_PAIRED_SCORES = (("pesq_wb", "PESQ-WB", True, 3), ("stoi", "STOI", True, 3), ("estoi", "ESTOI", True, 3),
+                  ("mel_distance", "mel distance", False, 3), ("si_sdr", "SI-SDR (dB)", True, 2),
+                  ("dnsmos_ovrl", "DNSMOS ovrl", True, 2))
+"""(key, label, higher is better, decimals) of the per-utterance scores compared pairwise when stored."""
 
 
 def noise_threshold(key: str, utterances: float) -> float:
@@ -98,10 +114,11 @@ def _table(configs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _ties(configs: list[dict[str, Any]], utterances: float) -> list[str]:
-    """For PESQ-WB, STOI and ESTOI: which configurations are within noise of the best."""
+def _ties(configs: list[dict[str, Any]], utterances: float,
+          scores: Sequence[tuple[str, str]] = _SCORES) -> list[str]:
+    """For PESQ-WB, STOI and ESTOI (``scores``): which configurations are within :data:`SPREAD`'s noise of the best."""
     lines = []
-    for key, label in _SCORES:
+    for key, label in scores:
         scored = [(c, v) for c in configs if (v := _num(_metrics(c).get(key))) is not None]
         if len(scored) < 2:
             continue
@@ -119,19 +136,95 @@ def _ties(configs: list[dict[str, Any]], utterances: float) -> list[str]:
     return lines
 
 
+def _paired_ties(configs: list[dict[str, Any]], key: str, label: str, higher: bool, digits: int) -> str:
+    """Which configurations are within noise of the best on ``key``, by paired differences with it."""
+    scored = [(c, v) for c in configs if (v := _num(_metrics(c).get(key))) is not None]
+    best, best_value = (max if higher else min)(scored, key=lambda cv: cv[1])
+    found = item_scores(best, key)
+    assert found is not None
+    tied, ahead = [str(best.get("name", "?"))], list[str]()
+    for c, _ in scored:
+        if c is best:
+            continue
+        other = item_scores(c, key)
+        d = paired_difference(found[1], other[1]) if other is not None else None
+        if d is None:  # fewer than two utterances scored by both: nothing is claimed
+            tied.append(f"{c.get('name', '?')} (too few utterances scored by both)")
+            continue
+        gap, se = (d[0] if higher else -d[0]), d[1]
+        text = f"{c.get('name', '?')} ({_plus_minus(gap, se, digits)} behind)"
+        (tied if gap < 2 * se else ahead).append(text)
+    name = md_cell(str(best.get("name", "?")))
+    if len(tied) == len(scored):
+        return (f"- {label}: all {len(scored)} configurations are within noise of the best, {name} "
+                f"({_fmt(best_value, digits)}; paired differences: {md_cell(', '.join(tied[1:]))}): no difference "
+                "is claimed.")
+    if len(tied) == 1:
+        return (f"- {label}: {name} ({_fmt(best_value, digits)}) is ahead of every other configuration by more "
+                f"than twice the paired standard error ({md_cell(', '.join(ahead))}).")
+    return (f"- {label}: within noise of the best ({_fmt(best_value, digits)}), so not told apart: {name}, "
+            f"{md_cell(', '.join(tied[1:]))}; measurably behind: {md_cell(', '.join(ahead))}.")
+
+
+def _plus_minus(value: float, se: float, digits: int) -> str:
+    """'0.0062 ± 0.0004': ``digits`` decimals, more when the standard error needs them for two significant digits."""
+    if se > 0:
+        digits = max(digits, 1 - math.floor(math.log10(se)))
+    return f"{value:.{digits}f} ± {se:.{digits}f}"
+
+
+def _standard_errors(configs: list[dict[str, Any]], keys: list[tuple[str, str, bool, int]]) -> list[str]:
+    """A table of each configuration's mean ± exact standard error over utterances, one column per score."""
+    lines = ["| Method | " + " | ".join(f"{label} ± s.e." for _, label, _, _ in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for c in configs:
+        cells = []
+        for key, _, _, digits in keys:
+            found, mean = item_scores(c, key), _num(_metrics(c).get(key))
+            se = standard_error(found[1]) if found is not None else None
+            cells.append(_fmt(mean, digits) + ("" if se is None or mean is None else f" ± {se:.{digits}f}"))
+        lines.append(f"| {md_cell(c.get('name', '?'))} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _assumed(n: float, scores: Sequence[tuple[str, str]]) -> str:
+    """The thresholds from :data:`SPREAD` (results without per-utterance scores), in words."""
+    thresholds = ", ".join(f"{noise_threshold(k, n):.2g} in {label}" for k, label in scores)
+    spreads = ", ".join(f"{SPREAD[k]:g} ({label})" for k, label in scores)
+    return (f"Differences below {thresholds} are read as within noise: twice the standard error of a "
+            f"difference of two means over {n:.0f} utterances, for assumed per-utterance standard deviations "
+            f"of {spreads}.")
+
+
 def _noise(configs: list[dict[str, Any]]) -> list[str]:
     counts = [n for c in configs if (n := _num(_metrics(c).get("utterances"))) is not None]
-    lines = ["## Noise", "", "Scores are means over the test utterances. Per-utterance scores are not stored, so no "
-             "standard error can be computed from them."]
-    if not counts:
-        return [*lines, "The number of utterances is not recorded: no difference is claimed.", ""]
-    n = min(counts)
-    thresholds = ", ".join(f"{noise_threshold(k, n):.2g} in {label}" for k, label in _SCORES)
-    spreads = ", ".join(f"{SPREAD[k]:g} ({label})" for k, label in _SCORES)
-    lines[-1] += (f" Differences below {thresholds} are read as within noise: twice the standard error of a "
-                  f"difference of two means over {n:.0f} utterances, for assumed per-utterance standard deviations "
-                  f"of {spreads}. One training seed: seed-to-seed variation comes on top.")
-    return [*lines, "", *_ties(configs, n), ""]
+    paired = [score for score in _PAIRED_SCORES if paired_items(configs, score[0])
+              and sum(_num(_metrics(c).get(score[0])) is not None for c in configs) > 1]
+    if not paired:
+        lines = ["## Noise", "", "Scores are means over the test utterances. Per-utterance scores are not stored in "
+                 "these results (evaluated before `vqkit eval` stored them; re-running it measures the noise), so "
+                 "no standard error can be computed from them."]
+        if not counts:
+            return [*lines, "The number of utterances is not recorded: no difference is claimed.", ""]
+        n = min(counts)
+        lines[-1] += f" {_assumed(n, _SCORES)} One training seed: seed-to-seed variation comes on top."
+        return [*lines, "", *_ties(configs, n), ""]
+    found = item_scores(configs[0], paired[0][0])
+    utterances = len(found[0]) if found is not None else 0
+    lines = ["## Noise", "",
+             f"Scores are means over the same {utterances} test utterances for every configuration, and each "
+             "utterance's scores are stored (metrics.json's per_utterance), so the noise is measured, not assumed: "
+             "± s.e. is the standard deviation over utterances / √utterances, and configurations are compared "
+             f"utterance by utterance: {within_noise_rule('utterance')}. Below, each configuration's paired "
+             "difference from the best (± its standard error). One training seed: seed-to-seed variation comes "
+             "on top.", "", *_standard_errors(configs, paired), "",
+             *[_paired_ties(configs, *score) for score in paired]]
+    rest = [(k, label) for k, label in _SCORES if k not in {score[0] for score in paired}]
+    if rest and counts:
+        n = min(counts)
+        lines += ["", f"{', '.join(label for _, label in rest)}: not stored per utterance for every configuration, "
+                  f"so not compared pairwise. {_assumed(n, rest)}", "", *_ties(configs, n, rest)]
+    return [*lines, ""]
 
 
 _PANELS = (("pesq_wb", "PESQ-WB (1 to 4.5, higher is better)", (1.0, 4.5)),

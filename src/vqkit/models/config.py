@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import annotated_types as at
 
-from ..validation import ConfigError, PositiveInt, check_fields
+from ..validation import ConfigError, Width, check_fields
 from .registry import ARCH_ARGS, ARCHITECTURES, DEFAULT_CONV_CHANNELS, DEFAULT_QUANTIZER_ARGS, QUANTIZERS
 
 
@@ -98,11 +98,11 @@ class TokenizerConfig:
     arch: str = "rfsq_conv"
     quantizer: str = "rfsq"
     quantizer_args: Mapping[str, Any] = field(default_factory=FrozenArgs)
-    conv_channels: Annotated[tuple[PositiveInt, ...], at.MinLen(1)] | None = None
-    ch: PositiveInt = 128
-    ch_mult: Annotated[tuple[PositiveInt, ...], at.MinLen(1)] = (1, 2, 2, 4)
-    num_res_blocks: PositiveInt = 2
-    norm_groups: PositiveInt = 32
+    conv_channels: Annotated[tuple[Width, ...], at.MinLen(1)] | None = None
+    ch: Width = 128
+    ch_mult: Annotated[tuple[Width, ...], at.MinLen(1)] = (1, 2, 2, 4)
+    num_res_blocks: Width = 2
+    norm_groups: Width = 32
     arch_args: Mapping[str, Any] = field(default_factory=FrozenArgs)
 
     def __post_init__(self) -> None:

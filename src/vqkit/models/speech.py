@@ -34,30 +34,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from ..validation import ConfigError, NonNegativeInt, PositiveInt, check_fields
+from ..validation import ConfigError, Width, check_fields
 
 
 @dataclass(frozen=True)
 class SpeechConfig:
     """Shape of the speech encoder and decoder; the quantizer's dim is passed separately."""
 
-    sample_rate: PositiveInt = 16000
+    sample_rate: Annotated[int, at.Ge(1), at.Le(2**20)] = 16000
     """Audio sample rate in Hz; tokens per second = sample_rate / prod(strides)."""
-    channels: PositiveInt = 32
+    channels: Width = 32
     """Width of the encoder's first conv, doubled at each downsampling."""
-    max_channels: PositiveInt = 512
+    max_channels: Width = 512
     """Cap on the encoder width."""
-    strides: Annotated[tuple[PositiveInt, ...], at.MinLen(1)] = (2, 4, 5, 8)
+    strides: Annotated[tuple[Width, ...], at.MinLen(1)] = (2, 4, 5, 8)
     """Encoder downsampling strides; their product is the hop (samples per token)."""
-    backbone_dim: PositiveInt = 256
+    backbone_dim: Width = 256
     """Width of the Vocos ConvNeXt decoder."""
-    backbone_layers: PositiveInt = 8
+    backbone_layers: Width = 8
     """Number of ConvNeXt blocks in the decoder."""
-    intermediate: PositiveInt = 768
+    intermediate: Width = 768
     """Hidden width of each ConvNeXt block's MLP."""
     input_norm: bool = True
     """Per-channel BatchNorm (no affine) on the quantizer input; without it FSQ/SimVQ collapsed in the pilots."""
-    residual_layers: NonNegativeInt = 1
+    residual_layers: Annotated[int, at.Ge(0), at.Le(64)] = 1
     """SEANet residual units per encoder stage (dilations 1, 2, 4, ...)."""
     weight_norm: bool = False
     """Weight-normalise the encoder convs, as WavTokenizer does (changes the state-dict keys)."""

@@ -19,13 +19,13 @@ import torch
 from ..models import TokenizerConfig
 from ..validation import (
     ConfigError,
+    Count,
     Device,
     Fraction,
     NonEmptyStr,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
-    PositiveInt,
+    Width,
     check_fields,
     from_mapping,
 )
@@ -41,18 +41,18 @@ class TrainConfig:
     val_data: str = ""
     """Validation folder; empty = the val/ split of --data (a flat folder holds out a share of its files;
     a speech run must name one)."""
-    image_size: PositiveInt = 64
+    image_size: Width = 64
     """Side of the square training and validation crops (images)."""
-    segment: PositiveInt = 16000
+    segment: Annotated[int, at.Ge(1), at.Le(2**31)] = 16000
     """Samples per training crop (audio; validation uses whole utterances)."""
-    resize: NonNegativeInt = 0
+    resize: Annotated[int, at.Ge(0), at.Le(2**16)] = 0
     """Shorter side before cropping; 0 = the dataset's default room for random crops
     (image_size + image_size // 8 for folders, 2 × image_size for the bundled photos)."""
-    max_train_images: NonNegativeInt = 0
+    max_train_images: Count = 0
     """Training items used (images or utterances), evenly spread; 0 = all."""
-    max_val_images: NonNegativeInt = 256
+    max_val_images: Count = 256
     """Validation items (images, or utterances), evenly spread; 0 = all."""
-    workers: NonNegativeInt = 0
+    workers: Annotated[int, at.Ge(0), at.Le(1024)] = 0
     """DataLoader worker processes; 0 = load in the training process."""
     bad_files: Literal["skip", "fail"] = "skip"
     """An unreadable training file: 'skip' it (replaced by another, counted, warned once) or 'fail' the run."""
@@ -65,18 +65,18 @@ class TrainConfig:
     """JSON object of the quantizer's keyword arguments; {} = the registry's paper defaults."""
     arch_args: str = "{}"
     """JSON object of the arch's options (the speech arch's SpeechConfig fields); {} = its defaults."""
-    conv_channels: tuple[PositiveInt, ...] = ()
+    conv_channels: tuple[Width, ...] = ()
     """Widths of rfsq_conv's two (fsq_conv's three) stride-2 convs; empty = the arch's defaults."""
-    ch: PositiveInt = 128
+    ch: Width = 128
     """vqgan: base width of the ResNet."""
-    ch_mult: tuple[PositiveInt, ...] = (1, 2, 2, 4)
+    ch_mult: tuple[Width, ...] = (1, 2, 2, 4)
     """vqgan: width multiplier per level; downsampling f = 2^(levels - 1)."""
-    num_res_blocks: PositiveInt = 2
+    num_res_blocks: Width = 2
     """vqgan: residual blocks per level."""
     # optimisation
-    steps: PositiveInt = 300
+    steps: Annotated[int, at.Ge(1), at.Le(2**40)] = 300
     """Optimizer steps of the run."""
-    batch_size: PositiveInt = 16
+    batch_size: Annotated[int, at.Ge(1), at.Le(2**20)] = 16
     """Items per step and process (DDP: per rank)."""
     lr: PositiveFloat = 8e-4
     """Peak learning rate (Adam)."""
@@ -104,7 +104,7 @@ class TrainConfig:
     """LPIPS perceptual loss (images; needs the VGG weights, see the README)."""
     gan_weight: NonNegativeFloat = 0.0
     """Adversarial loss (PatchGAN for images, MPD + MRD for speech); 0 = none."""
-    gan_start: NonNegativeInt = 0
+    gan_start: Count = 0
     """Step at which the adversarial loss is switched on."""
     disc_lr: PositiveFloat = 1e-4
     """Discriminator learning rate."""
@@ -119,13 +119,13 @@ class TrainConfig:
     """Run directory: config.json, checkpoint.pt, log.jsonl, final/."""
     seed: Annotated[int, at.Ge(0), at.Lt(2**63)] = 0
     """Seed of every random choice (weights, crops, order)."""
-    log_every: PositiveInt = 10
+    log_every: Annotated[int, at.Ge(1), at.Le(2**40)] = 10
     """Steps between log lines."""
-    eval_every: PositiveInt = 100
+    eval_every: Annotated[int, at.Ge(1), at.Le(2**40)] = 100
     """Steps between validations."""
-    ckpt_every: PositiveInt = 50
+    ckpt_every: Annotated[int, at.Ge(1), at.Le(2**40)] = 50
     """Steps between checkpoints (written atomically; --resume continues from the last)."""
-    prior_images: NonNegativeInt = 512
+    prior_images: Count = 512
     """Training images (whole, evenly spread) whose tokens fit the static and context entropy-coding
     priors saved with the final model (prior.safetensors); 0 = none (uniform prior only)."""
     amp: Literal["auto", "bf16", "none"] = "auto"

@@ -294,6 +294,7 @@ class Trainer:
         cfg, steps_per_epoch = self.cfg, len(self.loader)
         epoch, offset = divmod(self.step, steps_per_epoch)
         last_eval: dict[str, float] = {}
+        resumed_at_end = self.step >= cfg.steps  # every rank decides alike: the step is the checkpoint's
         self.model.train()
         with RunLog(self.run_dir, cfg.steps, self.ctx.main, resume_step=self.step) as log:
             while self.step < cfg.steps:
@@ -317,6 +318,8 @@ class Trainer:
                     if self.step >= cfg.steps:
                         break
                 epoch, offset = epoch + 1, 0
+        if resumed_at_end:  # from the last step's checkpoint (a kill during the final export): the
+            last_eval = self._evaluate_main()  # same weights give the same validation as before
         return self._finish(last_eval)
 
     def _evaluate_main(self) -> dict[str, float]:
