@@ -11,6 +11,7 @@ import torch
 import vqkit.quantizers as Q
 from conftest import ALL, IDENTITY_STE, RESIDUAL, fsq_preimage, is_instance_ln, make, roundtrip, train_few, z_for
 from vqkit.quantizers import FSQ, VQ, QuantizerOutput, ResidualQuantizer
+from vqkit.quantizers.base import CodeMetrics, all_finite
 
 ATOL = 1e-5
 
@@ -278,6 +279,100 @@ def test_metrics_single_code_batch() -> None:
     out = q(torch.zeros(10, 2))
     assert out.metrics["perplexity"].item() == pytest.approx(1.0)
     assert out.metrics["usage"].item() == pytest.approx(1 / 25)
+
+
+def test_metrics_are_computed_when_first_read(any_name: str) -> None:
+    """forward returns the metrics unevaluated; the first read computes them all, exactly as
+    code_metrics does, and later reads return the same tensors."""
+    q = make(any_name)
+    out = q(z_for(q))
+    m = out.metrics
+    assert isinstance(m, CodeMetrics) and not m.computed
+    eager = q.code_metrics(out.indices)
+    assert m["usage"] is m["usage"] and m.computed  # computed once, then kept
+    assert list(m) == list(eager) and len(m) == len(eager) and "perplexity" in m
+    for key, value in eager.items():
+        assert torch.equal(m[key], value), key
+    assert dict(m) == {**m} and repr(m).startswith("CodeMetrics(")
+
+
+def test_metrics_refuse_indices_modified_before_reading() -> None:
+    q = FSQ((8, 5, 5, 5))
+    z = torch.randn(64, 4)
+    out = q(z)
+    out.indices.zero_()  # read now, the metrics would describe other indices
+    with pytest.raises(RuntimeError, match="modified in place before the metrics were read"):
+        out.metrics["usage"]
+    out = q(z)
+    usage = out.metrics["usage"].clone()  # read first: kept, whatever happens to the indices later
+    out.indices.zero_()
+    assert torch.equal(out.metrics["usage"], usage)
+
+
+def test_metrics_read_later_outside_inference_mode_and_under_autocast() -> None:
+    q = make("rfsq_scale")
+    z = z_for(q)
+    with torch.inference_mode():
+        out = q(z)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        m = dict(out.metrics)
+    for key, value in q.code_metrics(out.indices.clone()).items():
+        assert m[key].dtype == torch.float32 and torch.equal(m[key], value), key
+
+
+_SYNCS = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist")
+
+
+@pytest.fixture
+def host_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every conversion of a tensor to a Python value (a host sync on an accelerator)."""
+    calls: list[str] = []
+    for name in _SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: object, _original=original, _name=name, **kwargs: object):  # type: ignore[no-untyped-def]
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize(("name", "syncs"), [("fsq", 1), ("fsq_sym", 1), ("fsq_proj", 2), ("lfq", 1),
+                                             ("rfsq_none", 2), ("rfsq_scale", 2), ("rfsq_scale_softplus", 2)])
+def test_forward_host_syncs(name: str, syncs: int, host_syncs: list[str]) -> None:
+    """One host sync per finiteness check (the input; a projection; all residual stages together) and none
+    for the metrics until they are read; check_finite=False: none at all."""
+    q = make(name).train()
+    z = z_for(q, "big").requires_grad_()
+    host_syncs.clear()
+    out = q(z)
+    assert len(host_syncs) == syncs, host_syncs
+    (out.quantized.square().mean() + out.loss).backward()
+    assert len(host_syncs) == syncs, host_syncs  # nor in the backward
+    float(out.metrics["usage"])
+    assert len(host_syncs) > syncs  # reading the metrics converts one
+    q.check_finite = False
+    host_syncs.clear()
+    q(z)
+    assert host_syncs == []
+
+
+def test_all_finite_is_exact() -> None:
+    """One sum decides; finite values whose sum overflows float32 are still finite."""
+    big = torch.full((64, 4), 3e38)
+    assert not math.isfinite(float(big.sum())) and all_finite(big)
+    assert all_finite(torch.randn(5, 3)) and all_finite(-big)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for base in (big, torch.randn(64, 4)):
+            x = base.clone()
+            x[7, 2] = bad
+            assert not all_finite(x)
+    assert not all_finite(torch.tensor([float("inf"), -float("inf")]))  # the sum is NaN, not inf
+    q = FSQ((8, 5, 5, 5))
+    out = q(big)  # not refused: the top code of every channel, the last index
+    assert torch.equal(out.indices, torch.full((64,), q.codebook_size - 1))
+    assert torch.equal(out.quantized, torch.tensor([0.75, 1.0, 1.0, 1.0]).expand(64, 4))
 
 
 # -- bad inputs ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch
 
 from conftest import fsq_digits, fsq_preimage
 from vqkit.quantizers import FSQ
+from vqkit.quantizers.fsq import _float_mixed_radix, floor_ste, round_ste
 
 CASES = [
     ((8,), False),
@@ -282,3 +283,79 @@ def test_projection_overflow_is_refused() -> None:
             f(z)
     q.check_finite = False
     q.encode(z)  # unchecked: no error
+
+
+# -- the fused bound-and-round: same codes, indices and gradient as the step-by-step formulas ---------
+def _step_by_step(q: FSQ, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (straight-through, autograd of the plain formulas) and int64 indices, as FSQ computed them
+    before the bound and rounding became one autograd node."""
+    if q.symmetric:
+        steps = q._levels - 1
+        codes = floor_ste(steps * (torch.tanh(z) + 1) / 2 + 0.5) * (2 / steps) - 1
+        digits = (codes.detach() + 1) * steps / 2
+    else:
+        codes = round_ste(torch.tanh(z + q._shift) * q._half - q._offset) / q._half_width
+        digits = codes.detach() * q._half_width + q._half_width
+    return codes, (digits.round().long() * q._basis).sum(-1)
+
+
+@pytest.mark.parametrize(("levels", "symmetric"), CASES, ids=IDS)
+@pytest.mark.parametrize("layout", ["rows-of-8", "odd-count", "strided"])
+def test_fused_bound_round_matches_step_by_step(levels: tuple[int, ...], symmetric: bool, layout: str) -> None:
+    """Bit-identical codes and identical indices in every layout (tiled rows of 8 tokens, a token count
+    that is no multiple of 8, a non-contiguous input), and the same straight-through gradient."""
+    q = FSQ(levels, symmetric=symmetric)
+    g = torch.Generator().manual_seed(len(levels) + symmetric)
+    n = len(levels)
+    raw = torch.randn(*((2, 40, n) if layout != "strided" else (2, n, 40)), generator=g) * 2
+    raw = raw[:, :37].contiguous() if layout == "odd-count" else raw  # 74 tokens
+    z = (raw.transpose(1, 2) if layout == "strided" else raw).requires_grad_()
+    assert z.is_contiguous() == (layout != "strided" or n == 1)
+    ref = z.detach().clone().requires_grad_()
+    out = q(z)
+    codes, indices = _step_by_step(q, ref)
+    assert torch.equal(out.quantized, codes) and torch.equal(out.indices, indices)
+    assert torch.equal(q.encode(z), indices)
+    assert torch.equal(q.quantize_codes(z.detach()), codes.detach())
+    weights = torch.rand(z.shape, generator=g)
+    (out.quantized * weights).sum().backward()
+    (codes * weights).sum().backward()
+    assert z.grad is not None and ref.grad is not None
+    torch.testing.assert_close(z.grad, ref.grad, rtol=1e-6, atol=0)  # a few ulps: other rounding order
+
+
+def test_symmetric_gradient_is_exactly_that_of_tanh() -> None:
+    q = FSQ((2, 4, 5), symmetric=True)
+    z = torch.randn(64, 3, requires_grad=True)
+    q(z).quantized.sum().backward()
+    assert z.grad is not None
+    torch.testing.assert_close(z.grad, 1 - torch.tanh(z.detach()) ** 2, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_node_is_not_twice_differentiable() -> None:
+    q = FSQ((8, 5))
+    z = torch.randn(16, 2, requires_grad=True)
+    (grad,) = torch.autograd.grad(q(z).quantized.square().sum(), z, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
+@pytest.mark.parametrize("levels", [(8, 8, 8, 5, 5, 5), (2**12, 2**12), (2**12, 2**12 + 1), (7, 4, 3, 6)])
+def test_float32_and_int64_index_sums_agree(levels: tuple[int, ...]) -> None:
+    """Up to 2^24 codes the mixed-radix sum runs in float32 (exact there), beyond in int64: the same indices,
+    the largest included; NaN digits (check_finite=False only) count as digit 0 either way."""
+    q = FSQ(levels)
+    assert q._float_index == (q.codebook_size <= 2**24)
+    lv = torch.tensor(levels)
+    random = torch.stack([torch.randint(0, int(v), (500,)) for v in levels], -1)
+    digits = torch.cat([random, (lv - 1)[None], 0 * lv[None]])  # and the largest and smallest index
+    expected = (digits * q._basis).sum(-1)
+    assert int(expected[-2]) == q.codebook_size - 1
+    got = q._digits_to_indices(digits.float())
+    assert got.dtype == torch.int64 and torch.equal(got, expected)
+    if q._float_index:  # both float32 forms: the CPU's matrix-vector product and the accelerators' sum
+        for matvec in (True, False):
+            assert torch.equal(_float_mixed_radix(digits.float(), q._basis_float, matvec), expected)
+    with_nan = digits.float()
+    with_nan[:, 0] = float("nan")
+    assert torch.equal(q._digits_to_indices(with_nan), expected - digits[:, 0])

@@ -440,6 +440,23 @@ def test_overflowing_stage_input_is_refused() -> None:
     assert rq2.stages[0].check_finite is True
 
 
+def test_stage_inputs_whose_sum_overflows_are_not_refused() -> None:
+    """The stage check is one sum per stage; a sum that overflows float32 although every element is finite
+    falls back to the elementwise test and is accepted. A later stage that does hold an inf is named."""
+    rq = ResidualFSQ(LEVELS, 3, "scale")  # α_k = 1
+    z = torch.full((64, 4), 3e38)  # every stage input finite, every one's sum beyond float32
+    assert not math.isfinite(float(z.sum()))
+    for training in (True, False):
+        rq.train(training)
+        out = rq(z)
+        assert torch.isfinite(out.quantized).all()
+        assert torch.equal(rq.encode(z), out.indices)
+    with torch.no_grad():
+        rq.scale_logit.copy_(torch.tensor([0.0, 0.0, 80.0]))  # α_2 = e^80 ≈ 5.5e34: stage 2's input is inf
+    with pytest.raises(ValueError, match=r"stage 2.*NaN or Inf although z is finite"):
+        rq(z)
+
+
 def test_residual_constructor_limits() -> None:
     for build, match in (
         (lambda: ResidualFSQ(LEVELS, 0), r"ResidualFSQ: num_stages must be >= 1, got 0"),

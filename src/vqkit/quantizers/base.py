@@ -14,7 +14,10 @@ cast to float32, so a finite float64 value beyond float32's range is refused by 
 than quantized as ±inf; every intermediate that finite values can push out of float32's range
 (an input projection, a residual stage's conditioned input) is checked the same way (a host sync
 each, one for all the stages of a residual quantizer; ``check_finite=False`` skips them all and
-lets NaN through). The
+lets NaN through). A check is one reduction, not an elementwise ``isfinite`` tensor: a sum for
+one tensor (:func:`all_finite`: a NaN or ±inf element makes it non-finite; only where it is not
+finite — finite values can overflow it — are the elements tested one by one), a NaN-propagating
+``aminmax`` per residual stage. The
 nearest-code search and the l2 normalisation rescale by powers of two instead of overflowing
 (:mod:`.search`, :func:`l2_normalize`), and the statistics a quantizer keeps (EMA codebooks,
 running LayerNorm statistics) are accumulated in float64 and never updated from a non-finite
@@ -27,8 +30,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -53,20 +56,98 @@ class QuantizerOutput(NamedTuple):
     indices:   int64, ``z.shape[:-1]`` (one stage) or ``z.shape[:-1] + (num_stages,)``.
     loss:      scalar, the method's own auxiliary loss, already weighted (0 where none).
     metrics:   detached scalars; always ``perplexity`` and ``usage`` (fraction of codes
-               used in this batch; the mean over stages for residual quantizers).
+               used in this batch; the mean over stages for residual quantizers). A
+               :class:`CodeMetrics` mapping: computed from ``indices`` when first read, so a
+               step that never reads them does not pay for them.
     """
 
     quantized: Tensor
     indices: Tensor
     loss: Tensor
-    metrics: dict[str, Tensor]
+    metrics: Mapping[str, Tensor]
+
+
+class CodeMetrics(Mapping[str, Tensor]):
+    """The metrics of a forward pass, computed from its indices on first access and then kept.
+
+    Reading any key (or iterating, ``len``, ``in``, ``repr``) computes them all at once, with
+    exactly the values :meth:`Quantizer.code_metrics` returns for those indices; later reads are
+    free. Usage and perplexity need a histogram of the indices (a sort, or a pass over the
+    codebook), which costs as much as FSQ's whole quantization: a training step that logs them
+    pays it when it reads them, a step or an evaluation loop that does not never pays it.
+
+    The indices are those the forward returned (not a copy): modifying them in place before the
+    metrics are read raises instead of silently describing other indices (not detectable for
+    inference tensors modified inside ``torch.inference_mode``, which keep no version counter).
+    """
+
+    __slots__ = ("_compute", "_indices", "_values", "_version")
+
+    def __init__(self, compute: Callable[[Tensor], dict[str, Tensor]], indices: Tensor) -> None:
+        self._compute = compute
+        self._indices = indices
+        # inference tensors keep no version counter (and outside inference mode they cannot be modified)
+        self._version = None if indices.is_inference() else indices._version
+        self._values: dict[str, Tensor] | None = None
+
+    @property
+    def computed(self) -> bool:
+        """Whether the values have been computed (read) yet."""
+        return self._values is not None
+
+    def _get(self) -> dict[str, Tensor]:
+        if self._values is None:
+            if self._version is not None and self._indices._version != self._version:
+                raise RuntimeError(
+                    "QuantizerOutput.metrics: the indices were modified in place before the metrics were read; "
+                    "read out.metrics first, or call quantizer.code_metrics(indices) on the indices you want"
+                )
+            self._values = self._compute(self._indices)
+        return self._values
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return f"CodeMetrics({self._get()!r})"
+
+
+def _autocast_enabled(device: torch.device) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device.type))
+    except TypeError:  # torch < 2.4 has no per-device query: disable it unconditionally
+        return True
+
+
+def float32_math(device: torch.device) -> AbstractContextManager[None]:
+    """Disable autocast so that the quantization math really runs in float32 (nothing to do where
+    autocast is not enabled for ``device``: entering and leaving the context costs ~5 µs a call)."""
+    if _autocast_enabled(device):
+        return _autocast_off(device)
+    return nullcontext()
 
 
 @contextmanager
-def float32_math(device: torch.device) -> Iterator[None]:
-    """Disable autocast so that the quantization math really runs in float32."""
+def _autocast_off(device: torch.device) -> Iterator[None]:
     with torch.autocast(device_type=device.type, enabled=False):
         yield
+
+
+def all_finite(x: Tensor) -> bool:
+    """Whether every element of the floating-point tensor ``x`` is finite; one host sync.
+
+    One sum decides the common case: a NaN or ±inf element makes the sum NaN or ±inf, so a finite
+    sum proves every element finite. A non-finite sum may also come from finite values that
+    overflow it; only then are the elements tested one by one. ~3 µs instead of ~50 µs for
+    ``isfinite(x).all()`` on 4096×6 float32 on CPU, which builds a bool tensor of ``x``'s size.
+    """
+    return math.isfinite(float(x.detach().sum())) or bool(torch.isfinite(x).all())
 
 
 def straight_through(z: Tensor, q: Tensor) -> Tensor:
@@ -172,8 +253,7 @@ class Quantizer(nn.Module, ABC):
         zf = self._input(z)
         with float32_math(z.device):
             quantized, indices, loss = self._quantize(zf)
-            metrics = self.code_metrics(indices)
-        return QuantizerOutput(quantized.to(z.dtype), indices, loss, metrics)
+        return QuantizerOutput(quantized.to(z.dtype), indices, loss, CodeMetrics(self.code_metrics, indices))
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
@@ -196,7 +276,7 @@ class Quantizer(nn.Module, ABC):
         from bf16/fp16 is exact and cannot overflow)."""
         self._check_input(z)
         zf = z.float()
-        if self.check_finite and not bool(torch.isfinite(zf).all()):
+        if self.check_finite and not all_finite(zf):
             name = type(self).__name__
             if zf.dtype != z.dtype and bool(torch.isfinite(z).all()):
                 big = float(z.detach().abs().max())
@@ -210,7 +290,7 @@ class Quantizer(nn.Module, ABC):
 
     def _require_finite(self, x: Tensor, what: str) -> None:
         """Refuse (if ``check_finite``) an intermediate that finite float32 values pushed to NaN/Inf."""
-        if self.check_finite and not bool(torch.isfinite(x).all()):
+        if self.check_finite and not all_finite(x):
             raise self._overflow_error(what)
 
     def _overflow_error(self, what: str) -> NonFiniteError:
@@ -268,6 +348,10 @@ class Quantizer(nn.Module, ABC):
 
         Pass every index of an evaluation set at once to get usage over the whole set.
         """
+        with float32_math(indices.device):
+            return self._code_metrics(indices)
+
+    def _code_metrics(self, indices: Tensor) -> dict[str, Tensor]:
         if self.num_stages == 1:
             perplexity, usage = code_statistics(indices, self.codebook_size)
             return {"perplexity": perplexity, "usage": usage}

@@ -31,8 +31,9 @@ values |r| > ~1.8e19 overflows, and a std of inf would send every token to one c
 statistic that would not be finite in float32 (a batch of values beyond ~1.8e19: its variance)
 is not folded in: that stage's update is skipped and counted in ``skipped_updates[k]`` (a
 non-persistent buffer, not in ``state_dict``); the decision is taken after the all-reduce, so
-every rank takes the same one. Each stage's conditioned input is checked for NaN/Inf (one host
-sync per forward for all stages together, after they ran; ``check_finite=False`` skips it), since
+every rank takes the same one. Each stage's conditioned input is checked for NaN/Inf (one
+``aminmax`` reduction per stage, which propagates NaN, and one host sync per forward for all stages
+together, after they ran; ``check_finite=False`` skips it), since
 a scale α_k, a LayerNorm or a huge code can take finite values out of float32's range; by then a
 stage may have updated its statistics, but only from finite ones (the rest were skipped).
 ``check_finite`` is shared with the stages: setting it on the residual quantizer sets it on every
@@ -185,18 +186,24 @@ class ResidualQuantizer(Quantizer):
             running[k].copy_(torch.where(ok, new, running[k]))
         self.skipped_updates[k] += (~ok).long()
 
-    def _condition(self, k: int, r: Tensor, stats: tuple[Tensor, Tensor] | None) -> Tensor:
+    def _stage_scales(self) -> list[Tensor] | None:
+        """α_k of every stage, computed once per call (``scale`` conditioning only)."""
+        return list(self.scales().unbind()) if self.conditioning == "scale" else None
+
+    def _condition(self, k: int, r: Tensor, stats: tuple[Tensor, Tensor] | None,
+                   scales: list[Tensor] | None = None) -> Tensor:
         if self.conditioning == "scale":
-            return r * self.scales()[k]
+            return r * (self.scales()[k] if scales is None else scales[k])
         if self.conditioning == "layernorm":
             assert stats is not None
             mean, std = stats
             return (r - mean) / std * self.ln_weight[k] + self.ln_bias[k]
         return r
 
-    def _uncondition(self, k: int, q: Tensor, stats: tuple[Tensor, Tensor] | None) -> Tensor:
+    def _uncondition(self, k: int, q: Tensor, stats: tuple[Tensor, Tensor] | None,
+                     scales: list[Tensor] | None = None) -> Tensor:
         if self.conditioning == "scale":
-            return q / self.scales()[k]
+            return q / (self.scales()[k] if scales is None else scales[k])
         if self.conditioning == "layernorm":
             assert stats is not None
             mean, std = stats
@@ -205,28 +212,33 @@ class ResidualQuantizer(Quantizer):
 
     # -- hooks ---------------------------------------------------------------------------
     def _run(self, z: Tensor, train_path: bool) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
-        residual, total, loss = z, torch.zeros_like(z), z.new_zeros(())
-        indices, side, finite = [], [], []
+        residual, total, loss = z, None, z.new_zeros(())
+        scales = self._stage_scales()
+        indices, side, checked, ranges = [], [], [], []
         for k, stage in enumerate(self._stage_list):
             stats = self._statistics(k, residual, update=train_path) if self.conditioning == "layernorm" else None
-            x = self._condition(k, residual, stats)
+            x = self._condition(k, residual, stats, scales)
             if self.check_finite and (k > 0 or self.conditioning != "none"):
-                finite.append(torch.isfinite(x.detach()).all())
+                checked.append(k)
+                ranges.append(torch.stack(torch.aminmax(x.detach())))  # NaN/±inf iff an element is (NaN propagates)
             if train_path:
                 q, idx, stage_loss = stage._quantize(x)
                 loss = loss + stage_loss
             else:
                 idx = stage._encode(x)
                 q = stage._decode(idx)
-            contribution = self._uncondition(k, q, stats)
+            contribution = self._uncondition(k, q, stats, scales)
             residual = residual - contribution
-            total = total + contribution
+            total = contribution if total is None else total + contribution
             indices.append(idx)
             if stats is not None:
                 side.append(stats)
-        if finite and not bool(torch.stack(finite).all()):  # one host sync for every stage
-            first = next(i for i, ok in enumerate(finite) if not bool(ok)) + (self.conditioning == "none")
-            raise self._overflow_error(f"the conditioned input of stage {first}")
+        if ranges:
+            finite = torch.isfinite(torch.stack(ranges)).all(dim=1)
+            if not bool(finite.all()):  # one host sync for every stage
+                first = checked[int((~finite).nonzero()[0, 0])]
+                raise self._overflow_error(f"the conditioned input of stage {first}")
+        assert total is not None
         return total, torch.stack(indices, dim=-1), loss, side
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -238,6 +250,7 @@ class ResidualQuantizer(Quantizer):
 
     def _decode(self, indices: Tensor, side_info: Tensor | None = None) -> Tensor:
         total: Tensor | None = None
+        scales = self._stage_scales()
         for k in range(indices.shape[-1]):
             stats = None
             if self.instance_stats:
@@ -246,7 +259,7 @@ class ResidualQuantizer(Quantizer):
                 stats = (side_info[:, k, 0].reshape(shape), side_info[:, k, 1].reshape(shape))
             elif self.conditioning == "layernorm":
                 stats = (self.running_mean[k], (self.running_var[k] + self.eps).sqrt())
-            c = self._uncondition(k, self._stage_list[k]._decode(indices[..., k]), stats)
+            c = self._uncondition(k, self._stage_list[k]._decode(indices[..., k]), stats, scales)
             total = c if total is None else total + c
         assert total is not None
         return total
