@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vqkit import storage
 from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.storage import IntegrityError, atomic_write, remove_debris, seal, unseal
 from vqkit.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
@@ -28,7 +29,7 @@ def _dead_pid() -> int:
 
 def test_seal_round_trip_and_every_damage_is_refused() -> None:
     payload = bytes(range(256)) * 8
-    sealed = seal(MAGIC, payload)
+    sealed = b"".join(seal(MAGIC, payload))
     assert unseal(sealed, MAGIC, "f") == payload
     for i in range(len(sealed)):  # every single-bit flip, header included
         damaged = bytearray(sealed)
@@ -43,18 +44,20 @@ def test_seal_round_trip_and_every_damage_is_refused() -> None:
 
 
 def test_atomic_write_removes_the_debris_of_killed_writers_only(tmp_path: Path) -> None:
+    storage._SWEPT.clear()  # other tests of this process swept other folders
     target = tmp_path / "checkpoint.pt"
     dead, alive = _dead_pid(), os.getpid()
     debris = [tmp_path / f".checkpoint.pt.{dead}.0123abcd.tmp", tmp_path / f".checkpoint.pt.{dead}.tmp"]
+    debris.append(tmp_path / f".other.pt.{dead}.0123abcd.tmp")  # any target's, once per folder and process
     keep = [tmp_path / f".checkpoint.pt.{alive}.0123abcd.tmp",  # a live writer's file
-            tmp_path / f".other.pt.{dead}.0123abcd.tmp", tmp_path / "notes.tmp"]  # not this target's
+            tmp_path / "notes.tmp", tmp_path / ".notes.tmp"]  # not a writer's temporary file
     for path in debris + keep:
         path.write_bytes(b"partial")
     atomic_write(target, b"new")
     assert target.read_bytes() == b"new"
     assert not any(p.exists() for p in debris)
     assert all(p.exists() for p in keep)
-    assert remove_debris(target) == []
+    assert remove_debris(tmp_path) == []
 
 
 def test_a_writer_killed_mid_write_leaves_the_old_file_and_its_debris_is_removed_later(tmp_path: Path) -> None:
@@ -70,6 +73,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_its_debris_is_removed
     assert done.returncode == -9
     assert target.read_bytes() == b"old"
     assert len(list(tmp_path.glob(".data.bin.*.tmp"))) == 1  # the kill left its temporary file
+    storage._SWEPT.clear()  # as a new process would
     atomic_write(target, b"newer")
     assert target.read_bytes() == b"newer" and not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 

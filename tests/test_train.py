@@ -194,3 +194,22 @@ def test_nonfinite_stop_policy_ends_the_run_with_a_message_and_keeps_the_checkpo
     diverged = _poisoned_trainer(tmp_path / "diverged", "skip", set(range(2, 1000)), steps=8)
     with pytest.warns(UserWarning), pytest.raises(NonFiniteTrainingError, match="3 such steps in a row"):
         diverged.run()
+
+
+def test_resume_takes_this_runs_learning_rate(tmp_path: Path) -> None:
+    """'lower --lr, then --resume' (the non-finite stop's advice) must act: the optimizer state restored
+    from the checkpoint carries the old lr; an unchanged lr gives the same floats as before."""
+    from vqkit.train.loop import Trainer, lr_factor
+
+    run = tmp_path / "run"
+    first = Trainer(load_config(**{**TINY, "prior_images": 0}, steps=5, out=str(run)))
+    first.run()
+    unchanged = load_config(**{**TINY, "prior_images": 0}, steps=5, out=str(run))
+    same = Trainer(unchanged, resume=True)  # nothing changed: exactly the lr the run ended with
+    assert same.opt.param_groups[0]["lr"] == first.opt.param_groups[0]["lr"] == TINY["lr"] * lr_factor(unchanged, 5)
+    lowered = load_config(**{**TINY, "prior_images": 0, "lr": 1e-5}, steps=8, out=str(run))
+    resumed = Trainer(lowered, resume=True)
+    assert resumed.step == 5
+    assert resumed.opt.param_groups[0]["lr"] == 1e-5 * lr_factor(lowered, 5)
+    resumed.run()
+    assert resumed.opt.param_groups[0]["lr"] == 1e-5 * lr_factor(lowered, 8)

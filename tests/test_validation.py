@@ -161,3 +161,10 @@ def test_train_help_describes_every_option_with_the_presets_defaults() -> None:
     assert "Defaults shown: preset speech-cpu's values" in text
     assert "(default: 1500)" in text  # speech-cpu's steps, not the dataclass's 300
     assert "(default: 0.0005)" in text
+
+
+def test_tuple_of_choices_parses_from_the_command_line() -> None:
+    args = build_parser().parse_args(["rd", "--data", "x", "--priors", "static,uniform"])
+    assert RDConfig(data=args.data, priors=args.priors).priors == ("static", "uniform")
+    with pytest.raises(ConfigError, match=r"priors = \('gzip',\)"):
+        RDConfig(data="x", priors=build_parser().parse_args(["rd", "--data", "x", "--priors", "gzip"]).priors)

@@ -69,6 +69,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type[Any], defau
             parser.add_argument(flag, type=type(choices[0]), choices=choices, default=default, help=help_text)
         elif typing.get_origin(kind) is tuple:
             item = typing.get_args(kind)[0]
+            if typing.get_origin(item) is typing.Literal:  # e.g. rd's --priors: names, checked by the dataclass
+                item, help_text = str, f"{help_text} (from: {', '.join(map(str, typing.get_args(item)))})"
             parser.add_argument(flag, type=_tuple_of(item), default=default, metavar=f"{item.__name__.upper()},...",
                                 help=help_text)
         else:

@@ -386,11 +386,13 @@ def fit_prior(codec: ImageCodec, images: Iterable[np.ndarray]) -> PriorModel:
 
 
 def fit_and_save_prior(model_dir: str | os.PathLike[str], data: str, max_images: int = 0,
-                       device: str | torch.device = "cpu", progress: bool = False) -> Path:
+                       device: str | torch.device = "cpu", progress: bool = False, *, bad_files: str = "skip",
+                       flat: str = "holdout") -> Path:
     """Fit the static and context tables of the model in ``model_dir`` on ``data``'s training images
-    and write them beside it (``prior.safetensors``); returns that path."""
+    and write them beside it (``prior.safetensors``); returns that path. ``bad_files`` and ``flat`` as
+    in :func:`vqkit.data.images.training_images` (a run passes its own, so the prior sees its data)."""
     codec = ImageCodec.from_pretrained(model_dir, device=device)
-    images: Iterable[np.ndarray] = training_images(data, max_images)
+    images: Iterable[np.ndarray] = training_images(data, max_images, bad_files=bad_files, flat=flat)
     if progress:
         from tqdm import tqdm
 

@@ -324,13 +324,15 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str, split: str, out: st
     trained = load_config(None, run / "config.json")
     cfg = dataclasses.replace(trained, data=str(data))
     # a flat folder the run trained on is split as training split it (held-out share = val); any
-    # other flat folder (a test set, the run's --val-data) is evaluated whole
-    flat = "holdout" if str(data) == "photos" or Path(data).resolve() == Path(trained.data).resolve() else "whole"
+    # other flat folder (a test set, the run's --val-data) is evaluated whole. A bad file stops the
+    # evaluation, naming it: substituting another image would put its score under the bad one's id
+    same = str(data) == "photos" or Path(data).resolve() == Path(trained.data).resolve()
+    flat = "holdout" if same and not trained.val_data else "whole"
     dev = resolve_device(device)
     codec = ImageCodec.from_pretrained(run / "final", device=dev)
     model = codec.tokenizer
     dataset = build_dataset(cfg.data, split, cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                            max_images=max_images or None, bad_files=trained.bad_files, flat=flat)
+                            max_images=max_images or None, bad_files="fail", flat=flat)
     if max_images and len(dataset) > max_images:  # type: ignore[arg-type]  # the bundled photos
         dataset = Subset(dataset, range(max_images))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)

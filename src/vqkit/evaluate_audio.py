@@ -155,7 +155,8 @@ def evaluate_audio_run(run_dir: str | os.PathLike[str], data: str, out: str | os
     codec = AudioCodec.from_pretrained(run / "final", device=dev)
     model = codec.tokenizer
     rate = speech_rate(model.config.arch_args)
-    dataset = AudioFolder(data, rate, train=False, max_items=max_items or None)
+    # a bad file stops the evaluation, naming it: another utterance's scores would stand under its id
+    dataset = AudioFolder(data, rate, train=False, max_items=max_items or None, bad_files="fail")
     print(f"vqkit eval: {len(dataset)} utterances of {data} at {rate} Hz", flush=True)
     result = evaluate_audio(model, dataset, dev, full=True, keep_samples=samples, codec=codec)
     target = Path(out)

@@ -20,6 +20,7 @@ import re
 import secrets
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_debris(path: Path) -> list[Path]:
-    """Delete temporary files that killed writers of ``path`` left in its folder; returns them."""
-    # .NAME.PID.HEX.tmp (this writer), .NAME.PID.tmp (older checkpoints), .NAME.XXXXXXXX.tmp (mkstemp)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.[0-9a-f]{{8}}|(\d+)|[a-z0-9_]{{8}})\.tmp$")
+_DEBRIS = re.compile(r"^\..+?\.(?:(\d+)\.[0-9a-f]{8}|(\d+)|[a-z0-9_]{8})\.tmp$")
+""".NAME.PID.HEX.tmp (this writer), .NAME.PID.tmp (older checkpoints), .NAME.XXXXXXXX.tmp (older mkstemp)."""
+
+
+def remove_debris(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder``; returns them."""
+    pattern = _DEBRIS
     removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(path.parent):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
             match = pattern.match(entry.name)
             if match is None or not entry.is_file(follow_symlinks=False):
                 continue
@@ -64,15 +68,25 @@ def remove_debris(path: Path) -> list[Path]:
     return removed
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a part."""
+_SWEPT: set[tuple[int, str]] = set()  # (pid, folder) already swept: one scan per folder and process
+
+
+def atomic_write(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or chunks written one after the other) to ``path`` so that a reader sees
+    the old file or the new one, never a part. The first write into a folder by this process removes
+    the debris of killed writers there (one scan per folder, not per file: batch encodes stay linear)."""
     path = Path(path)
-    remove_debris(path)
+    folder = (os.getpid(), os.path.abspath(path.parent))
+    if folder not in _SWEPT:
+        remove_debris(path.parent)
+        _SWEPT.add(folder)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    chunks = [data] if isinstance(data, bytes | memoryview) else list(data)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -96,16 +110,17 @@ def read_json(path: Path, hint: str = "") -> Any:
 _FRAME = struct.Struct("<Q32s")  # payload length, SHA-256 of the payload
 
 
-def seal(magic: bytes, payload: bytes) -> bytes:
-    """``magic`` + length + SHA-256 + ``payload``: the bytes :func:`unseal` verifies."""
-    return magic + _FRAME.pack(len(payload), hashlib.sha256(payload).digest()) + payload
+def seal(magic: bytes, payload: bytes | memoryview) -> list[bytes | memoryview]:
+    """``[magic + length + SHA-256, payload]``: the chunks (payload not copied) whose concatenation
+    :func:`unseal` verifies; :func:`atomic_write` writes them."""
+    return [magic + _FRAME.pack(len(payload), hashlib.sha256(payload).digest()), payload]
 
 
 def is_sealed(data: bytes, magic: bytes) -> bool:
     return data[: len(magic)] == magic
 
 
-def unseal(data: bytes, magic: bytes, where: str) -> bytes:
+def unseal(data: bytes, magic: bytes, where: str) -> memoryview:
     """The payload of :func:`seal`'s bytes; :class:`IntegrityError` naming ``where`` if anything is off."""
     if not is_sealed(data, magic):
         raise IntegrityError(f"{where}: not a {magic.rstrip(bytes(1)).decode(errors='replace')} file (bad magic)")
@@ -113,7 +128,7 @@ def unseal(data: bytes, magic: bytes, where: str) -> bytes:
     if len(data) < head:
         raise IntegrityError(f"{where}: truncated ({len(data)} bytes, shorter than its {head}-byte header)")
     length, digest = _FRAME.unpack_from(data, len(magic))
-    payload = data[head:]
+    payload = memoryview(data)[head:]  # a view: a checkpoint is not copied to be checked
     if len(payload) != length:
         what = "truncated" if len(payload) < length else "has trailing bytes"
         raise IntegrityError(f"{where}: {what} (payload of {len(payload)} bytes, the header says {length})")

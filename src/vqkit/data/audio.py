@@ -90,6 +90,8 @@ def check_audio(path: str | os.PathLike[str]) -> None:
     Raises :class:`BadFileError`."""
     try:
         info = sf.info(os.fspath(path))
+    except MemoryError:  # the machine's state, not the file's fault
+        raise
     except Exception as err:  # whatever libsndfile raises on one file is that file's fault
         raise BadFileError(f"cannot read audio {path}: {err}", path) from err
     check_wav_length(path)
@@ -110,6 +112,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> Tensor:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     try:
         data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+    except MemoryError:  # the machine's state, not the file's fault
+        raise
     except Exception as err:  # whatever libsndfile raises on one file is that file's fault
         raise BadFileError(f"cannot read audio {path}: {err}", path) from err
     check_wav_length(path)

@@ -208,6 +208,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return image_to_array(image)
+    except MemoryError:  # the machine's state, not the file's fault
+        raise
     except Exception as err:  # whatever a decoder raises on one file is that file's fault
         raise BadFileError(f"cannot read image {path}: {_cause(err, path)}", path) from err
 
@@ -232,6 +234,8 @@ def check_image(path: str | os.PathLike[str]) -> None:
             if image.mode not in SUPPORTED_MODES:
                 raise ValueError(f"unsupported image mode {image.mode!r}")
             image.verify()
+    except MemoryError:  # the machine's state, not the file's fault
+        raise
     except Exception as err:
         raise BadFileError(f"cannot read image {path}: {_cause(err, path)}", path) from err
 
@@ -384,7 +388,7 @@ def check_bad_files(policy: str) -> str:
 
 
 def _refused(err: BadFileError) -> BadFileError:
-    return BadFileError(f"{err} [bad_files='fail'; bad_files='skip' would skip it and go on]", err.path)
+    return BadFileError(f"{err} [bad_files='fail']", err.path)
 
 
 class _BadFileMixin:

@@ -80,7 +80,7 @@ def entry_config(preset: Preset, entry: Entry, cfg: CompareConfig, run_dir: Path
 
 
 def _check_same_settings(run_dir: Path, train_cfg: TrainConfig) -> None:
-    saved = read_json(run_dir / "config.json", f"delete {run_dir} to train this configuration again")
+    saved = load_config(None, run_dir / "config.json").to_dict()  # options added since it was written: defaults
     wanted = train_cfg.to_dict()
     keys = sorted((set(saved) | set(wanted)) - _NOT_RESULTS)
     diff = [k for k in keys if json.dumps(saved.get(k)) != json.dumps(wanted.get(k))]
@@ -118,14 +118,15 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
         train(train_cfg, resume=resume)
     if not (eval_dir / "metrics.json").exists():
         modality_of(train_cfg.arch).evaluate_run(run_dir, train_cfg, eval_dir, train_cfg.max_val_images)
-    summary = read_json(run_dir / "summary.json", f"delete {run_dir} to train this configuration again")
-    metrics = read_json(eval_dir / "metrics.json", f"delete {eval_dir} to evaluate again")
+    retrain, reevaluate = f"delete {run_dir} to train this configuration again", f"delete {eval_dir} to evaluate again"
+    summary = read_json(run_dir / "summary.json", retrain)
+    metrics = read_json(eval_dir / "metrics.json", reevaluate)
     wanted: dict[str, type | tuple[type, ...]] = {"bits_per_token": (int, float), "train_seconds": (int, float),
                                                    "steps": int}
-    if (not isinstance(summary, dict) or not isinstance(metrics, dict) or not isinstance(metrics.get("metrics"), dict)
-            or any(not isinstance(summary.get(k), t) for k, t in wanted.items())):
-        raise IntegrityError(f"{run_dir}: summary.json or eval-val/metrics.json is not what vqkit wrote; delete "
-                             f"{run_dir} to train this configuration again")
+    if not isinstance(summary, dict) or any(not isinstance(summary.get(k), t) for k, t in wanted.items()):
+        raise IntegrityError(f"{run_dir / 'summary.json'}: not what vqkit wrote; {retrain}")
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("metrics"), dict):
+        raise IntegrityError(f"{eval_dir / 'metrics.json'}: not what vqkit wrote; {reevaluate}")
     metrics = metrics["metrics"]
     return {
         "name": entry.name, "family": entry.family, "quantizer": entry.quantizer, "quantizer_args": entry.args,

@@ -83,7 +83,7 @@ def resolve_path(base: Path, value: Any) -> Path | None:
     if not value:
         return None
     path = Path(str(value))
-    return path if path.is_absolute() else Path(base) / path
+    return path if path.is_absolute() else Path(base).resolve() / path  # absolute: resolving twice is a no-op
 
 
 def with_resolved_paths(base: Path, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -710,8 +710,8 @@ def eval_set_line(results: dict[str, Any], configs: list[dict[str, Any]]) -> str
     size = results.get("image_size")
     source = results.get("val_data") or f"{results.get('data', '?')} (its val split)"
     pixels = f", {size}×{size} px each" if size else ""
-    return (f"- evaluation set: {_images(configs)} images of {source}{pixels}, the same images for every "
-            "configuration")
+    same = ", the same images for every configuration" if paired_items(configs, "psnr") else ""
+    return f"- evaluation set: {_images(configs)} images of {source}{pixels}{same}"
 
 
 def _header(results: dict[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
     path = run_dir / CHECKPOINT
-    atomic_write(path, seal(MAGIC, buffer.getvalue()))
+    atomic_write(path, seal(MAGIC, buffer.getbuffer()))
     return path
 
 
@@ -47,7 +47,7 @@ def load_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     elif data[:4] == b"PK\x03\x04":  # written before checkpoints were sealed: nothing to verify against
         warnings.warn(f"{path} has no SHA-256 (written by an older vqkit): its integrity cannot be checked; "
                       "the next checkpoint of this run will have one", stacklevel=2)
-        payload = data
+        payload = memoryview(data)
     else:
         raise IntegrityError(f"{path}: not a vqkit training checkpoint, or its header is corrupt; cannot resume")
     try:

@@ -131,7 +131,7 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "none"] = "auto"
     """'auto' = bf16 autocast on CUDA, none on CPU; 'bf16' or 'none' to force."""
     device: Device = "auto"
-    """'auto' (CUDA if present), 'cpu', 'cuda' or 'cuda:N'; checked against this machine at start."""
+    """'auto' (CUDA if present), 'cpu', 'cuda', 'cuda:N' or 'mps'; checked against this machine at start."""
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.images import set_epoch, skipped_count, split_note
 from ..models import Tokenizer
-from ..quantizers import NonFiniteError
+from ..quantizers import NonFiniteError, Quantizer
 from ..storage import atomic_write, remove_debris
 from ..validation import resolve_device
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -143,6 +143,12 @@ class Trainer:
                 # input norm); torch's SyncBatchNorm is CUDA-only, so gloo ranks keep per-rank statistics
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # type: ignore[no-untyped-call]
             self.ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+            # A quantizer's NaN check raises on one rank only and would leave the others waiting in a
+            # collective; under DDP a non-finite input reaches the loss instead (statistics refuse it
+            # alike on every rank), where _finite decides for all ranks together.
+            quantizer = _unwrap(self.model).quantizer
+            assert isinstance(quantizer, Quantizer)
+            quantizer.check_finite = False
             if self.disc is not None:
                 self.disc = DistributedDataParallel(self.disc, device_ids=ids, broadcast_buffers=False)
 
@@ -153,7 +159,7 @@ class Trainer:
                 raise ValueError(f"{self.run_dir} already holds a run: pass --resume to continue it or choose "
                                  "another --out")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            remove_debris(self.run_dir / CHECKPOINT)  # left by a write that a kill interrupted
+            remove_debris(self.run_dir)  # left by a write that a kill interrupted
             atomic_write(self.run_dir / "config.json", (json.dumps(self.cfg.to_dict(), indent=2) + "\n").encode())
         self._barrier()
 
@@ -196,6 +202,12 @@ class Trainer:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         set_rng_state(state["rng"])
+        # the learning rate is this run's --lr (the same value on a plain resume, so the same floats):
+        # the optimizer and scheduler states restored above carry the lr the checkpoint was written with
+        self.sched.base_lrs = [self.cfg.lr] * len(self.opt.param_groups)
+        for group in self.opt.param_groups:
+            group["initial_lr"] = self.cfg.lr
+            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.sched.last_epoch)
 
     def _save(self) -> None:
         if self.ctx.main:

@@ -100,8 +100,13 @@ class ImageAdversary(Adversary):
         return hinge_d_loss(self.main(real), self.main(fake.detach()))
 
 
+def _flat(cfg: TrainConfig) -> str:
+    """A flat --data folder without --val-data holds out a share for validation; with it, all of it trains."""
+    return "whole" if cfg.val_data else "holdout"
+
+
 def _image_datasets(cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
-    flat = "whole" if cfg.val_data else "holdout"  # a flat --data folder without --val-data holds out a share
+    flat = _flat(cfg)
     train = build_dataset(cfg.data, "train", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
                           max_images=cfg.max_train_images or None, bad_files=cfg.bad_files, flat=flat)
     val = build_dataset(cfg.val_data or cfg.data, "val", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
@@ -202,7 +207,8 @@ def _audio_validate(model: Tokenizer, dataset: Dataset[Tensor], cfg: TrainConfig
 def _image_prior(model_dir: Path, cfg: TrainConfig, device: torch.device) -> Path:
     from ..compress import fit_and_save_prior
 
-    return fit_and_save_prior(model_dir, cfg.data, cfg.prior_images, device)
+    return fit_and_save_prior(model_dir, cfg.data, cfg.prior_images, device, bad_files=cfg.bad_files,
+                              flat=_flat(cfg))
 
 
 def _audio_prior(model_dir: Path, cfg: TrainConfig, device: torch.device) -> Path:
