@@ -25,7 +25,7 @@ import torch
 
 from vqkit.codec import TokenFile, coders
 from vqkit.compress import ImageCodec, read_image
-from vqkit.data.images import find_images
+from vqkit.data.files import find_images
 
 
 def phases(codec: ImageCodec, image: np.ndarray, prior: str) -> dict[str, float]:

@@ -21,7 +21,8 @@ from vqkit.data.audio import (
     load_audio,
     write_wav,
 )
-from vqkit.data.images import BadFileError, BadFileWarning, make_loader, set_epoch, skipped_count
+from vqkit.data.files import BadFileError, BadFileWarning, skipped_count
+from vqkit.data.images import make_loader, set_epoch
 
 SHARED_AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "audio"
 needs_speech = pytest.mark.skipif(not (SHARED_AUDIO / "librispeech-test-other").is_dir(),

@@ -14,24 +14,23 @@ import pytest
 import torch
 from PIL import Image
 
-from vqkit.data.images import (
+from vqkit.data.files import (
     FLAT_HOLDOUT_EVERY,
-    SUPPORTED_MODES,
     BadFileError,
     BadFileWarning,
+    find_images,
+    flat_holdout,
+    skipped_count,
+    split_note,
+)
+from vqkit.data.image_io import SUPPORTED_MODES, image_to_array, load_image, read_image
+from vqkit.data.images import (
     ImageFolder,
     PhotoDataset,
     build_dataset,
-    find_images,
-    flat_holdout,
     from_uint8,
-    image_to_array,
-    load_image,
     make_loader,
-    read_image,
     set_epoch,
-    skipped_count,
-    split_note,
     to_uint8,
     training_images,
 )

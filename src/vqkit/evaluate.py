@@ -36,7 +36,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .compress import ImageCodec
-from .data.images import PhotoDataset, build_dataset, split_note, to_uint8, write_png
+from .data.files import split_note
+from .data.image_io import write_png
+from .data.images import PhotoDataset, build_dataset, to_uint8
 from .metrics import (
     FID,
     CodeUsage,

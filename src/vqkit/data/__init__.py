@@ -1,1 +1,2 @@
-"""Data sources: image folders and the scikit-image photos bundled for offline demos."""
+"""Data sources: image and speech folders (their shared file rules in :mod:`.files`) and the scikit-image photos
+bundled for offline demos."""

@@ -15,7 +15,7 @@ Every waveform is float32 mono in **[-1, 1]**, the range vqkit's speech models, 
 - **Errors name the file.** A corrupt, empty or NaN-filled file raises a :class:`BadFileError` (a
   ``ValueError``) with its path at once, instead of a NaN loss hours later. :class:`AudioFolder`'s
   ``bad_files`` decides what a dataset does with one: ``"skip"`` (default) it, warn once and
-  count it (``skipped``), or ``"fail"``, as in :mod:`vqkit.data.images`.
+  count it (``skipped``), or ``"fail"``, as in :mod:`vqkit.data.files`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .images import BadFileError, _BadFileMixin, _EpochMixin, _index, _refused, check_bad_files, find_files, spread
+from .files import BadFileError, _BadFileMixin, _EpochMixin, _index, _refused, check_bad_files, find_files, spread
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -47,7 +47,7 @@ def find_audio(root: str | os.PathLike[str], extensions: Sequence[str] = AUDIO_E
     machine). Extensions match case-insensitively; hidden files and folders are skipped.
 
     Symbolic links are followed, but each real folder is read once and each real file listed once
-    (:func:`vqkit.data.images.find_files`): a link back to a parent (a loop) or a second link to the
+    (:func:`vqkit.data.files.find_files`): a link back to a parent (a loop) or a second link to the
     same folder adds no files twice and cannot recurse forever; the link-free path of a file is the
     one kept. A ``ValueError`` names ``root`` when it is missing, a file, or holds no audio.
     """
@@ -146,7 +146,7 @@ class AudioFolder(_BadFileMixin, _EpochMixin, Dataset[Tensor]):
 
     ``bad_files="skip"`` (default): a file that cannot be decoded, is empty, or holds NaN/Inf is
     replaced by the next file that loads (the crop is keyed by the index asked for), with one
-    :class:`~vqkit.data.images.BadFileWarning` per file; ``skipped`` counts them, and if every file
+    :class:`~vqkit.data.files.BadFileWarning` per file; ``skipped`` counts them, and if every file
     is bad a :class:`BadFileError` is raised. An evaluation item replaced this way repeats another
     utterance. ``bad_files="fail"``: every header is checked here (:func:`check_audio`), and the
     first bad file, found then or when decoded, raises a :class:`BadFileError`.

@@ -8,61 +8,46 @@ Random choices (crop position, flip) come from a generator keyed by ``(seed, epo
 from a worker's global RNG: an item is the same whatever the number of loader workers, the order
 they run in, or whether the run was resumed part-way.
 
-- **One decoding path.** Every image file becomes pixels through :func:`image_to_array` (via
-  :func:`read_image`): training (:func:`load_image`), evaluation and the codec cannot disagree on
-  what a 16-bit PNG or a CMYK JPEG looks like.
-- **Bad files.** The folder datasets take ``bad_files``: ``"skip"`` (default) replaces an unreadable
-  file by the next one that loads, warns once per file (:class:`BadFileWarning`) and counts it
-  (``dataset.skipped``, :func:`skipped_count`), so one corrupt JPEG does not end a week-long run;
-  ``"fail"`` raises a :class:`BadFileError` naming the first bad file.
-- **Disjoint splits.** A flat folder (no ``train/``/``val/``) is split by a fixed hold-out
-  (:func:`flat_holdout`): every :data:`FLAT_HOLDOUT_EVERY`-th image validates and is never trained on.
+Files are found, split (a flat folder's fixed hold-out) and, when bad, skipped or refused as
+:mod:`vqkit.data.files` says; they are decoded by :mod:`vqkit.data.image_io`'s one path.
 """
 
 from __future__ import annotations
 
-import operator
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from .files import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    BadFileError,
+    BadFileWarning,
+    _BadFileMixin,
+    _EpochMixin,
+    _index,
+    _refused,
+    check_bad_files,
+    find_images,
+    flat_holdout,
+    require_folder,
+    spread,
+)
+from .image_io import check_image, load_image, read_image
 from .photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-T = TypeVar("T")
-SPLITS = ("train", "val")
-BAD_FILE_POLICIES = ("skip", "fail")
-"""Values of ``bad_files``: ``"skip"`` a bad file (replace it, warn, count) or ``"fail"`` on it."""
-FLAT_HOLDOUT_EVERY = 10
-"""In a flat folder, sorted images 0, 10, 20, … are the validation split and never trained on."""
 FLAT_MODES = ("holdout", "whole")
 """How :func:`build_dataset` splits a flat folder: ``"holdout"`` (disjoint, see :func:`flat_holdout`) or
 ``"whole"`` (every image, for a folder that is only ever one split, e.g. a separate ``--val-data``)."""
-
-
-class BadFileError(ValueError):
-    """A data file that cannot be used: unreadable, truncated, not an image or audio file, of an
-    unsupported mode, empty, or holding NaN/Inf. The message names the file and the cause;
-    ``path`` holds the file (``None`` when the error was re-raised from a loader worker, which
-    rebuilds exceptions from their message alone)."""
-
-    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else Path(path)
-
-
-class BadFileWarning(UserWarning):
-    """A bad file was skipped (``bad_files="skip"``), or a folder could not be listed."""
 
 
 @dataclass(frozen=True)
@@ -111,335 +96,6 @@ def _crop(image: Tensor, top: int, left: int, size: int, flip: bool) -> Tensor:
 
 def _to_chw(image: Image.Image) -> Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-
-
-SUPPORTED_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV",
-                   "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-"""PIL modes :func:`image_to_array` converts; a file of any other mode is a :class:`BadFileError`."""
-_FLOAT_SCALES = (1.0, 255.0, 65535.0)
-
-
-def _scaled(values: np.ndarray, top: float) -> np.ndarray:
-    """Grey values on ``[0, top]`` → uint8 ``(H, W, 1)``, rounded; outside the range clipped."""
-    return np.clip(np.round(values.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)[..., None]
-
-
-def image_to_array(image: Image.Image) -> np.ndarray:
-    """A decoded PIL image as uint8 ``(H, W, C)``: ``C = 1`` for grey modes, 3 for everything else.
-
-    This is vqkit's one conversion from file pixels to uint8, used by training (:func:`load_image`),
-    evaluation and the codec (:func:`read_image`), so they agree on every mode:
-
-    - ``1``, ``L``: grey (``1`` is 0 or 255). ``LA``/``La``: grey, alpha dropped.
-    - ``I;16`` (``I;16L``, ``I;16B``, ``I;16N``): 16-bit grey, scaled by 255/65535 and rounded, never
-      clipped (a 16-bit PNG's 65,535 is white, 32,768 mid-grey).
-    - ``I`` (signed 32-bit): PIL's mode for 16-bit grey from several formats, so values 0…65,535 are
-      scaled by 255/65535 as 16-bit; an image with larger values is a true 32-bit one and is scaled
-      by 255/(2³¹−1), mode I's largest value. Negative values, which have no brightness, become 0.
-    - ``F`` (32-bit float): taken as [0, 1], unless its values say otherwise: a maximum above 1
-      means PIL's own [0, 255] convention (``L`` converted to ``F``), above 255 a 16-bit range
-      [0, 65535]; above 65535 there is no known scale and the image is refused, as is NaN or Inf.
-      Values outside the chosen range (small negative undershoot, 1 + ε from float arithmetic)
-      are clipped: they are rounding, not content.
-    - ``P``/``PA`` (palette, with or without transparency), ``RGB``, ``RGBA``, ``RGBX``, ``RGBa``
-      (un-premultiplied first), ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``: RGB, through PIL's converters.
-
-    **Alpha is dropped, not composited**: the colour channels are kept as stored, on no background
-    (a transparent pixel keeps whatever colour it holds). 48-bit RGB PNGs reach here as 8-bit
-    ``RGB`` (PIL keeps the high byte), so they are scaled, not clipped, too.
-
-    Raises ``ValueError`` for any other mode and for float images without a known scale.
-    """
-    mode = image.mode
-    if mode in ("1", "L"):
-        return np.array(image.convert("L"), dtype=np.uint8)[..., None]
-    if mode in ("LA", "La"):
-        return np.array(image.convert("LA").getchannel("L"), dtype=np.uint8)[..., None]
-    if mode.startswith("I;16") and mode in SUPPORTED_MODES:
-        return _scaled(np.asarray(image), 65535.0)
-    if mode == "I":
-        values = np.asarray(image).astype(np.int64)
-        return _scaled(values, 65535.0 if values.max(initial=0) <= 65535 else 2.0**31 - 1)
-    if mode == "F":
-        values = np.asarray(image).astype(np.float64)
-        if not np.isfinite(values).all():
-            raise ValueError("float (mode F) image holds NaN or infinite values")
-        peak = float(values.max(initial=0.0))
-        top = next((s for s in _FLOAT_SCALES if peak <= s * (1 + 1 / 512)), None)
-        if top is None:
-            raise ValueError(f"float (mode F) image with values up to {peak:g} has no known brightness scale "
-                             "(expected [0, 1], [0, 255] or [0, 65535])")
-        return _scaled(values, top)
-    if mode in ("P", "PA", "RGBa"):  # palette with transparency must go through RGBA (PIL warns otherwise)
-        return np.array(image.convert("RGBA"), dtype=np.uint8)[..., :3].copy()
-    if mode == "RGB":
-        return np.array(image, dtype=np.uint8)
-    if mode in ("RGBA", "RGBX"):
-        return np.array(image, dtype=np.uint8)[..., :3].copy()
-    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        return np.array(image.convert("RGB"), dtype=np.uint8)
-    raise ValueError(f"unsupported image mode {mode!r} (supported: {', '.join(SUPPORTED_MODES)})")
-
-
-def _cause(err: BaseException, path: str | os.PathLike[str]) -> str:
-    """Why a file could not be read, in words (PIL's own messages say "cannot identify" for an empty file)."""
-    if isinstance(err, UnidentifiedImageError):
-        try:
-            empty = os.path.getsize(path) == 0
-        except OSError:
-            empty = False
-        return "empty file (0 bytes)" if empty else "not an image (PIL cannot identify its format)"
-    if isinstance(err, FileNotFoundError):
-        return "no such file"
-    text = str(err) or type(err).__name__
-    if "truncated" in text.lower():
-        return f"truncated file ({text})"
-    return text if isinstance(err, ValueError | OSError) else f"{type(err).__name__}: {text}"
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as uint8 ``(H, W, C)`` through :func:`image_to_array`: C = 1 for grey (1, L, LA,
-    16-bit, 32-bit and float grey, scaled, not clipped), 3 for everything else (alpha dropped).
-
-    Raises :class:`BadFileError` (a ``ValueError``) naming the file and the cause: missing, empty,
-    not an image, truncated, an unsupported mode, or any other decoding error.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image_to_array(image)
-    except MemoryError:  # the machine's state, not the file's fault
-        raise
-    except Exception as err:  # whatever a decoder raises on one file is that file's fault
-        raise BadFileError(f"cannot read image {path}: {_cause(err, path)}", path) from err
-
-
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """An image file as an RGB PIL image: :func:`read_image`'s pixels (one conversion path for every
-    mode, see :func:`image_to_array`), grey repeated to three channels. Raises
-    :class:`BadFileError` (a ``ValueError``) naming the file if it cannot be read, so that a bad
-    file in a dataset of thousands is found at once."""
-    pixels = read_image(path)
-    return Image.fromarray(np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels)
-
-
-def check_image(path: str | os.PathLike[str]) -> None:
-    """A cheap check of one image file, without decoding it: it exists, PIL identifies its format,
-    its mode is supported, and ``verify()`` passes (for PNG that reads every chunk and checks its
-    CRC, so a cut PNG is caught; a cut JPEG is only found when decoded). Raises
-    :class:`BadFileError`. Measured 35–75 µs a file from the page cache (0.3–0.7 s for Imagenette's
-    9,469 training images), so about a minute for ImageNet-1k's 1.28 M, more from a cold disk."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in SUPPORTED_MODES:
-                raise ValueError(f"unsupported image mode {image.mode!r}")
-            image.verify()
-    except MemoryError:  # the machine's state, not the file's fault
-        raise
-    except Exception as err:
-        raise BadFileError(f"cannot read image {path}: {_cause(err, path)}", path) from err
-
-
-def require_folder(path: str | os.PathLike[str], what: str = "folder") -> Path:
-    """``path`` as a Path if it is a folder; otherwise a ``ValueError`` naming it and saying why."""
-    folder = Path(path)
-    if not folder.exists():
-        raise ValueError(f"{what} {folder} does not exist")
-    if not folder.is_dir():
-        raise ValueError(f"{what} {folder} is a file, not a folder")
-    return folder
-
-
-def find_files(root: str | os.PathLike[str], extensions: Sequence[str], what: str = "data") -> list[Path]:
-    """Every file under ``root`` whose name ends with one of ``extensions`` (case-insensitive), sorted
-    by relative posix path: one order on every machine. Hidden files and folders (``.x``) are
-    skipped (macOS ``._x.jpg`` resource forks are not images).
-
-    Symbolic links are followed, but nothing is read twice: the folders reachable without links are
-    walked first, then each linked folder whose real folder was not yet walked (so a link back to a
-    parent, a loop, adds nothing and cannot recurse forever), and a file reached by several paths
-    (links, hard links) is listed once, under its link-free path if it has one, else its first in
-    sorted order. Folders that cannot be listed are left out with a :class:`BadFileWarning`.
-    """
-    top = require_folder(root, f"{what} folder")
-    suffixes = tuple(e.lower() for e in extensions)
-    folders_seen: set[tuple[int, int] | str] = set()
-    kept: dict[tuple[int, int] | str, tuple[bool, str, Path]] = {}
-    linked: list[Path] = []
-
-    def identity(st: os.stat_result, path: str) -> tuple[int, int] | str:
-        return (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)  # no inode numbers: real path
-
-    def walk(start: Path, via_link: bool) -> None:
-        stack = [start]
-        while stack:
-            folder = stack.pop()
-            try:
-                key = identity(os.stat(folder), str(folder))
-                if key in folders_seen:
-                    continue
-                folders_seen.add(key)
-                with os.scandir(folder) as listing:
-                    entries = sorted(listing, key=lambda e: e.name)
-            except OSError as err:
-                warnings.warn(f"cannot list folder {folder}: {err}; its files are left out", BadFileWarning,
-                              stacklevel=3)
-                continue
-            subfolders: list[Path] = []
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    if entry.is_dir():
-                        (linked if entry.is_symlink() else subfolders).append(Path(entry.path))
-                    elif entry.name.lower().endswith(suffixes) and entry.is_file():
-                        path = Path(entry.path)
-                        candidate = (via_link or entry.is_symlink(), path.relative_to(top).as_posix(), path)
-                        file_key = identity(entry.stat(), entry.path)
-                        if file_key not in kept or candidate < kept[file_key]:
-                            kept[file_key] = candidate
-                except OSError:  # a broken link or a file removed while listing
-                    continue
-            stack.extend(reversed(subfolders))
-
-    walk(top, False)
-    while linked:
-        walk(linked.pop(0), True)
-    return [path for _, _, path in sorted(kept.values(), key=lambda c: c[1])]
-
-
-def find_images(root: str | os.PathLike[str], extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """All image files under ``root``, recursively, sorted by relative path (see :func:`find_files`:
-    links followed, nothing listed twice). Extensions match case-insensitively (Imagenette's files
-    are ``.JPEG``). A ``ValueError`` names ``root`` when it is missing, a file, or holds no images."""
-    found = find_files(root, extensions, "image")
-    if not found:
-        raise ValueError(f"no images ({', '.join(e.lower() for e in extensions)}) found under {root}")
-    return found
-
-
-def flat_holdout(files: Sequence[T], split: str, root: str | os.PathLike[str] = "the flat folder",
-                 every: int = FLAT_HOLDOUT_EVERY) -> tuple[list[T], str]:
-    """The ``split`` side of a flat folder's deterministic hold-out, and a sentence saying so.
-
-    ``files`` in sorted order; ``files[0]``, ``files[every]``, ``files[2 * every]``, … (at least one
-    file, ``ceil(n / every)`` in all: 3 of Kodak's 24) are ``"val"``, the rest ``"train"``: the two
-    are disjoint and fixed by the file names alone. Fewer than two files cannot be split.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if every < 2:
-        raise ValueError(f"every must be at least 2, got {every}")
-    n = len(files)
-    if n < 2:
-        raise ValueError(f"flat folder {root} has {n} image(s): at least 2 are needed to hold one out for "
-                         "validation (give a separate validation folder instead)")
-    held = (n + every - 1) // every
-    chosen = [f for k, f in enumerate(files) if (k % every == 0) == (split == "val")]
-    note = (f"flat folder {root}: {held} of {n} images held out for validation (every {every}th in sorted "
-            f"order, from the first); {n - held} used for training")
-    return chosen, note
-
-
-def spread(items: Sequence[T], n: int | None, name: str = "max_images") -> list[T]:
-    """``n`` items evenly spread over ``items`` (all of them when ``n`` is None or larger), so that a
-    subset of an ImageNet-layout folder still covers every class."""
-    if n is None:
-        return list(items)
-    if n < 1:
-        raise ValueError(f"{name} must be positive, got {n}")
-    n = min(n, len(items))
-    return [items[i * len(items) // n] for i in range(n)]
-
-
-def _index(index: int, length: int) -> int:
-    i = operator.index(index) + (length if index < 0 else 0)
-    if not 0 <= i < length:
-        raise IndexError(f"index {index} out of range for a dataset of {length} items")
-    return i
-
-
-class _EpochMixin:
-    """The epoch lives in shared memory: loader workers (persistent ones included) hold a copy of the
-    dataset made when they started, and would otherwise never see ``set_epoch``."""
-
-    def _init_epoch(self, seed: int) -> None:
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        self.seed = seed
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch.item())
-
-    def set_epoch(self, epoch: int) -> None:
-        """New random crops for a new epoch; call before iterating the loader (or :func:`set_epoch`)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
-        self._epoch.fill_(epoch)
-
-
-def check_bad_files(policy: str) -> str:
-    """``policy`` if it is one of :data:`BAD_FILE_POLICIES`, else a ``ValueError``."""
-    if policy not in BAD_FILE_POLICIES:
-        raise ValueError(f"bad_files must be one of {BAD_FILE_POLICIES}, got {policy!r}")
-    return policy
-
-
-def _refused(err: BadFileError) -> BadFileError:
-    return BadFileError(f"{err} [bad_files='fail']", err.path)
-
-
-class _BadFileMixin:
-    """The ``bad_files`` policy of a dataset of ``files``.
-
-    Which files turned out bad lives in shared memory, like the epoch: loader workers (persistent
-    ones included) each hold a copy of the dataset, and the main process reads ``skipped`` from
-    the one shared record. Each bad file is warned about once, whichever worker meets it.
-    """
-
-    root: Path
-    files: tuple[Path, ...]
-
-    def _init_bad_files(self, policy: str) -> None:
-        self.bad_files = check_bad_files(policy)
-        self._bad = torch.zeros(len(self.files), dtype=torch.bool).share_memory_()  # type: ignore[no-untyped-call]
-
-    @property
-    def skipped(self) -> int:
-        """How many files have been skipped as bad so far, by this process and its loader workers (each
-        distributed rank keeps its own count)."""
-        return int(self._bad.sum().item())
-
-    @property
-    def skipped_files(self) -> list[Path]:
-        """The files skipped as bad so far, in dataset order."""
-        return [self.files[i] for i in torch.nonzero(self._bad).flatten().tolist()]
-
-    def _load(self, index: int, load: Callable[[int], T]) -> T:
-        """``load(index)``, or under ``"skip"`` ``load`` of the first index after it (cyclically)
-        that loads: the same replacement whichever worker asks, as it depends on the files alone."""
-        n = len(self.files)
-        last: BadFileError | None = None
-        for step in range(n):
-            j = (index + step) % n
-            if bool(self._bad[j]):
-                continue
-            try:
-                return load(j)
-            except BadFileError as err:
-                if self.bad_files == "fail":
-                    raise _refused(err) from err
-                self._bad[j] = True
-                last = err
-                warnings.warn(f"skipping bad file ({self.skipped} of {n} skipped so far): {err}", BadFileWarning,
-                              stacklevel=3)
-        bad = self.skipped_files
-        names = ", ".join(str(p) for p in bad[:3]) + (", …" if len(bad) > 3 else "")
-        raise BadFileError(f"all {n} files of {self.root} are bad, so bad_files='skip' has nothing left to load "
-                           f"({names})" + (f"; the last: {last}" if last else ""),
-                           self.files[index])
 
 
 class ImageFolder(_BadFileMixin, _EpochMixin, Dataset[Tensor]):
@@ -580,25 +236,6 @@ def build_dataset(data: str | os.PathLike[str] | None, split: str, size: int, se
     return dataset
 
 
-def _base(dataset: Dataset[Any]) -> Dataset[Any]:
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return dataset
-
-
-def skipped_count(dataset: Dataset[Any]) -> int:
-    """How many bad files ``dataset`` (or the dataset under a ``Subset``) has skipped so far; 0 for a
-    dataset without a ``bad_files`` policy (the bundled photos). Read it in the main process: the
-    record is shared with loader workers, but not across distributed ranks (each has its own)."""
-    return int(getattr(_base(dataset), "skipped", 0))
-
-
-def split_note(dataset: Dataset[Any]) -> str:
-    """What a dataset's split is, when worth saying: for a flat folder, e.g. ``"flat folder X: 3 of 24
-    images held out for validation (…); 21 used for training"``; ``""`` otherwise."""
-    return str(getattr(_base(dataset), "split_note", ""))
-
-
 def make_loader(dataset: Dataset[Tensor], batch_size: int, train: bool, seed: int = 0, workers: int = 0,
                 distributed: bool = False, drop_last: bool | None = None, *,
                 num_replicas: int | None = None, rank: int | None = None) -> DataLoader[Tensor]:
@@ -646,17 +283,6 @@ def from_uint8(images: Tensor, channels_last: bool = False) -> Tensor:
     if channels_last:
         images = images.movedim(-1, -3)
     return images.float().div(127.5).sub_(1.0)
-
-
-def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """uint8 (H, W, 1|3) -> PNG (greyscale or RGB), written atomically."""
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, format="PNG")
-    from ..models.pretrained import atomic_write
-
-    atomic_write(Path(path), buf.getvalue())
 
 
 def training_images(data: str, max_images: int = 0, *, bad_files: str = "skip",

@@ -27,7 +27,8 @@ from ..compress import (
     save_prior,
     to_tensor,
 )
-from ..data.images import find_images, read_image, write_png
+from ..data.files import find_images
+from ..data.image_io import read_image, write_png
 from ..metrics import psnr
 from ..models.pretrained import atomic_write
 from ..validation import resolve_device

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, features
 
 from ..compress import ImageCodec, to_tensor
-from ..data.images import find_images, read_image, spread
+from ..data.files import find_images, spread
+from ..data.image_io import read_image
 from ..metrics import psnr, ssim
 from ..models.pretrained import atomic_write
 from ..plotting import pyplot, save_figure

@@ -21,27 +21,10 @@ from typing import Any
 
 from ..models.pretrained import atomic_write
 from ..plotting import label_bars, pyplot, save_figure
-from .report import (
-    _bits,
-    _bits_of,
-    _fmt,
-    _header,
-    _metrics,
-    _num,
-    _percent,
-    _plot_curves,
-    draw_bars,
-    item_scores,
-    md_cell,
-    paired_difference,
-    paired_items,
-    standard_error,
-    usage_columns,
-    usage_figure,
-    usage_notes,
-    with_resolved_paths,
-    within_noise_rule,
-)
+from .cells import _bits, _bits_of, _fmt, _metrics, _num, _percent, md_cell, usage_columns, usage_notes
+from .noise import item_scores, paired_difference, paired_items, standard_error, within_noise_rule
+from .report import _header, with_resolved_paths
+from .report_plots import curves_figure, draw_bars, usage_figure
 
 SPREAD = {"pesq_wb": 0.5, "stoi": 0.05, "estoi": 0.07}
 """Assumed standard deviation of a per-utterance score, for results without per-utterance scores
@@ -256,7 +239,7 @@ def write_audio_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     seconds = _num(_metrics(configs[0]).get("seconds")) if configs else None
     where = (f"the {'–'.join(str(n) for n in sorted({counts[0], counts[-1]}))} test utterances" if counts
              else "the test utterances") + (f" ({seconds:.0f} s)" if seconds is not None else "")
-    _plot_curves(out_dir / "curves.png", configs, "mel")  # the waveform L1 barely moves; the mel loss does
+    save_figure(curves_figure(configs, "mel"), out_dir / "curves.png")  # the waveform L1 barely moves; the mel does
     save_figure(usage_figure(configs, where), out_dir / "usage.png")
     save_figure(quality_figure(configs, where), out_dir / "quality.png")
     written = [out_dir / name for name in ("curves.png", "usage.png", "quality.png")]

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..plotting import pyplot, save_figure
 from ..quantizers import VQ, SimVQ
 from ..storage import atomic_write
-from .report import md_cell
+from .cells import md_cell
 
 NUM_CODES = 10
 POINTS_PER_CLUSTER = 1  # the paper's two target points

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..data.images import set_epoch, skipped_count, split_note
+from ..data.files import skipped_count, split_note
+from ..data.images import set_epoch
 from ..models import Tokenizer
 from ..quantizers import NonFiniteError, Quantizer
 from ..storage import atomic_write, remove_debris

@@ -145,7 +145,7 @@ def _config_case(attr: str) -> Callable[[Corpus, Path], Case]:
 
 def _image_case(attr: str) -> Callable[[Corpus, Path], Case]:
     def prepare(c: Corpus, d: Path) -> Case:
-        from vqkit.data.images import read_image
+        from vqkit.data.image_io import read_image
 
         target = _copy_file(getattr(c, attr), d)
         return Case(target, ["encode", str(target), "-o", str(d / "out"), "--model", "default"],
