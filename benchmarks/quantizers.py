@@ -23,6 +23,14 @@ Method
 * vqp options are set to vqkit's semantics (see each config's note): no k-means init, no dead-code
   restart, plain straight-through (vqp enables the rotation trick by default in VectorQuantize and
   SimVQ), the same loss weights, decay, temperature and bias.
+* vqkit's codebook quantizers search with ``search_precision="auto"``: the exact bf16 search
+  (:mod:`vqkit.quantizers.search`) on a CPU with bf16 units, float32 elsewhere; the ``-fp32`` configs
+  force the float32 search. Each row says which search ran and, for the bf16 one, how many codes per
+  token its error bound kept (mean / max), from one extra search on the step's tokens and codes.
+* Search configs (``search-K``): the nearest-code search alone, no gradient, on ``z = randn(tokens,
+  128)`` and ``randn(K, 128)`` codes: the bare float32 product (the floor above), ``nearest_code`` in
+  float32 and in exact bf16, timed alternately in this process (median of the repeats); "÷ floor" is
+  the search's median over the product's, and the candidate counts are the price of exactness.
 
 Run: ``python benchmarks/quantizers.py [--device cuda] [--configs fsq,emavq-65536] [--threads 2]``.
 """
@@ -51,6 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from vqkit.quantizers import EMAVQ, FSQ, LFQ, QuantizerOutput, ResidualFSQ, SimVQ
+from vqkit.quantizers import search as vqsearch
 
 MIB = 2**20
 
@@ -65,18 +74,33 @@ class Config:
     note: str
 
 
+@dataclass(frozen=True)
+class SearchConfig:
+    name: str
+    dim: int
+    codes: int
+
+
+SEARCH_CONFIGS = {c.name: c for c in (SearchConfig("search-65536", 128, 65536),
+                                      SearchConfig("search-262144", 128, 262144))}
+
+
 def make_configs() -> dict[str, Config]:
     """The benchmark's configs; each vqp module is built with options matching vqkit's semantics."""
 
-    def ema(k: int) -> Config:
+    def ema(k: int, precision: vqsearch.SearchPrecision = "auto") -> Config:
         opts = dict(decay=0.99, eps=1e-5, commitment_weight=0.25, kmeans_init=False, threshold_ema_dead_code=0,
                     rotation_trick=False)
-        return Config(f"emavq-{k}", 128, k, lambda: EMAVQ(128, k, decay=0.99, beta=0.25),
+        suffix = "" if precision == "auto" else f"-{precision}"
+        return Config(f"emavq-{k}{suffix}", 128, k,
+                      lambda: EMAVQ(128, k, decay=0.99, beta=0.25, search_precision=precision),
                       lambda v: v.VectorQuantize(dim=128, codebook_size=k, **opts),
                       "vqp VectorQuantize(" + ", ".join(f"{a}={b}" for a, b in opts.items()) + ")")
 
-    def sim(k: int) -> Config:
-        return Config(f"simvq-{k}", 128, k, lambda: SimVQ(128, k, beta=0.25),
+    def sim(k: int, precision: vqsearch.SearchPrecision = "auto") -> Config:
+        suffix = "" if precision == "auto" else f"-{precision}"
+        return Config(f"simvq-{k}{suffix}", 128, k,
+                      lambda: SimVQ(128, k, beta=0.25, search_precision=precision),
                       lambda v: v.SimVQ(dim=128, codebook_size=k, codebook_transform=nn.Linear(128, 128, bias=True),
                                         rotation_trick=False, input_to_quantize_commit_loss_weight=0.25,
                                         commitment_weight=1.0),
@@ -95,7 +119,7 @@ def make_configs() -> dict[str, Config]:
                                diversity_gamma=1.0),
                "vqp LFQ(entropy_loss_weight=0.1, commitment_loss_weight=0.25 (default 0), diversity_gamma=1.0), "
                "inv_temperature 100 = vqkit temperature 0.01"),
-        ema(4096), ema(65536), sim(4096), sim(65536), sim(262144),
+        ema(4096), ema(65536), ema(65536, "fp32"), sim(4096), sim(65536), sim(65536, "fp32"), sim(262144),
     ]
     return {c.name: c for c in configs}
 
@@ -106,13 +130,15 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--configs", default=",".join(names), help=f"comma list of: {','.join(names)}")
+    default = ",".join([*names, *SEARCH_CONFIGS])
+    p.add_argument("--configs", default=default, help=f"comma list of: {default}")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "bench")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     p.add_argument("--skip-vqp", action="store_true", help="run vqkit only")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    names = names + list(SEARCH_CONFIGS)
     if unknown := [c for c in args.configs if c not in names]:
         p.error(f"unknown config(s) {unknown}; choose from {names}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -138,7 +164,10 @@ def machine_info(device: str, vqp: ModuleType | None) -> dict[str, Any]:
     return {"torch": torch.__version__, "python": platform.python_version(), "cpu_model": cpu,
             "threads": torch.get_num_threads(), "device": device,
             "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu,
-            "vqp": importlib.metadata.version("vector-quantize-pytorch") if vqp else None}
+            "vqp": importlib.metadata.version("vector-quantize-pytorch") if vqp else None,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "exact_bf16_search": vqsearch.reduced_precision_available(device)
+            and (device != "cpu" or vqsearch._cpu_has_bf16_units())}
 
 
 def sync(device: torch.device) -> None:
@@ -225,6 +254,61 @@ def matmul_floor(tokens: int, dim: int, k: int, device: torch.device, repeats: i
     return [time_call(product, device) for _ in range(repeats)]
 
 
+def search_record(z: Tensor, codes: Tensor, precision: vqsearch.SearchPrecision) -> dict[str, Any]:
+    """Which search ``precision`` runs on (z, codes) and the candidate counts of its bf16 search."""
+    stats = vqsearch.SearchStats()
+    vqsearch.nearest_code(z.detach(), codes, precision=precision, stats=stats)
+    ran = "bf16" if stats.bf16_tokens else "fp32"
+    return {"search": ran, "candidates_mean": stats.mean_candidates if stats.bf16_tokens else None,
+            "candidates_max": stats.max_candidates if stats.bf16_tokens else None,
+            "reranked_fraction": stats.reranked_tokens / stats.bf16_tokens if stats.bf16_tokens else None,
+            "fallback_tokens": stats.fallback_tokens}
+
+
+def module_codes(module: nn.Module) -> Tensor | None:
+    """The effective codebook a vqkit quantizer searches (EMAVQ: ``codebook``; SimVQ: ``codes()``), else None."""
+    with torch.no_grad():
+        if isinstance(module, SimVQ):
+            return module.codes()
+        if isinstance(module, EMAVQ):
+            return module.codebook.float()
+    return None
+
+
+def bench_search(cfg: SearchConfig, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The nearest-code search alone: bare float32 product, float32 search, exact bf16 search."""
+    gen = torch.Generator(device="cpu").manual_seed(args.seed)
+    z = torch.randn(args.tokens, cfg.dim, generator=gen).to(device)
+    codes = torch.randn(cfg.codes, cfg.dim, generator=gen).to(device)
+    cols = max(1, min(cfg.codes, 256 * MIB // (4 * args.tokens)))
+    buf = torch.zeros(args.tokens * cols, device=device)
+
+    def product() -> None:
+        for j in range(0, cfg.codes, cols):
+            w = min(cols, cfg.codes - j)
+            torch.mm(z, codes[j : j + w].t(), out=buf[: args.tokens * w].view(args.tokens, w))
+
+    fns: dict[str, Callable[[], object]] = {
+        "floor": product,
+        "fp32": lambda: vqsearch.nearest_code(z, codes, precision="fp32"),
+        "bf16": lambda: vqsearch.nearest_code(z, codes, precision="bf16"),
+    }
+    same = bool(torch.equal(vqsearch.nearest_code(z, codes, precision="fp32"),
+                            vqsearch.nearest_code(z, codes, precision="bf16")))
+    for fn in fns.values():
+        for _ in range(args.warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(args.repeats):
+        for name, fn in fns.items():  # alternate: floor, fp32, bf16, floor, ...
+            times[name].append(time_call(fn, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"config": cfg.name, "tokens": args.tokens, "dim": cfg.dim, "codes": cfg.codes, "times_s": times,
+            "floor_s": med["floor"], "fp32_s": med["fp32"], "bf16_s": med["bf16"],
+            "fp32_over_floor": med["fp32"] / med["floor"], "bf16_over_floor": med["bf16"] / med["floor"],
+            "identical_indices": same, **search_record(z, codes, "bf16")}
+
+
 def bench_config(cfg: Config, args: argparse.Namespace, vqp: ModuleType | None, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     z = torch.randn(args.tokens, cfg.dim, device=device, requires_grad=True)
@@ -232,10 +316,14 @@ def bench_config(cfg: Config, args: argparse.Namespace, vqp: ModuleType | None, 
     if vqp is not None:
         builders["vqp"] = (lambda: cfg.vqp(vqp), True)
     steps: dict[str, Callable[[], None]] = {}
+    searched: dict[str, Any] = {}
     for lib, (build, batched) in builders.items():
         torch.manual_seed(args.seed)
         module = build().to(device).train()
         steps[lib] = lambda m=module, b=batched: train_step(m, z, b)
+        codes = module_codes(module) if lib == "vqkit" else None
+        if codes is not None:
+            searched = search_record(z, codes, getattr(module, "search_precision", "fp32"))
     for step in steps.values():
         for _ in range(args.warmup):
             step()
@@ -248,7 +336,7 @@ def bench_config(cfg: Config, args: argparse.Namespace, vqp: ModuleType | None, 
         if cfg.search_size else None
     steps.clear()
     gc.collect()
-    rec: dict[str, Any] = {"config": cfg.name, "tokens": args.tokens, "dim": cfg.dim, "note": cfg.note}
+    rec: dict[str, Any] = {"config": cfg.name, "tokens": args.tokens, "dim": cfg.dim, "note": cfg.note, **searched}
     for lib in ("vqkit", "vqp"):
         med = statistics.median(times[lib]) if lib in times else None
         rec[lib] = None if med is None else {"times_s": times[lib], "median_s": med, "tokens_per_s": args.tokens / med,
@@ -267,9 +355,15 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _candidates(r: dict[str, Any]) -> str:
+    if r.get("search") != "bf16":
+        return r.get("search", "") or ""
+    return f"bf16, {r['candidates_mean']:.2f} / {r['candidates_max']}"
+
+
 def format_table(records: list[dict[str, Any]]) -> str:
     head = ["config", "tokens", "vqkit tok/s", "vqp tok/s", "speed vqkit/vqp", "vqkit peak MB", "vqp peak MB",
-            "memory vqp/vqkit", "floor ms", "vqkit ÷ floor"]
+            "memory vqp/vqkit", "floor ms", "vqkit ÷ floor", "search, codes kept mean / max"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         kit, ref = r["vqkit"], r["vqp"] or {}
@@ -277,7 +371,21 @@ def format_table(records: list[dict[str, Any]]) -> str:
                  _fmt(ref.get("tokens_per_s"), ",.0f"),
                  _fmt(r["speed_ratio"], ".2f"), _fmt(kit["peak_mb"], ".1f"), _fmt(ref.get("peak_mb"), ".1f"),
                  _fmt(r["memory_ratio"], ".2f"), _fmt(r["floor_s"] and r["floor_s"] * 1e3, ".1f"),
-                 _fmt(r["vqkit_over_floor"], ".2f")]
+                 _fmt(r["vqkit_over_floor"], ".2f"), _candidates(r)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def format_search_table(records: list[dict[str, Any]]) -> str:
+    head = ["config", "tokens x codes x d", "floor ms", "fp32 search ms", "bf16 search ms", "fp32 ÷ floor",
+            "bf16 ÷ floor", "codes kept mean / max", "reranked", "same indices"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        kept = "n/a" if r["candidates_mean"] is None else f"{r['candidates_mean']:.2f} / {r['candidates_max']}"
+        cells = [r["config"], f"{r['tokens']} x {r['codes']} x {r['dim']}", f"{r['floor_s'] * 1e3:.1f}",
+                 f"{r['fp32_s'] * 1e3:.1f}", f"{r['bf16_s'] * 1e3:.1f}", f"{r['fp32_over_floor']:.2f}",
+                 f"{r['bf16_over_floor']:.2f}", kept, _fmt(r["reranked_fraction"], ".2%"),
+                 "yes" if r["identical_indices"] else "NO"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -288,7 +396,7 @@ def check_targets(records: list[dict[str, Any]]) -> list[str]:
                ("simvq-65536", "speed_ratio", ">=", 3.0), ("lfq-65536", "speed_ratio", ">=", 20.0),
                ("fsq", "speed_ratio", ">=", 1.0), ("rfsq", "speed_ratio", ">=", 1.0),
                ("emavq-65536", "vqkit_over_floor", "<=", 1.5), ("simvq-65536", "vqkit_over_floor", "<=", 1.5),
-               ("simvq-262144", "vqkit_over_floor", "<=", 1.5)]
+               ("simvq-262144", "vqkit_over_floor", "<=", 1.5), ("search-65536", "bf16_over_floor", "<=", 0.6)]
     by_name, lines = {r["config"]: r for r in records}, []
     for name, key, op, bound in targets:
         if name not in by_name:
@@ -312,18 +420,24 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     vqp, device = load_vqp(args.skip_vqp), torch.device(args.device)
     info = machine_info(args.device, vqp)
-    records = []
+    records, searches = [], []
     for name in args.configs:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        records.append(bench_config(configs[name], args, vqp, device))
+        if name in SEARCH_CONFIGS:
+            searches.append(bench_search(SEARCH_CONFIGS[name], args, device))
+        else:
+            records.append(bench_config(configs[name], args, vqp, device))
     notes = "\n".join(f"- {r['config']}: {r['note']}" for r in records)
+    search_md = (f"\n\nNearest-code search alone (no gradient; exact bf16 search: "
+                 f"{'available' if info['exact_bf16_search'] else 'not available, float32 ran'}):\n\n"
+                 f"{format_search_table(searches)}") if searches else ""
     markdown = (f"# vqkit vs vqp, {info['device_name']}, torch {info['torch']}, {info['threads']} threads, "
-                f"vqp {info['vqp'] or 'not run'}\n\n{format_table(records)}\n\nTargets:\n"
-                + "\n".join(check_targets(records)) + f"\n\nNotes (median of {args.repeats} alternating repeats; "
-                f"forward+backward, train mode):\n{notes}")
+                f"vqp {info['vqp'] or 'not run'}\n\n{format_table(records)}{search_md}\n\nTargets:\n"
+                + "\n".join(check_targets(records + searches)) + f"\n\nNotes (median of {args.repeats} alternating "
+                f"repeats; forward+backward, train mode):\n{notes}")
     print(markdown)
     report = {"machine": info, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "records": records}
+              "records": records, "search": searches}
     write_results(args.out, args.device, report, markdown)
     print(f"\nwrote {args.out}/quantizers-{args.device}.{{md,json}}", file=sys.stderr)
 

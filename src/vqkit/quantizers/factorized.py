@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
-from .search import DEFAULT_MAX_BYTES, check_search_bytes, nearest_code
+from .search import DEFAULT_MAX_BYTES, SearchPrecision, check_search_bytes, check_search_precision, nearest_code
 
 
 class FactorizedVQ(Quantizer):
@@ -30,6 +30,7 @@ class FactorizedVQ(Quantizer):
         beta: float = 0.25,
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
+        search_precision: SearchPrecision = "auto",
     ) -> None:
         super().__init__()
         owner = "FactorizedVQ"
@@ -39,6 +40,7 @@ class FactorizedVQ(Quantizer):
         self.dim, self.codebook_size, self.code_dim = dim, codebook_size, code_dim
         self.beta, self.check_finite = beta, check_finite
         self.search_bytes = check_search_bytes(owner, search_bytes)
+        self.search_precision = check_search_precision(owner, search_precision)
         self.project_in = nn.Linear(dim, code_dim)
         self.project_out = nn.Linear(code_dim, dim)
         self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim))
@@ -50,7 +52,7 @@ class FactorizedVQ(Quantizer):
 
     def _search(self, x: Tensor) -> Tensor:
         codes = l2_normalize(self.codebook.detach().float())
-        return nearest_code(x.detach(), codes, max_bytes=self.search_bytes)
+        return nearest_code(x.detach(), codes, max_bytes=self.search_bytes, precision=self.search_precision)
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self._lookup_space(z)

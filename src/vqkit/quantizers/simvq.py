@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Quantizer, check_codebook, check_size, straight_through
-from .search import DEFAULT_MAX_BYTES, check_search_bytes, nearest_code
+from .search import DEFAULT_MAX_BYTES, SearchPrecision, check_search_bytes, check_search_precision, nearest_code
 
 
 class SimVQ(Quantizer):
@@ -43,6 +43,7 @@ class SimVQ(Quantizer):
         init: Literal["gaussian", "uniform"] = "gaussian",
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
+        search_precision: SearchPrecision = "auto",
     ) -> None:
         super().__init__()
         dim, codebook_size = check_size("SimVQ", "dim", dim, 1), check_size("SimVQ", "codebook_size", codebook_size, 2)
@@ -52,6 +53,7 @@ class SimVQ(Quantizer):
         self.dim, self.codebook_size = dim, codebook_size
         self.beta, self.check_finite = beta, check_finite
         self.search_bytes = check_search_bytes("SimVQ", search_bytes)
+        self.search_precision = check_search_precision("SimVQ", search_precision)
         self.train_codebook, self.init = train_codebook, init
         if init == "gaussian":
             frozen = torch.randn(codebook_size, dim) * dim**-0.5
@@ -71,7 +73,7 @@ class SimVQ(Quantizer):
         return codes
 
     def _encode(self, z: Tensor) -> Tensor:
-        return nearest_code(z, self.codes(), max_bytes=self.search_bytes)
+        return nearest_code(z, self.codes(), max_bytes=self.search_bytes, precision=self.search_precision)
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         indices = self._encode(z)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
-from .search import DEFAULT_MAX_BYTES, check_search_bytes, nearest_code
+from .search import DEFAULT_MAX_BYTES, SearchPrecision, check_search_bytes, check_search_precision, nearest_code
 
 
 def cluster_statistics(flat: Tensor, indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
@@ -76,6 +76,7 @@ class VQ(Quantizer):
         l2_normalize: bool = False,
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
+        search_precision: SearchPrecision = "auto",
     ) -> None:
         super().__init__()
         dim, codebook_size = check_size("VQ", "dim", dim, 1), check_size("VQ", "codebook_size", codebook_size, 2)
@@ -83,6 +84,7 @@ class VQ(Quantizer):
         self.dim, self.codebook_size = dim, codebook_size
         self.beta, self.l2_normalize = beta, l2_normalize
         self.search_bytes, self.check_finite = check_search_bytes("VQ", search_bytes), check_finite
+        self.search_precision = check_search_precision("VQ", search_precision)
         bound = 1.0 / codebook_size
         self.codebook = nn.Parameter(torch.empty(codebook_size, dim).uniform_(-bound, bound))
 
@@ -92,7 +94,7 @@ class VQ(Quantizer):
     def _search(self, x: Tensor) -> Tensor:
         """Nearest code of already-normalised x."""
         codes = self._normed(self.codebook.detach().float())
-        return nearest_code(x.detach(), codes, max_bytes=self.search_bytes)
+        return nearest_code(x.detach(), codes, max_bytes=self.search_bytes, precision=self.search_precision)
 
     def _encode(self, z: Tensor) -> Tensor:
         return self._search(self._normed(z))
@@ -137,6 +139,7 @@ class EMAVQ(Quantizer):
         kmeans_iters: int = 10,
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
+        search_precision: SearchPrecision = "auto",
     ) -> None:
         super().__init__()
         dim, codebook_size = check_size("EMAVQ", "dim", dim, 1), check_size("EMAVQ", "codebook_size", codebook_size, 2)
@@ -150,6 +153,7 @@ class EMAVQ(Quantizer):
         self.dead_code_threshold = dead_code_threshold
         self.kmeans_init, self.kmeans_iters = kmeans_init, check_size("EMAVQ", "kmeans_iters", kmeans_iters, 0)
         self.search_bytes, self.check_finite = check_search_bytes("EMAVQ", search_bytes), check_finite
+        self.search_precision = check_search_precision("EMAVQ", search_precision)
         codebook = torch.randn(codebook_size, dim)
         self.register_buffer("codebook", codebook)
         self.register_buffer("cluster_size", torch.ones(codebook_size))
@@ -159,7 +163,7 @@ class EMAVQ(Quantizer):
         self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long), persistent=False)
 
     def _encode(self, z: Tensor) -> Tensor:
-        return nearest_code(z, self.codebook.float(), max_bytes=self.search_bytes)
+        return nearest_code(z, self.codebook.float(), max_bytes=self.search_bytes, precision=self.search_precision)
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         flat = z.reshape(-1, self.dim)
@@ -212,7 +216,7 @@ class EMAVQ(Quantizer):
     def _kmeans(self, flat: Tensor) -> None:
         centers = sample_rows(flat, self.codebook_size)
         for _ in range(self.kmeans_iters):
-            assigned = nearest_code(flat, centers, max_bytes=self.search_bytes)
+            assigned = nearest_code(flat, centers, max_bytes=self.search_bytes, precision=self.search_precision)
             counts, sums = cluster_statistics(flat, assigned, self.codebook_size)
             filled = counts > 0
             centers[filled] = (sums[filled] / counts[filled].unsqueeze(1)).float()
