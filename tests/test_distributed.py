@@ -179,3 +179,56 @@ def test_distributed_evaluation_equals_one_process_on_all_images(tmp_path: Path)
         assert got["images"] == 6 and got["tokens"] == single["tokens"] == 6 * 4 * 4
         for key in ("l1", "mse", "psnr", "ssim", "usage", "perplexity"):
             assert got[key] == pytest.approx(single[key], rel=1e-5), key
+
+
+# -- a non-finite step under DDP ------------------------------------------------------------------------
+def _nonfinite_worker(rank: int, world: int, port: int, data: str, out_dir: str) -> None:
+    import json
+
+    from vqkit.train import load_config
+    from vqkit.train.loop import Trainer
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    cfg = load_config(data=data, image_size=16, batch_size=4, arch="rfsq_conv", conv_channels=(8, 16),
+                      quantizer="rfsq", quantizer_args=json.dumps({"levels": [8, 5, 5, 5], "num_stages": 2}),
+                      steps=5, warmup=0.0, log_every=1, eval_every=1000, ckpt_every=1000, max_val_images=4,
+                      prior_images=0, out=str(Path(out_dir) / "run"))
+    trainer = Trainer(cfg)
+
+    def poison(module: nn.Module, args: object, output: torch.Tensor) -> torch.Tensor:
+        return output * float("nan") if module.training and rank == 1 and trainer.step == 2 else output
+
+    trainer.model.encoder.register_forward_hook(poison)  # only rank 1's encoder output goes NaN at step 3
+    try:
+        summary = trainer.run()
+        state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        torch.save({"state": state, "skipped": summary["nonfinite_steps"]}, Path(out_dir) / f"nf{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nonfinite_step_on_one_rank_is_skipped_by_every_rank(tmp_path: Path) -> None:
+    """The quantizer's NaN check would raise on rank 1 alone and strand rank 0 in a collective: under DDP
+    the NaN reaches the loss instead, the skip is decided together, and the ranks stay identical."""
+    import socket
+
+    from PIL import Image
+
+    data = tmp_path / "images"
+    data.mkdir()
+    rng = torch.Generator().manual_seed(0)
+    for i in range(40):
+        pixels = (torch.rand(20, 20, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(data / f"{i:02d}.png")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ["OMP_NUM_THREADS"] = "1"
+    mp.spawn(_nonfinite_worker, args=(2, port, str(data), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "nf0.pt"), torch.load(tmp_path / "nf1.pt")
+    assert r0["skipped"] == r1["skipped"] == 1
+    for key in r0["state"]:
+        assert torch.equal(r0["state"][key], r1["state"][key]), f"'{key}' differs between ranks"
+        assert torch.isfinite(r0["state"][key].float()).all(), f"'{key}' holds NaN/inf"
