@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from vqkit.quantizers import EMAVQ, FSQ, LFQ, QuantizerOutput, ResidualFSQ, SimVQ
 from vqkit.quantizers import search as vqsearch
+from vqkit.quantizers import search_bf16 as vqsearch_bf16
 
 MIB = 2**20
 
@@ -167,7 +168,7 @@ def machine_info(device: str, vqp: ModuleType | None) -> dict[str, Any]:
             "vqp": importlib.metadata.version("vector-quantize-pytorch") if vqp else None,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "exact_bf16_search": vqsearch.reduced_precision_available(device)
-            and (device != "cpu" or vqsearch._cpu_has_bf16_units())}
+            and (device != "cpu" or vqsearch_bf16._cpu_has_bf16_units())}
 
 
 def sync(device: torch.device) -> None:

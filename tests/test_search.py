@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vqkit.quantizers import search
+from vqkit.quantizers import search, search_bf16
 from vqkit.quantizers.search import DEFAULT_MAX_BYTES, SearchStats, nearest_code, reduced_precision_available
 
 N, K, D = 300, 200, 16
@@ -309,10 +309,10 @@ def _bound_check(z: torch.Tensor, codes: torch.Tensor) -> float:
     and for y in float64; the bound holds where it is <= 1."""
     sq = search.squared_norms(codes)
     k = codes.shape[0]
-    bf = search._Bf16Search(codes, sq, z.shape[0], z.shape[0], k, 2**30, None)
+    bf = search_bf16.Bf16Search(codes, sq, z.shape[0], z.shape[0], k, 2**30, None)
     z_hat = z.to(torch.bfloat16)
     s = torch.mm(bf.augmented(z_hat), bf.aug.t()).double()[:, :k]  # the search's bf16 scores
-    bound = bf.slack(z, z_hat)[0].double()[:, None] + search._RHO * s.abs()
+    bound = bf.slack(z, z_hat)[0].double()[:, None] + search_bf16._RHO * s.abs()
     y32 = -torch.addmm(sq, z, codes.t(), alpha=-2.0).double() / 2  # the float32 search's values
     y64 = z.double() @ codes.double().t() - sq.double() / 2
     return float(torch.maximum((s - y32).abs(), (s - y64).abs()).div(bound).max())
@@ -366,7 +366,7 @@ def test_forced_fallbacks_give_the_same_indices(monkeypatch: pytest.MonkeyPatch)
     assert torch.equal(got, ref[:268])
     assert (stats.bf16_tokens, stats.fallback_tokens) == (256, 12)
     # too many candidates (limit forced to 0): every block falls back
-    monkeypatch.setattr(search, "_MAX_GROUPS_PER_TOKEN", 0)
+    monkeypatch.setattr(search_bf16, "_MAX_GROUPS_PER_TOKEN", 0)
     stats = SearchStats()
     assert torch.equal(nearest_code(z, codes, precision="bf16", stats=stats), ref)
     assert stats.fallback_tokens == 300
@@ -379,15 +379,15 @@ def test_forced_fallbacks_give_the_same_indices(monkeypatch: pytest.MonkeyPatch)
     stats = SearchStats()
     assert torch.equal(nearest_code(z, twins, precision="bf16", stats=stats), ref)
     assert stats.reranked_tokens == 300 and (ref % 2 == 0).all()
-    monkeypatch.setattr(search._Bf16Search, "rerank_limit", 0.0)
-    monkeypatch.setattr(search._Bf16Search, "rerank_floor", 0)
+    monkeypatch.setattr(search_bf16.Bf16Search, "rerank_limit", 0.0)
+    monkeypatch.setattr(search_bf16.Bf16Search, "rerank_floor", 0)
     stats = SearchStats()
     assert torch.equal(nearest_code(z, twins, precision="bf16", stats=stats), ref)
     assert stats.fallback_tokens == 300
     monkeypatch.undo()
     # a platform that fails the checks: float32
     ref = nearest_code(z, codes, precision="fp32")
-    monkeypatch.setitem(search._AVAILABLE, "cpu", False)
+    monkeypatch.setitem(search_bf16._AVAILABLE, "cpu", False)
     stats = SearchStats()
     assert torch.equal(nearest_code(z, codes, precision="bf16", stats=stats), ref)
     assert stats.fallback_tokens == 300
@@ -419,7 +419,7 @@ def test_auto_and_autocast() -> None:
         for precision in ("auto", "bf16", "fp32"):
             assert torch.equal(nearest_code(z, codes, precision=precision), ref)  # type: ignore[arg-type]
         assert torch.equal(nearest_code(z, codes, stats=stats), ref)
-    if reduced_precision_available() and search._cpu_has_bf16_units():
+    if reduced_precision_available() and search_bf16._cpu_has_bf16_units():
         assert stats.bf16_tokens == 600  # auto: a CPU with bf16 units, K >= 4096, >= 256 tokens
     small = SearchStats()
     nearest_code(z[:100], codes[:1000], stats=small)
