@@ -456,3 +456,27 @@ def test_speech_report_compares_utterance_by_utterance_when_scores_are_stored(tm
     text = old.read_text()
     assert "Per-utterance scores are not stored in these results" in text and "assumed per-utterance" in text
     assert "- STOI: all 2 configurations are within" in text  # the fallback cannot tell them apart
+
+
+def test_ranking_rows_are_in_rank_order_when_noise_is_not_transitive(tmp_path: Path) -> None:
+    """A (best) is measurably better than C; B is noisy, within noise of both, with a mean just below C's:
+    B shares rank 1 with A although C, ranked 2, has the higher mean. Rows must read 1=, 1=, 2."""
+    import random
+
+    from vqkit.experiments.report import _ranking
+
+    rng = random.Random(3)
+    n = 60
+    base = [rng.gauss(22.0, 3.0) for _ in range(n)]
+    noise = [rng.gauss(0.0, 6.0) for _ in range(n)]
+    noise = [e - sum(noise) / n for e in noise]  # B's mean is exactly C's - 0.05
+    scores = {"A": [b + 0.3 + rng.gauss(0.0, 0.05) for b in base], "C": base,
+              "B": [b - 0.05 + e for b, e in zip(base, noise, strict=True)]}
+    ids = [f"img{i:03d}.png" for i in range(n)]
+    configs = []
+    for name, psnrs in scores.items():
+        metrics = _metrics(sum(psnrs) / n, 0.2)
+        metrics.update(images=n, per_image={"ids": ids, "psnr": [round(p, 4) for p in psnrs]})
+        configs.append(_config(tmp_path, name, name, 12.0, metrics, None))
+    rows = [line.split("|")[1:3] for line in _ranking(configs) if line.startswith("| ") and "rank" not in line]
+    assert [(r.strip(), m.strip()) for r, m in rows] == [("1=", "A"), ("1=", "B"), ("2", "C")], rows

@@ -115,7 +115,9 @@ def _ranking(configs: list[dict[str, Any]]) -> list[str]:
     scored = sorted((c for c in configs if _num(_metrics(c).get("psnr")) is not None),
                     key=lambda c: _num(_metrics(c).get("psnr")) or -math.inf, reverse=True)
     unscored = [c for c in configs if _num(_metrics(c).get("psnr")) is None]
-    ranks = psnr_ranks(scored)
+    ranks = psnr_ranks(scored)  # "within noise" is not transitive: a lower mean can rank higher
+    order = sorted(range(len(scored)), key=lambda i: ranks[i])  # stable: by PSNR within a rank
+    scored, ranks = [scored[i] for i in order], [ranks[i] for i in order]
     paired = len(scored) > 1 and paired_items(scored, "psnr")
     lines = ["## Ranked by PSNR", ""]
     if len(scored) > 1 and set(ranks) == {1}:
@@ -136,7 +138,8 @@ def _ranking(configs: list[dict[str, Any]]) -> list[str]:
                 f"on the same {_images(scored)} images, so they are compared image by image: "
                 f"{within_noise_rule('image')}; otherwise the one with the higher mean is measurably better. "
                 "paired Δ: the mean over images of (the row above's PSNR − this row's PSNR) ± its standard error. "
-                "Configurations sharing a rank (=) are not ranked against each other: their order is by PSNR only._")
+                "Rows are in rank order; configurations sharing a rank (=) are not ranked against each other: their "
+                "order is by PSNR only._")
     else:
         rule = ("_rank: 1 + the number of configurations measurably better, i.e. with a PSNR higher by more than "
                 "twice the standard error of the difference (otherwise the two are within noise), the two "
