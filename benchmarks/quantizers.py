@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from _common import check_device, fmt, load_vqp
 from vqkit.quantizers import EMAVQ, FSQ, LFQ, QuantizerOutput, ResidualFSQ, SimVQ
 from vqkit.quantizers import search as vqsearch
 from vqkit.quantizers import search_bf16 as vqsearch_bf16
@@ -142,21 +143,8 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
     names = names + list(SEARCH_CONFIGS)
     if unknown := [c for c in args.configs if c not in names]:
         p.error(f"unknown config(s) {unknown}; choose from {names}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available")
+    check_device(p, args.device)
     return args
-
-
-def load_vqp(skip: bool) -> ModuleType | None:
-    if skip:
-        return None
-    try:
-        import vector_quantize_pytorch as vqp
-    except ImportError as err:
-        print(f"NOTE: vector-quantize-pytorch is not importable ({err}); running vqkit only "
-              "(pip install -e '.[bench]' to compare).", file=sys.stderr)
-        return None
-    return vqp
 
 
 def machine_info(device: str, vqp: ModuleType | None) -> dict[str, Any]:
@@ -352,10 +340,6 @@ def bench_config(cfg: Config, args: argparse.Namespace, vqp: ModuleType | None, 
     return rec
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _candidates(r: dict[str, Any]) -> str:
     if r.get("search") != "bf16":
         return r.get("search", "") or ""
@@ -368,11 +352,11 @@ def format_table(records: list[dict[str, Any]]) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         kit, ref = r["vqkit"], r["vqp"] or {}
-        cells = [r["config"], str(r["tokens"]), _fmt(kit["tokens_per_s"], ",.0f"),
-                 _fmt(ref.get("tokens_per_s"), ",.0f"),
-                 _fmt(r["speed_ratio"], ".2f"), _fmt(kit["peak_mb"], ".1f"), _fmt(ref.get("peak_mb"), ".1f"),
-                 _fmt(r["memory_ratio"], ".2f"), _fmt(r["floor_s"] and r["floor_s"] * 1e3, ".1f"),
-                 _fmt(r["vqkit_over_floor"], ".2f"), _candidates(r)]
+        cells = [r["config"], str(r["tokens"]), fmt(kit["tokens_per_s"], ",.0f"),
+                 fmt(ref.get("tokens_per_s"), ",.0f"),
+                 fmt(r["speed_ratio"], ".2f"), fmt(kit["peak_mb"], ".1f"), fmt(ref.get("peak_mb"), ".1f"),
+                 fmt(r["memory_ratio"], ".2f"), fmt(r["floor_s"] and r["floor_s"] * 1e3, ".1f"),
+                 fmt(r["vqkit_over_floor"], ".2f"), _candidates(r)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -385,7 +369,7 @@ def format_search_table(records: list[dict[str, Any]]) -> str:
         kept = "n/a" if r["candidates_mean"] is None else f"{r['candidates_mean']:.2f} / {r['candidates_max']}"
         cells = [r["config"], f"{r['tokens']} x {r['codes']} x {r['dim']}", f"{r['floor_s'] * 1e3:.1f}",
                  f"{r['fp32_s'] * 1e3:.1f}", f"{r['bf16_s'] * 1e3:.1f}", f"{r['fp32_over_floor']:.2f}",
-                 f"{r['bf16_over_floor']:.2f}", kept, _fmt(r["reranked_fraction"], ".2%"),
+                 f"{r['bf16_over_floor']:.2f}", kept, fmt(r["reranked_fraction"], ".2%"),
                  "yes" if r["identical_indices"] else "NO"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -404,7 +388,7 @@ def check_targets(records: list[dict[str, Any]]) -> list[str]:
             continue
         value = by_name[name][key]
         verdict = "n/a" if value is None else "MET" if (value >= bound if op == ">=" else value <= bound) else "MISSED"
-        lines.append(f"- {name}: {key} {op} {bound:g}: {verdict} (measured {_fmt(value, '.2f')})")
+        lines.append(f"- {name}: {key} {op} {bound:g}: {verdict} (measured {fmt(value, '.2f')})")
     return lines
 
 

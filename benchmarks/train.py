@@ -7,8 +7,9 @@ preset with one quantizer) three models with the very same encoder and decoder w
 * ``identity``: the same model with the quantizer replaced by the identity (z passes through), so
   the quantizer's share of a step, ``1 - t_identity / t_model``, is a measured number;
 * ``vqp``:      the same model with vector-quantize-pytorch's quantizer behind a thin adapter to the
-  vqkit contract (channels-last ``(B, ..., D)`` in, :class:`QuantizerOutput` out; the adapter fills
-  ``metrics`` with vqkit's own ``code_statistics``, the bookkeeping vqkit's quantizers pay too).
+  vqkit contract (channels-last ``(B, ..., D)`` in, :class:`QuantizerOutput` out; its ``metrics`` are
+  a lazy :class:`CodeMetrics` over vqkit's ``code_statistics``, like vqkit's own: the timed step reads
+  none, so neither side pays for them).
   vqp options are set to vqkit's semantics as in ``benchmarks/quantizers.py`` (no k-means init,
   no dead-code restart, no rotation trick, the same loss weights); vqp has no LayerNorm-conditioned
   RFSQ, so ``rfsq`` is compared with vqp's default ``ResidualFSQ`` (fixed per-stage scales).
@@ -60,9 +61,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from _common import check_device, fmt, load_vqp
 from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.quantizers import QuantizerOutput
-from vqkit.quantizers.base import code_statistics
+from vqkit.quantizers.base import CodeMetrics, code_statistics
 from vqkit.train.config import load_config
 
 ARCH_PRESET = {"rfsq_conv": "rfsq-cpu", "vqgan": "simvq-cpu", "speech": "speech-cpu"}
@@ -94,11 +96,14 @@ class VqpQuantizer(nn.Module):
         out = self.module(z.reshape(z.shape[0], -1, z.shape[-1]))
         quantized, indices = out[0].reshape(z.shape), out[1].reshape(*z.shape[:-1], -1).squeeze(-1).long()
         loss = out[2].sum() if len(out) > 2 and isinstance(out[2], Tensor) else z.new_zeros(())
-        with torch.no_grad():
-            stats = [code_statistics(col, self.codebook_size) for col in indices.reshape(-1, self.num_stages).T]
-        metrics = {"perplexity": torch.stack([p for p, _ in stats]).mean(),
-                   "usage": torch.stack([u for _, u in stats]).mean()}
-        return QuantizerOutput(quantized, indices, loss, metrics)
+        return QuantizerOutput(quantized, indices, loss, CodeMetrics(self._metrics, indices))
+
+    @torch.no_grad()
+    def _metrics(self, indices: Tensor) -> dict[str, Tensor]:
+        """Computed on first read, as vqkit's own (a timed step reads none: neither side pays)."""
+        stats = [code_statistics(col, self.codebook_size) for col in indices.reshape(-1, self.num_stages).T]
+        return {"perplexity": torch.stack([p for p, _ in stats]).mean(),
+                "usage": torch.stack([u for _, u in stats]).mean()}
 
 
 @dataclass(frozen=True)
@@ -333,24 +338,8 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
     args.cases = [n for n in names if not keys or any(k in n for k in keys)]
     if not args.cases:
         p.error(f"--only {args.only!r} matches no case of {names}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available")
+    check_device(p, args.device)
     return args
-
-
-def load_vqp(skip: bool) -> ModuleType | None:
-    if skip:
-        return None
-    try:
-        return importlib.import_module("vector_quantize_pytorch")
-    except ImportError as err:
-        print(f"NOTE: vector-quantize-pytorch is not importable ({err}); no vqp rows "
-              "(pip install -e '.[bench]' to compare).", file=sys.stderr)
-        return None
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
@@ -363,10 +352,10 @@ def format_table(records: list[dict[str, Any]]) -> str:
             continue
         med = r["median_s"]
         cells = [r["case"], r["mode"], f"{r['bits']:.4g}", f"{med['vqkit'] * 1e3:.0f}", f"{1 / med['vqkit']:.2f}",
-                 f"{1 / med['identity']:.2f}", _fmt(r["share_vqkit"] and 100 * r["share_vqkit"], ".0f") + " %",
-                 _fmt(med.get("vqp") and 1 / med["vqp"], ".2f"),
-                 _fmt(r["share_vqp"] and 100 * r["share_vqp"], ".0f") + (" %" if r["share_vqp"] is not None else ""),
-                 _fmt(r["speed_vs_vqp"], ".2f"), "n/a" if r["spread"] is None else f"±{50 * r['spread']:.0f} %"]
+                 f"{1 / med['identity']:.2f}", fmt(r["share_vqkit"] and 100 * r["share_vqkit"], ".0f") + " %",
+                 fmt(med.get("vqp") and 1 / med["vqp"], ".2f"),
+                 fmt(r["share_vqp"] and 100 * r["share_vqp"], ".0f") + (" %" if r["share_vqp"] is not None else ""),
+                 fmt(r["speed_vs_vqp"], ".2f"), "n/a" if r["spread"] is None else f"±{50 * r['spread']:.0f} %"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -379,7 +368,7 @@ def target_line(records: list[dict[str, Any]]) -> str:
     speed = rec["speed_vs_vqp"]
     verdict = "n/a (no vqp)" if speed is None else "MET" if speed > 1 else "MISSED"
     return (f"Target: vqgan + SimVQ-65k step faster than with vqp's SimVQ: {verdict} (vqkit/vqp speed "
-            f"{_fmt(speed, '.2f')}); the quantizer is {100 * rec['share_vqkit']:.0f} % of vqkit's step"
+            f"{fmt(speed, '.2f')}); the quantizer is {100 * rec['share_vqkit']:.0f} % of vqkit's step"
             + ("" if rec["share_vqp"] is None else f", {100 * rec['share_vqp']:.0f} % of vqp's"))
 
 

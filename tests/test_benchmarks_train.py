@@ -14,6 +14,8 @@ PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "train.py"
 
 
 def _load():
+    if str(PATH.parent) not in sys.path:  # as when run as a script: its folder holds _common.py
+        sys.path.insert(0, str(PATH.parent))
     spec = importlib.util.spec_from_file_location("bench_train", PATH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -49,14 +49,6 @@ rows of n (n = 6) keeps CPU kernels from vectorizing, over rows of 8·n it does 
 _SHIFT, _HALF, _OFFSET, _HALF_WIDTH, _HALF_STEPS, _STEP, _GRAD_SCALE = range(7)
 
 
-def round_ste(x: Tensor) -> Tensor:
-    return x + (x.round() - x).detach()
-
-
-def floor_ste(x: Tensor) -> Tensor:
-    return x + (x.floor() - x).detach()
-
-
 class _BoundRound(torch.autograd.Function):
     """FSQ's bound and rounding as one autograd node: ``z -> (codes, digits, tanh)``.
 
