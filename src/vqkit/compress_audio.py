@@ -11,7 +11,10 @@ decoding crops to it and gives audio at the model's rate.
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +23,7 @@ from torch import Tensor
 
 from .codec import PriorModel, TokenFile, coders
 from .codec.container import TokenFileError
-from .compress import Codec, Encoded, code_embeddings
+from .compress import Codec, Encoded, code_embeddings, resolve_model_dir, save_prior
 from .models import Tokenizer
 from .models.speech import sample_rate_of
 
@@ -121,3 +124,21 @@ def fit_audio_prior(codec: AudioCodec, clips: Iterable[Tensor]) -> PriorModel:
     """Count the tokens of whole training utterances (as the codec encodes them)."""
     grids = [codec.tokens(clip.reshape(-1)) for clip in clips]
     return PriorModel.fit(codec.specs, grids, code_embeddings(codec.tokenizer.quantizer))
+
+
+def fit_and_save_audio_prior(model_dir: str | os.PathLike[str], data: str, max_items: int = 0,
+                             device: str | torch.device = "cpu", progress: bool = False, *,
+                             bad_files: str = "skip") -> Path:
+    """:func:`~vqkit.compress.fit_and_save_prior` for speech: the tables of the model in ``model_dir``
+    fitted on ``data``'s training utterances (its train/ folder if it has one), written beside it."""
+    from .data.audio import AudioFolder, split_folder
+
+    codec = AudioCodec.from_pretrained(model_dir, device=device)
+    clips = AudioFolder(split_folder(data, "train"), codec.sample_rate, train=False, max_items=max_items or None,
+                        bad_files=bad_files)
+    indices: Iterable[int] = range(len(clips))
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="fit-prior", unit="clip", file=sys.stderr)
+    return save_prior(resolve_model_dir(model_dir), fit_audio_prior(codec, (clips[i] for i in indices)))

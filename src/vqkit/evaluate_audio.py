@@ -104,13 +104,14 @@ def evaluate_audio(model: Tokenizer, dataset: Dataset[Tensor], device: torch.dev
 def save_spectrograms(samples: list[tuple[Tensor, Tensor]], sample_rate: int, path: str | os.PathLike[str]) -> None:
     """PNG: log-mel of each original (left) beside its reconstruction (right), one row per utterance."""
     from .dsp import log_mel
+    from .metrics.speech import mel_settings
 
     plt = pyplot()
     rows = max(1, len(samples))
     fig, axes = plt.subplots(rows, 2, figsize=(11, 2.4 * rows), squeeze=False)
-    hop = 256 * sample_rate // 16000 or 1
+    n_fft, hop, n_mels = mel_settings(sample_rate)  # the settings of the reported mel distance
     for r, (original, recon) in enumerate(samples):
-        mels = [log_mel(x, sample_rate, n_fft=4 * hop, hop=hop, n_mels=80) for x in (original, recon)]
+        mels = [log_mel(x, sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels) for x in (original, recon)]
         low, high = float(mels[0].min()), float(mels[0].max())
         for c, (mel, title) in enumerate(zip(mels, ("original", "reconstruction"), strict=True)):
             ax = axes[r][c]

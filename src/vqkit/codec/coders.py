@@ -3,8 +3,10 @@
 constriction's range coder is a queue: symbols come out in the order they went in, so the
 decoder walks the grid in the same order as the encoder and rebuilds each context from what it
 has already decoded. Models are built with ``perfect=False`` on both sides (the two settings give
-different bytes). constriction's decoders do not detect damage: the container's CRC and exact
-payload length guard the bytes, and decoded indices are checked against each codebook size.
+different bytes). constriction's decoders do not detect damage (they read zeros past the end): the
+container's CRC and exact payload length guard the bytes, decoded indices are checked against each
+codebook size, and :func:`decode` re-encodes what it decoded and requires exactly the payload it was
+given (encoding is deterministic) — which doubles the range coder's share of a decode.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def encode(model: PriorModel, prior: str, tokens: np.ndarray) -> tuple[bytes, fl
 
 def decode(model: PriorModel, prior: str, payload: bytes, grid: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`encode` for a token grid of shape ``grid``; CorruptFileError if the payload
-    cannot be the coding of such a grid (wrong length, or decoded codes out of range)."""
+    cannot be the coding of such a grid (wrong length, decoded codes out of range, or a payload that
+    is not the encoding of what it decodes to: short, forged, or coded with other prior tables)."""
     if len(payload) % _WORD_BYTES:
         raise CorruptFileError(f"payload of {len(payload)} bytes is not a whole number of 32-bit words")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)

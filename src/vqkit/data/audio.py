@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .files import BadFileError, _BadFileMixin, _EpochMixin, _index, _refused, check_bad_files, find_files, spread
+from ..storage import atomic_write
+from .files import BadFileError, _BadFileMixin, _EpochMixin, _index, check_bad_files, find_files, spread
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -55,6 +56,12 @@ def find_audio(root: str | os.PathLike[str], extensions: Sequence[str] = AUDIO_E
     if not found:
         raise ValueError(f"no audio files ({', '.join(e.lower() for e in extensions)}) found under {root}")
     return found
+
+
+def split_folder(data: str | os.PathLike[str], split: str) -> Path:
+    """``data/split`` when that folder exists (train/, val/), else ``data`` itself (one flat folder)."""
+    root = Path(data)
+    return root / split if (root / split).is_dir() else root
 
 
 def check_wav_length(path: str | os.PathLike[str]) -> None:
@@ -167,13 +174,7 @@ class AudioFolder(_BadFileMixin, _EpochMixin, Dataset[Tensor]):
         self._init_epoch(seed)
         self.files = tuple(spread(find_audio(self.root), max_items, "max_items"))
         self._cache: dict[int, Tensor] = {}
-        self._init_bad_files(bad_files)
-        if bad_files == "fail":
-            for path in self.files:
-                try:
-                    check_audio(path)
-                except BadFileError as err:
-                    raise _refused(err) from err
+        self._init_bad_files(bad_files, check_audio)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -238,7 +239,4 @@ def write_wav(path: str | os.PathLike[str], audio: Tensor | np.ndarray, sample_r
     pcm = np.clip(np.round(np.clip(frames.astype(np.float64), -1.0, 1.0) * 32768.0), -32768, 32767).astype(np.int16)
     buffer = io.BytesIO()
     sf.write(buffer, pcm, sample_rate, format="WAV", subtype="PCM_16")
-    # Imported here, not at the top: vqkit.models may come to import this module (speech tokenizers).
-    from ..models.pretrained import atomic_write
-
     atomic_write(Path(path), buffer.getvalue())

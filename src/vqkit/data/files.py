@@ -212,9 +212,16 @@ class _BadFileMixin:
     root: Path
     files: tuple[Path, ...]
 
-    def _init_bad_files(self, policy: str) -> None:
+    def _init_bad_files(self, policy: str, check: Callable[[Path], None]) -> None:
+        """Set the policy; under 'fail', ``check`` (a header check) every file now, refusing the first bad one."""
         self.bad_files = check_bad_files(policy)
         self._bad = torch.zeros(len(self.files), dtype=torch.bool).share_memory_()  # type: ignore[no-untyped-call]
+        if policy == "fail":
+            for path in self.files:
+                try:
+                    check(path)
+                except BadFileError as err:
+                    raise _refused(err) from err
 
     @property
     def skipped(self) -> int:

@@ -130,13 +130,7 @@ class ImageFolder(_BadFileMixin, _EpochMixin, Dataset[Tensor]):
         if holdout is not None:
             files, self.split_note = flat_holdout(files, holdout, self.root)
         self.files = tuple(spread(files, max_images))
-        self._init_bad_files(bad_files)
-        if bad_files == "fail":
-            for path in self.files:
-                try:
-                    check_image(path)
-                except BadFileError as err:
-                    raise _refused(err) from err
+        self._init_bad_files(bad_files, check_image)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -24,7 +24,6 @@ from ..compress import (
     check_writable,
     fit_and_save_prior,
     resolve_model_dir,
-    save_prior,
     to_tensor,
 )
 from ..data.files import find_images
@@ -97,14 +96,10 @@ def _kbps(encoded: Encoded, codec: Any) -> str:
     return f"{encoded.file_bits / seconds / 1000:.3f} kbps (nominal {encoded.nominal_bits / seconds / 1000:.3f})"
 
 
-def _fit_audio(codec: Any, data: str, max_items: int) -> Path:
-    from ..compress_audio import fit_audio_prior
-    from ..data.audio import AudioFolder
+def _fit_audio_prior(codec: Any, data: str, max_items: int) -> Path:
+    from ..compress_audio import fit_and_save_audio_prior
 
-    root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
-    clips = AudioFolder(root, codec.sample_rate, train=False, max_items=max_items or None)
-    items = (clips[i] for i in tqdm(range(len(clips)), desc="fit-prior", unit="clip", file=sys.stderr))
-    return save_prior(resolve_model_dir(codec.name), fit_audio_prior(codec, items))
+    return fit_and_save_audio_prior(codec.name, data, max_items, codec.device, progress=True)
 
 
 def _write_wav(path: Path, audio: Tensor, codec: Any) -> None:
@@ -128,7 +123,7 @@ MEDIA = {
                    lambda codec, data, n: fit_and_save_prior(codec.name, data, n, codec.device, progress=True)),
     "audio": Media((".wav", ".flac"), ".wav", _read_audio, _write_wav,
                    lambda audio, codec: f"{len(audio) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz",
-                   _kbps, _audio_fidelity, _fit_audio),
+                   _kbps, _audio_fidelity, _fit_audio_prior),
 }
 
 

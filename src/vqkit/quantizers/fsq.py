@@ -54,8 +54,9 @@ class _BoundRound(torch.autograd.Function):
 
     Forward: :meth:`FSQ._bound_round`. Backward: the straight-through gradient of the codes,
     ``grad · c · (1 - tanh²)`` with ``c`` = d codes / d tanh (``half / half_width``, or 1 on the
-    symmetric grid), the value the step-by-step ``round_ste`` / ``floor_ste`` formulas give up to
-    float32 rounding. Digits and tanh are outputs without gradient. Not twice differentiable.
+    symmetric grid), the value the step-by-step straight-through formulas give up to float32 rounding
+    (``round_ste`` / ``floor_ste``, the references in tests/test_fsq.py). Digits and tanh are outputs
+    without gradient. Not twice differentiable.
     """
 
     @staticmethod

@@ -191,9 +191,9 @@ class ResidualQuantizer(Quantizer):
         return list(self.scales().unbind()) if self.conditioning == "scale" else None
 
     def _condition(self, k: int, r: Tensor, stats: tuple[Tensor, Tensor] | None,
-                   scales: list[Tensor] | None = None) -> Tensor:
-        if self.conditioning == "scale":
-            return r * (self.scales()[k] if scales is None else scales[k])
+                   scales: list[Tensor] | None) -> Tensor:
+        if scales is not None:  # ``scale`` conditioning: :meth:`_stage_scales`
+            return r * scales[k]
         if self.conditioning == "layernorm":
             assert stats is not None
             mean, std = stats
@@ -201,9 +201,9 @@ class ResidualQuantizer(Quantizer):
         return r
 
     def _uncondition(self, k: int, q: Tensor, stats: tuple[Tensor, Tensor] | None,
-                     scales: list[Tensor] | None = None) -> Tensor:
-        if self.conditioning == "scale":
-            return q / (self.scales()[k] if scales is None else scales[k])
+                     scales: list[Tensor] | None) -> Tensor:
+        if scales is not None:
+            return q / scales[k]
         if self.conditioning == "layernorm":
             assert stats is not None
             mean, std = stats

@@ -176,18 +176,13 @@ class AudioAdversary(Adversary):
         return loss
 
 
-def _audio_folder(data: str, split: str) -> Path:
-    root = Path(data)
-    return root / split if (root / split).is_dir() else root
-
-
 def _audio_datasets(cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
-    from ..data.audio import AudioFolder
+    from ..data.audio import AudioFolder, split_folder
 
     rate = _rate(cfg)
-    train = AudioFolder(_audio_folder(cfg.data, "train"), rate, cfg.segment, train=True, seed=cfg.seed,
+    train = AudioFolder(split_folder(cfg.data, "train"), rate, cfg.segment, train=True, seed=cfg.seed,
                         max_items=cfg.max_train_images or None, bad_files=cfg.bad_files)
-    val_root = Path(cfg.val_data) if cfg.val_data else _audio_folder(cfg.data, "val")
+    val_root = Path(cfg.val_data) if cfg.val_data else split_folder(cfg.data, "val")
     if not cfg.val_data and val_root == Path(cfg.data):
         raise ValueError(f"{cfg.data} has no val/ folder: name the validation speech with --val-data (it must not be "
                          "the training folder)")
@@ -212,14 +207,9 @@ def _image_prior(model_dir: Path, cfg: TrainConfig, device: torch.device) -> Pat
 
 
 def _audio_prior(model_dir: Path, cfg: TrainConfig, device: torch.device) -> Path:
-    from ..compress import save_prior
-    from ..compress_audio import AudioCodec, fit_audio_prior
-    from ..data.audio import AudioFolder
+    from ..compress_audio import fit_and_save_audio_prior
 
-    codec = AudioCodec.from_pretrained(model_dir, device=device)
-    clips = AudioFolder(_audio_folder(cfg.data, "train"), codec.sample_rate, train=False,
-                        max_items=cfg.prior_images, bad_files=cfg.bad_files)
-    return save_prior(model_dir, fit_audio_prior(codec, (clips[i] for i in range(len(clips)))))
+    return fit_and_save_audio_prior(model_dir, cfg.data, cfg.prior_images, device, bad_files=cfg.bad_files)
 
 
 def _image_evaluate_run(run_dir: Path, cfg: TrainConfig, out: Path, max_items: int) -> dict[str, Any]:
@@ -240,7 +230,9 @@ def _audio_evaluate_run(run_dir: Path, cfg: TrainConfig, out: Path, max_items: i
 
 
 def _audio_eval_data(cfg: TrainConfig, split: str) -> str:
-    return cfg.val_data if cfg.val_data and split == "val" else str(_audio_folder(cfg.data, split))
+    from ..data.audio import split_folder
+
+    return cfg.val_data if cfg.val_data and split == "val" else str(split_folder(cfg.data, split))
 
 
 @dataclass(frozen=True)
