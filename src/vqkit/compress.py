@@ -216,6 +216,11 @@ class Codec(Generic[Signal]):
         self._ids: tuple[PriorModel | None, bytes] | None = None
 
     @property
+    def fitted_priors(self) -> tuple[str, ...]:
+        """The priors a file can be written with: static and context once tables are fitted, else uniform."""
+        return ("static", "context") if self.prior is not None else ("uniform",)
+
+    @property
     def model_id(self) -> bytes:
         """First 16 bytes of SHA-256 over the config, the weights and the prior tables: what decoding needs.
         Recomputed when ``prior`` is replaced (e.g. after :func:`fit_prior`)."""
@@ -375,7 +380,7 @@ class ImageCodec(Codec[np.ndarray]):
         as they come out of the tokenizer; side information counted at its real size."""
         side = b"\0" * (self.tokenizer.quantizer.side_bits_per_sample // 8)
         grids = (indices if indices.ndim == 4 else indices[..., None]).permute(0, 3, 1, 2).cpu().numpy()
-        priors = ("static", "context") if self.prior is not None else ("uniform",)
+        priors = self.fitted_priors
         return {p: [self.pack(g, side, (height, width, 3), p).bpp()["file"] for g in grids] for p in priors}
 
 

@@ -108,7 +108,7 @@ class AudioCodec(Codec[Tensor]):
     def file_bits(self, indices: Tensor, length: int) -> dict[str, float]:
         """Whole-file bits, per prior the model has, of one utterance's tokens (t[, S])."""
         grid = (indices if indices.ndim == 2 else indices[:, None]).T.cpu().numpy()
-        priors = ("static", "context") if self.prior is not None else ("uniform",)
+        priors = self.fitted_priors
         return {p: float(self.pack(grid, length, p).file_bits) for p in priors}
 
     def _check(self, audio: Tensor) -> Tensor:

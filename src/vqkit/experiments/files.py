@@ -131,7 +131,7 @@ def open_codec(model: str, device: str) -> tuple[Codec[Any], Media]:
     """The codec of ``model`` for its modality (images, or speech for the ``speech`` arch)."""
     from ..compress_audio import AudioCodec
     from ..models import pretrained
-    from ..train.modality import ARCH_MODALITY
+    from ..models.registry import ARCH_MODALITY
 
     config, _ = pretrained.read_config(resolve_model_dir(model))
     modality = ARCH_MODALITY.get(config.arch, "image")

@@ -97,6 +97,9 @@ def _speech(config: TokenizerConfig, dim: int) -> Backbone:
     return Backbone(encoder, SpeechDecoder(dim, cfg), cfg.hop, channels=1, ndim=1)
 
 
+ARCH_MODALITY = {"speech": "audio"}
+"""The signal an arch tokenizes where it is not an image (training, codecs and evaluation follow it)."""
+
 ARCHITECTURES: dict[str, Callable[[TokenizerConfig, int], Backbone]] = {
     "rfsq_conv": _conv,
     "fsq_conv": _conv,

@@ -7,7 +7,7 @@ its adversary and its validation. The loop holds one :class:`Modality` and never
   losses; multi-period and multi-resolution discriminators with hinge losses and feature matching;
   mel distance / SI-SDR / STOI / usage validation (:mod:`vqkit.evaluate_audio`).
 
-A model's arch decides its modality (:data:`ARCH_MODALITY`): the ``speech`` arch takes audio.
+A model's arch decides its modality (:data:`vqkit.models.registry.ARCH_MODALITY`): the ``speech`` arch takes audio.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from ..data.images import build_dataset
 from ..evaluate import evaluate
 from ..metrics import WeightsUnavailableError, load_lpips
 from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
+from ..models.registry import ARCH_MODALITY
 from ..models.speech import sample_rate_of as speech_rate
 from .config import TrainConfig
 
-ARCH_MODALITY = {"speech": "audio"}
 """Archs whose signal is not an image."""
 
 
