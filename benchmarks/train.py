@@ -177,7 +177,7 @@ def reconstruction_loss(model: Tokenizer) -> Callable[[Tensor, Tensor], Tensor]:
     """The CPU presets' loss: L1 for images; 0.1·L1 + multi-resolution log-mel for speech."""
     if model.config.arch != "speech":
         return F.l1_loss
-    from vqkit.losses import multi_resolution_mel_loss
+    from vqkit.modalities.audio.losses import multi_resolution_mel_loss
 
     rate = model.config.arch_args["sample_rate"]
     return lambda recon, x: 0.1 * F.l1_loss(recon, x) + multi_resolution_mel_loss(recon, x, rate)

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from vqkit.data.audio import (
+from vqkit.data.files import BadFileError, BadFileWarning, skipped_count
+from vqkit.modalities.audio.io import (
     AUDIO_EXTENSIONS,
     AudioFolder,
     check_audio,
@@ -21,8 +22,7 @@ from vqkit.data.audio import (
     load_audio,
     write_wav,
 )
-from vqkit.data.files import BadFileError, BadFileWarning, skipped_count
-from vqkit.data.images import make_loader, set_epoch
+from vqkit.modalities.image.datasets import make_loader, set_epoch
 
 SHARED_AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "audio"
 needs_speech = pytest.mark.skipif(not (SHARED_AUDIO / "librispeech-test-other").is_dir(),

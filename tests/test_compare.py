@@ -79,7 +79,7 @@ def test_moved_sweep_and_old_results_with_absolute_paths_still_report(tmp_path: 
     import shutil
 
     from vqkit.experiments.compare import load_results
-    from vqkit.experiments.report import write_report
+    from vqkit.modalities.image.report import write_report
 
     first = tmp_path / "first"
     run_compare("quick", CompareConfig(out=str(first), steps=2, only="fsq-8-8-8-8", max_val_images=4))

@@ -21,7 +21,7 @@ from vqkit.compress import (
     stage_specs,
     to_tensor,
 )
-from vqkit.data.image_io import read_image
+from vqkit.modalities.image.io import read_image
 from vqkit.models import Tokenizer, TokenizerConfig
 
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {

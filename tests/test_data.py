@@ -23,8 +23,7 @@ from vqkit.data.files import (
     skipped_count,
     split_note,
 )
-from vqkit.data.image_io import SUPPORTED_MODES, image_to_array, load_image, read_image
-from vqkit.data.images import (
+from vqkit.modalities.image.datasets import (
     ImageFolder,
     PhotoDataset,
     build_dataset,
@@ -34,6 +33,7 @@ from vqkit.data.images import (
     to_uint8,
     training_images,
 )
+from vqkit.modalities.image.io import SUPPORTED_MODES, image_to_array, load_image, read_image
 
 IMAGENETTE = Path(__file__).resolve().parents[2] / "shared/data/images/imagenette2"
 needs_imagenette = pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"real data not present at {IMAGENETTE}")

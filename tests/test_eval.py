@@ -147,8 +147,8 @@ def test_the_training_loops_evaluation_stays_flat(run_dir: Path) -> None:
 def test_item_ids_name_files_crops_and_subsets(tmp_path: Path) -> None:
     from torch.utils.data import Subset, TensorDataset
 
-    from vqkit.data.images import ImageFolder, PhotoDataset
     from vqkit.evaluate import item_ids, metrics_json, per_item_record
+    from vqkit.modalities.image.datasets import ImageFolder, PhotoDataset
 
     for name in ("b/2.png", "a/1.png", "a/3.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from vqkit.experiments.report import write_report
+from vqkit.modalities.image.report import write_report
 from vqkit.plotting import pyplot, text_overflow
 
 
@@ -141,7 +141,7 @@ def _column(report: str, header: str, name: str) -> str:
 
 
 def test_per_stage_usage_has_its_own_column_and_panel(tmp_path: Path) -> None:
-    from vqkit.experiments.report_plots import usage_figure
+    from vqkit.reporting.plots import usage_figure
 
     configs = _quick_like(tmp_path)
     report = write_report(tmp_path / "r", {"preset": "quick", "configs": configs})[0].read_text()
@@ -166,8 +166,8 @@ def test_per_stage_usage_has_its_own_column_and_panel(tmp_path: Path) -> None:
 
 
 def test_report_states_the_eval_set_and_does_not_rank_noise(tmp_path: Path) -> None:
-    from vqkit.experiments.noise import psnr_ranks
-    from vqkit.experiments.report import _ranking
+    from vqkit.modalities.image.report import _ranking
+    from vqkit.reporting.noise import psnr_ranks
 
     configs = _quick_like(tmp_path)
     clear = _metrics(25.0, 0.2)  # 5 dB above the rest: measurably better
@@ -191,7 +191,7 @@ def test_psnr_standard_error_matches_the_spread_of_per_image_psnr() -> None:
     import math
     import random
 
-    from vqkit.experiments.noise import psnr_standard_error
+    from vqkit.reporting.noise import psnr_standard_error
 
     rng = random.Random(0)
     mses = [4 * 10 ** (-rng.gauss(22.0, 3.0) / 10) for _ in range(4000)]
@@ -205,7 +205,7 @@ def test_psnr_standard_error_matches_the_spread_of_per_image_psnr() -> None:
 
 
 def test_configs_sharing_a_rate_get_a_dot_plot_not_stacked_labels(tmp_path: Path) -> None:
-    from vqkit.experiments.report_plots import rate_distortion_figure
+    from vqkit.reporting.plots import rate_distortion_figure
 
     fig = rate_distortion_figure(_quick_like(tmp_path))
     try:
@@ -219,7 +219,7 @@ def test_configs_sharing_a_rate_get_a_dot_plot_not_stacked_labels(tmp_path: Path
 
 
 def test_rate_distortion_at_several_rates_names_configs_in_a_legend(tmp_path: Path) -> None:
-    from vqkit.experiments.report_plots import rate_distortion_figure
+    from vqkit.reporting.plots import rate_distortion_figure
 
     configs = _quick_like(tmp_path)[:3]
     configs.append(_config(tmp_path, "FSQ-16", "FSQ", 16.0, _metrics(23.0, 0.2), None))
@@ -237,7 +237,7 @@ def test_rate_distortion_at_several_rates_names_configs_in_a_legend(tmp_path: Pa
 
 
 def test_bar_labels_stay_inside_the_axes() -> None:
-    from vqkit.experiments.report_plots import barh_figure
+    from vqkit.reporting.plots import barh_figure
 
     names = ["a", "a much longer configuration name", "c"]
     values: list[float | None] = [31.5, 30.0, None]
@@ -279,7 +279,7 @@ def test_every_file_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_speech_report_states_its_test_set_and_noise_and_keeps_labels_inside(tmp_path: Path) -> None:
-    from vqkit.experiments.report_audio import noise_threshold, quality_figure, write_audio_report
+    from vqkit.modalities.audio.report import noise_threshold, quality_figure, write_audio_report
 
     def speech(name: str, pesq: float, stoi: float, usage: float, stages: int = 1) -> dict[str, Any]:
         metrics = {"utterances": 100, "seconds": 767.0, "sample_rate": 16000, "tokens_per_second": 50.0,
@@ -336,7 +336,7 @@ def _without_per_image(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_paired_differences_separate_what_the_unpaired_estimate_calls_a_tie(tmp_path: Path) -> None:
     import math
 
-    from vqkit.experiments.noise import (
+    from vqkit.reporting.noise import (
         estimated_psnr_standard_error,
         measurably_better,
         paired_items,
@@ -369,7 +369,7 @@ def test_paired_differences_separate_what_the_unpaired_estimate_calls_a_tie(tmp_
 
 
 def test_results_without_per_image_psnr_fall_back_to_the_estimate_and_say_so(tmp_path: Path) -> None:
-    from vqkit.experiments.noise import psnr_standard_error
+    from vqkit.reporting.noise import psnr_standard_error
 
     configs = _without_per_image(_paired_pair(tmp_path))
     assert psnr_standard_error(configs[0]["metrics"]) is not None  # estimated from the means
@@ -382,7 +382,7 @@ def test_results_without_per_image_psnr_fall_back_to_the_estimate_and_say_so(tmp
 
 
 def test_per_image_psnr_of_other_images_or_of_some_configs_only_is_not_paired(tmp_path: Path) -> None:
-    from vqkit.experiments.noise import paired_items, psnr_ranks, psnr_standard_error_is_exact
+    from vqkit.reporting.noise import paired_items, psnr_ranks, psnr_standard_error_is_exact
 
     fsq, rfsq = _paired_pair(tmp_path)
     shifted = dict(rfsq["metrics"]["per_image"], ids=[f"other{i}" for i in range(100)])
@@ -400,7 +400,7 @@ def test_per_image_psnr_of_other_images_or_of_some_configs_only_is_not_paired(tm
 
 
 def test_paired_report_plots_keep_labels_inside(tmp_path: Path) -> None:
-    from vqkit.experiments.report_plots import psnr_figure, rate_distortion_figure
+    from vqkit.reporting.plots import psnr_figure, rate_distortion_figure
 
     configs = _paired_pair(tmp_path)
     for fig in (psnr_figure(configs, " (100 images)"), rate_distortion_figure(configs)):
@@ -414,7 +414,7 @@ def test_paired_report_plots_keep_labels_inside(tmp_path: Path) -> None:
 def test_speech_report_compares_utterance_by_utterance_when_scores_are_stored(tmp_path: Path) -> None:
     import random
 
-    from vqkit.experiments.report_audio import write_audio_report
+    from vqkit.modalities.audio.report import write_audio_report
 
     rng = random.Random(2)
     n = 60
@@ -439,7 +439,7 @@ def test_speech_report_compares_utterance_by_utterance_when_scores_are_stored(tm
 
     configs = [speech("A"), speech("B")]
     stoi_gap = configs[0]["metrics"]["stoi"] - configs[1]["metrics"]["stoi"]
-    from vqkit.experiments.report_audio import noise_threshold
+    from vqkit.modalities.audio.report import noise_threshold
 
     assert 0 < stoi_gap < noise_threshold("stoi", n)  # the assumed spread would call STOI a tie
     report = write_audio_report(tmp_path, {"preset": "simvq-audio", "modality": "audio", "configs": configs})[0]
@@ -463,7 +463,7 @@ def test_ranking_rows_are_in_rank_order_when_noise_is_not_transitive(tmp_path: P
     B shares rank 1 with A although C, ranked 2, has the higher mean. Rows must read 1=, 1=, 2."""
     import random
 
-    from vqkit.experiments.report import _ranking
+    from vqkit.modalities.image.report import _ranking
 
     rng = random.Random(3)
     n = 60

@@ -404,7 +404,7 @@ def test_nan_batch_is_skipped_with_check_finite_off() -> None:
 def test_skip_is_decided_after_the_all_reduce(monkeypatch: pytest.MonkeyPatch) -> None:
     """Another rank's batch made the reduced statistic non-finite: this rank skips too, although its own
     batch is ordinary, so the ranks' running statistics stay identical."""
-    from vqkit.quantizers import distributed
+    from vqkit import distributed
 
     def peer_with_huge_batch(moments: torch.Tensor) -> torch.Tensor:
         moments[:-1] += 1e60  # its sums: a float64 holds them, a float32 statistic cannot

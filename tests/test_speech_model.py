@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vqkit.cli import field_docs
-from vqkit.losses import (
+from vqkit.modalities.audio.losses import (
     MPD_CHANNELS_SMALL,
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,

@@ -17,7 +17,7 @@ from vqkit.codec import ModelMismatchError, TokenFile
 from vqkit.compress import save_prior
 from vqkit.compress_audio import AudioCodec, fit_audio_prior
 from vqkit.evaluate_audio import evaluate_audio
-from vqkit.experiments.report_audio import write_audio_report
+from vqkit.modalities.audio.report import write_audio_report
 from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.train import load_config, train
 from vqkit.train.modality import modality_of
@@ -53,7 +53,7 @@ def speech_like(seconds: float, seed: int) -> np.ndarray:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Real LibriSpeech when the shared data is there (first 1.3-2.3 s of 8 utterances of different
     speakers), else speech-like synthetic clips: train/ (6) and val/ (2)."""
-    from vqkit.data.audio import find_audio, load_audio
+    from vqkit.modalities.audio.io import find_audio, load_audio
 
     root = tmp_path_factory.mktemp("speech")
     real = LIBRISPEECH / "librispeech-train-clean-100"
@@ -116,7 +116,7 @@ def _train(corpus: Path, out: Path, steps: int, **overrides: Any) -> dict[str, A
 def test_training_lowers_the_mel_loss_and_fits_a_prior(corpus: Path, tmp_path: Path) -> None:
     """On the whole training utterances (real speech when the shared data is there), the trained model's
     mel distance is well below that of the same model at initialisation (the trainer's seed)."""
-    from vqkit.data.audio import AudioFolder
+    from vqkit.modalities.audio.io import AudioFolder
 
     summary = _train(corpus, tmp_path / "run", steps=200, segment=6400, quantizer="fsq",
                      quantizer_args=json.dumps({"levels": [8, 5, 5], "dim": 16}))
@@ -148,7 +148,7 @@ def test_adversarial_step_runs_and_logs(corpus: Path, tmp_path: Path) -> None:
 
 
 def test_evaluate_audio_and_report(corpus: Path, tmp_path: Path) -> None:
-    from vqkit.data.audio import AudioFolder
+    from vqkit.modalities.audio.io import AudioFolder
 
     model = tokenizer()
     dataset = AudioFolder(corpus / "val", RATE, train=False)
@@ -210,7 +210,7 @@ def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 @pytest.mark.skipif(not (LIBRISPEECH / "librispeech-test-other").is_dir(), reason="shared LibriSpeech absent")
 def test_real_utterance_through_the_codec() -> None:
-    from vqkit.data.audio import find_audio, load_audio
+    from vqkit.modalities.audio.io import find_audio, load_audio
 
     audio = load_audio(find_audio(LIBRISPEECH / "librispeech-test-other")[0], RATE)
     codec = AudioCodec(tokenizer())

@@ -385,7 +385,7 @@ def test_emavq_kmeans_waits_for_a_finite_batch() -> None:
 
 
 def test_emavq_skip_is_decided_after_the_all_reduce(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vqkit.quantizers import distributed
+    from vqkit import distributed
 
     def peer_with_huge_batch(stats: torch.Tensor) -> torch.Tensor:
         stats[:, 1:] += 1e60  # another rank's sums: float64 holds them, the float32 codebook cannot

@@ -33,8 +33,8 @@ from torch import Tensor
 
 from .codec import PriorModel, StageSpec, TokenFile, coders
 from .codec.container import MODEL_ID_BYTES, ModelMismatchError, TokenFileError
-from .data.images import from_uint8, training_images
-from .data.images import to_uint8 as images_to_uint8
+from .modalities.image.datasets import from_uint8, training_images
+from .modalities.image.datasets import to_uint8 as images_to_uint8
 from .models import Tokenizer
 from .models import pretrained as stored
 from .quantizers import FSQ, LFQ, Quantizer, ResidualQuantizer
@@ -395,7 +395,7 @@ def fit_and_save_prior(model_dir: str | os.PathLike[str], data: str, max_images:
                        flat: str = "holdout") -> Path:
     """Fit the static and context tables of the model in ``model_dir`` on ``data``'s training images
     and write them beside it (``prior.safetensors``); returns that path. ``bad_files`` and ``flat`` as
-    in :func:`vqkit.data.images.training_images` (a run passes its own, so the prior sees its data)."""
+    in :func:`vqkit.modalities.image.datasets.training_images` (a run passes its own, so the prior sees its data)."""
     codec = ImageCodec.from_pretrained(model_dir, device=device)
     images: Iterable[np.ndarray] = training_images(data, max_images, bad_files=bad_files, flat=flat)
     if progress:

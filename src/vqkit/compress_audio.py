@@ -131,7 +131,7 @@ def fit_and_save_audio_prior(model_dir: str | os.PathLike[str], data: str, max_i
                              bad_files: str = "skip") -> Path:
     """:func:`~vqkit.compress.fit_and_save_prior` for speech: the tables of the model in ``model_dir``
     fitted on ``data``'s training utterances (its train/ folder if it has one), written beside it."""
-    from .data.audio import AudioFolder, split_folder
+    from .modalities.audio.io import AudioFolder, split_folder
 
     codec = AudioCodec.from_pretrained(model_dir, device=device)
     clips = AudioFolder(split_folder(data, "train"), codec.sample_rate, train=False, max_items=max_items or None,

@@ -37,8 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .compress import ImageCodec
 from .data.files import split_note
-from .data.image_io import write_png
-from .data.images import PhotoDataset, build_dataset, to_uint8
+from .distributed import all_reduce_sum
 from .metrics import (
     FID,
     CodeUsage,
@@ -51,10 +50,11 @@ from .metrics import (
     psnr,
     ssim,
 )
+from .modalities.image.datasets import PhotoDataset, build_dataset, to_uint8
+from .modalities.image.io import write_png
 from .models import Tokenizer
-from .models.pretrained import atomic_write
 from .plotting import pyplot, save_figure
-from .quantizers.distributed import all_reduce_sum
+from .storage import atomic_write
 from .validation import resolve_device
 
 NOT_REQUESTED = "not requested"

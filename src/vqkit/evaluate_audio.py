@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 
 from .metrics import CodeUsage
 from .models import Tokenizer
-from .models.pretrained import atomic_write
 from .models.speech import sample_rate_of as speech_rate
 from .plotting import pyplot, save_figure
+from .storage import atomic_write
 from .validation import resolve_device
 
 
@@ -146,8 +146,8 @@ def evaluate_audio_run(run_dir: str | os.PathLike[str], data: str, out: str | os
     utterance.
     """
     from .compress_audio import AudioCodec
-    from .data.audio import AudioFolder, write_wav
     from .evaluate import item_ids, metrics_json, per_item_record, save_code_usage_plot
+    from .modalities.audio.io import AudioFolder, write_wav
 
     run = Path(run_dir)
     if not (run / "final").is_dir():

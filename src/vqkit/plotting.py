@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .storage import atomic_write
+
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
@@ -31,8 +33,6 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 100, close: b
     The PNG is cropped to what the figure draws (``bbox_inches="tight"``): a title or legend wider
     than the figure is kept whole rather than cut at its edge.
     """
-    from .models.pretrained import atomic_write  # not at the top: it imports torch
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
     if close:

@@ -138,3 +138,23 @@ def unseal(data: bytes, magic: bytes, where: str) -> memoryview:
 
 
 __all__ = ["IntegrityError", "atomic_write", "is_sealed", "read_json", "remove_debris", "seal", "unseal"]
+
+
+LOG_FILE = "log.jsonl"
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSONL log, [] if it does not exist; a torn line (a kill mid-write) is skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

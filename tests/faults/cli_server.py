@@ -97,7 +97,7 @@ def serve() -> None:
     # start at once
     for name in ("torch._dynamo", "vqkit.cli", "vqkit.compress", "vqkit.evaluate", "vqkit.experiments.compare",
                  "vqkit.experiments.files", "vqkit.train", "vqkit.train.loop", "vqkit.compress_audio",
-                 "vqkit.evaluate_audio", "vqkit.data.audio", "vqkit.plotting", "vqkit.experiments.report"):
+                 "vqkit.evaluate_audio", "vqkit.modalities.audio.io", "vqkit.plotting", "vqkit.modalities.image.report"):
         with contextlib.suppress(ImportError):  # the audio extra is optional
             importlib.import_module(name)
     started: dict[int, float] = {}

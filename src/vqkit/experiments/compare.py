@@ -96,7 +96,7 @@ def relative_to(path: Path, folder: Path) -> str:
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A sweep's ``results.json`` with each configuration's ``run_dir`` and ``eval_dir`` resolved against
     the file's folder; absolute paths (results.json written by older versions) are kept as they are."""
-    from .report import with_resolved_paths
+    from ..reporting.common import with_resolved_paths
 
     path = Path(path)
     results: dict[str, Any] = read_json(path)
@@ -182,8 +182,8 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     }
     results["modality"] = records[0]["modality"]
     atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-    from .report import write_report
-    from .report_audio import write_audio_report
+    from ..modalities.audio.report import write_audio_report
+    from ..modalities.image.report import write_report
 
     {"image": write_report, "audio": write_audio_report}[results["modality"]](out, results)
     return results

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.photos import TEST_PHOTOS, TRAIN_PHOTOS, photo_patches
+from ..modalities.image.photos import TEST_PHOTOS, TRAIN_PHOTOS, photo_patches
 from ..quantizers import (
     EMAVQ,
     FSQ,

@@ -23,10 +23,10 @@ from PIL import Image, features
 
 from ..compress import ImageCodec, to_tensor
 from ..data.files import find_images, spread
-from ..data.image_io import read_image
 from ..metrics import psnr, ssim
-from ..models.pretrained import atomic_write
+from ..modalities.image.io import read_image
 from ..plotting import pyplot, save_figure
+from ..storage import atomic_write
 from ..validation import ConfigError, Device, NonEmptyStr, NonNegativeInt, check_fields, resolve_device
 
 CLASSICAL = {"JPEG": "jpeg", "WebP": "webp", "AVIF": "avif"}

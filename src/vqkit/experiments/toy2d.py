@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from ..plotting import pyplot, save_figure
 from ..quantizers import VQ, SimVQ
+from ..reporting.cells import md_cell
 from ..storage import atomic_write
-from .cells import md_cell
 
 NUM_CODES = 10
 POINTS_PER_CLUSTER = 1  # the paper's two target points

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..quantizers.distributed import all_reduce_sum, is_distributed
+from ..distributed import all_reduce_sum, is_distributed
 
 DENSE_LIMIT = 1 << 24
 

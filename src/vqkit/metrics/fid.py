@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..quantizers.distributed import all_reduce_sum, is_distributed
+from ..distributed import all_reduce_sum, is_distributed
 from .perceptual import WeightsUnavailableError, weight_dirs
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"

@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
-from ..storage import IntegrityError
-from ..storage import atomic_write as atomic_write  # re-exported: the writers of reports and runs use it
+from ..storage import IntegrityError, atomic_write
 from .config import TokenizerConfig
 
 FORMAT = "vqkit.tokenizer"

@@ -1,7 +1,7 @@
 """Tokenizer = encoder + quantizer + decoder, any vqkit quantizer in the middle.
 
 Signals are float ``(B, channels, *positions)`` in **[-1, 1]** (documented, not clamped): images
-``(B, 3, H, W)`` (:mod:`vqkit.data.images`), speech ``(B, 1, T)`` (:mod:`vqkit.data.audio`), with every
+``(B, 3, H, W)`` (:mod:`vqkit.modalities.image.datasets`), speech ``(B, 1, T)`` (:mod:`vqkit.modalities.audio.io`), with every
 position axis a multiple of ``downsample_factor``. The encoder gives ``(B, C, h, w)`` (or ``(B, C, t)``);
 the model, not the quantizer, moves it to channels-last ``(B, h, w, C)`` because quantizers take
 ``(..., dim)``. Tokens are ``(B, h, w)`` (``(B, t)``), or ``(B, h, w, S)`` for residual quantizers,
@@ -122,7 +122,7 @@ class Tokenizer(nn.Module):
         if not images.dtype.is_floating_point:
             raise ValueError(
                 f"Tokenizer: {kind} must be floating point in [-1, 1], got {images.dtype} "
-                "(vqkit.data.images.from_uint8 converts uint8)"
+                "(vqkit.modalities.image.datasets.from_uint8 converts uint8)"
             )
         f = self.downsample_factor
         if shape[0] == 0 or any(s == 0 or s % f for s in shape[2:]):

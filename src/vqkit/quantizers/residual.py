@@ -48,7 +48,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from . import distributed
+from .. import distributed
 from .base import Quantizer, check_size, float32_math
 from .fsq import FSQ
 from .simvq import SimVQ

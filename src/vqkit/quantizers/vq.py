@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import distributed
+from .. import distributed
 from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
 from .search import DEFAULT_MAX_BYTES, SearchPrecision, check_search_bytes, check_search_precision, nearest_code
 

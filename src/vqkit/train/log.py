@@ -14,24 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-LOG_FILE = "log.jsonl"
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSONL log, [] if it does not exist; a torn line (a kill mid-write) is skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+from ..storage import LOG_FILE, read_records
 
 
 class RunLog:

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.files import skipped_count, split_note
-from ..data.images import set_epoch
+from ..modalities.image.datasets import set_epoch
 from ..models import Tokenizer
 from ..quantizers import NonFiniteError, Quantizer
 from ..storage import atomic_write, remove_debris

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.images import build_dataset
 from ..evaluate import evaluate
 from ..metrics import WeightsUnavailableError, load_lpips
+from ..modalities.image.datasets import build_dataset
 from ..models import PatchDiscriminator, Tokenizer, hinge_d_loss, hinge_g_loss
 from ..models.registry import ARCH_MODALITY
 from ..models.speech import sample_rate_of as speech_rate
@@ -135,7 +135,7 @@ class AudioObjective(Objective):
         self.notes = {"lpips": "not used for audio"}
 
     def forward(self, recon: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
-        from ..losses import multi_resolution_mel_loss, multi_resolution_stft_loss
+        from ..modalities.audio.losses import multi_resolution_mel_loss, multi_resolution_stft_loss
 
         cfg = self.cfg
         l1 = F.l1_loss(recon, target)
@@ -148,14 +148,14 @@ class AudioObjective(Objective):
 
 class AudioAdversary(Adversary):
     def __init__(self, cfg: TrainConfig) -> None:
-        from ..losses import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+        from ..modalities.audio.losses import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 
         super().__init__()
         self.mpd, self.mrd = MultiPeriodDiscriminator(), MultiResolutionDiscriminator()
         self.weight, self.fm_weight = cfg.gan_weight, cfg.fm_weight
 
     def generator_loss(self, fake: Tensor, real: Tensor) -> Tensor:
-        from ..losses import feature_matching_loss, generator_adversarial_loss
+        from ..modalities.audio.losses import feature_matching_loss, generator_adversarial_loss
 
         loss = fake.new_zeros(())
         for disc in (self.mpd, self.mrd):
@@ -168,7 +168,7 @@ class AudioAdversary(Adversary):
         return loss
 
     def discriminator_loss(self, fake: Tensor, real: Tensor) -> Tensor:
-        from ..losses import discriminator_loss
+        from ..modalities.audio.losses import discriminator_loss
 
         loss = real.new_zeros(())
         for disc in (self.mpd, self.mrd):
@@ -177,7 +177,7 @@ class AudioAdversary(Adversary):
 
 
 def _audio_datasets(cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
-    from ..data.audio import AudioFolder, split_folder
+    from ..modalities.audio.io import AudioFolder, split_folder
 
     rate = _rate(cfg)
     train = AudioFolder(split_folder(cfg.data, "train"), rate, cfg.segment, train=True, seed=cfg.seed,
@@ -230,7 +230,7 @@ def _audio_evaluate_run(run_dir: Path, cfg: TrainConfig, out: Path, max_items: i
 
 
 def _audio_eval_data(cfg: TrainConfig, split: str) -> str:
-    from ..data.audio import split_folder
+    from ..modalities.audio.io import split_folder
 
     return cfg.val_data if cfg.val_data and split == "val" else str(split_folder(cfg.data, split))
 

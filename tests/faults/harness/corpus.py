@@ -61,7 +61,7 @@ def default_codec() -> Any:
 
 
 def _photo_crop() -> np.ndarray:
-    from vqkit.data.photos import load_photo
+    from vqkit.modalities.image.photos import load_photo
 
     image = np.round(load_photo("chelsea") * 255).astype(np.uint8)
     return np.ascontiguousarray(image[100:148, 150:214])  # 48 x 64

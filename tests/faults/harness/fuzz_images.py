@@ -104,7 +104,7 @@ def fuzz_images_api(n: int, workdir: Path, seed: int = 0) -> list[FuzzResult]:
     """``read_image`` + the default model's ``ImageCodec.encode`` on ``n`` fuzzed image files."""
     from PIL import Image
 
-    from vqkit.data.image_io import read_image
+    from vqkit.modalities.image.io import read_image
 
     workdir = folder(workdir)
     codec = default_codec()

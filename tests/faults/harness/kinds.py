@@ -145,7 +145,7 @@ def _config_case(attr: str) -> Callable[[Corpus, Path], Case]:
 
 def _image_case(attr: str) -> Callable[[Corpus, Path], Case]:
     def prepare(c: Corpus, d: Path) -> Case:
-        from vqkit.data.image_io import read_image
+        from vqkit.modalities.image.io import read_image
 
         target = _copy_file(getattr(c, attr), d)
         return Case(target, ["encode", str(target), "-o", str(d / "out"), "--model", "default"],
@@ -156,7 +156,7 @@ def _image_case(attr: str) -> Callable[[Corpus, Path], Case]:
 
 def _wav_case(c: Corpus, d: Path) -> Case:
     from vqkit.compress_audio import AudioCodec
-    from vqkit.data.audio import load_audio
+    from vqkit.modalities.audio.io import load_audio
 
     assert c.wav is not None and c.speech is not None
     speech = c.speech

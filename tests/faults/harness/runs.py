@@ -38,7 +38,7 @@ def tiny_data() -> Path:
 
     from PIL import Image
 
-    from vqkit.data.photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
+    from vqkit.modalities.image.photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 
     if _DATA and _DATA[0].is_dir():
         return _DATA[0]

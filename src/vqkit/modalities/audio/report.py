@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models.pretrained import atomic_write
-from ..plotting import label_bars, pyplot, save_figure
-from .cells import _bits, _bits_of, _fmt, _metrics, _num, _percent, md_cell, usage_columns, usage_notes
-from .noise import item_scores, paired_difference, paired_items, standard_error, within_noise_rule
-from .report import _header, with_resolved_paths
-from .report_plots import curves_figure, draw_bars, usage_figure
+from ...plotting import label_bars, pyplot, save_figure
+from ...reporting.cells import _bits, _bits_of, _fmt, _metrics, _num, _percent, md_cell, usage_columns, usage_notes
+from ...reporting.common import header, with_resolved_paths
+from ...reporting.noise import item_scores, paired_difference, paired_items, standard_error, within_noise_rule
+from ...reporting.plots import curves_figure, draw_bars, usage_figure
+from ...storage import atomic_write
 
 SPREAD = {"pesq_wb": 0.5, "stoi": 0.05, "estoi": 0.07}
 """Assumed standard deviation of a per-utterance score, for results without per-utterance scores
@@ -243,7 +243,7 @@ def write_audio_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     save_figure(usage_figure(configs, where), out_dir / "usage.png")
     save_figure(quality_figure(configs, where), out_dir / "quality.png")
     written = [out_dir / name for name in ("curves.png", "usage.png", "quality.png")]
-    lines = [*_header(results), f"- test set: {test_set(results, configs)}, the same utterances for every "
+    lines = [*header(results, [f"- training crops: {results.get('segment', 'n/a')} samples"]), f"- test set: {test_set(results, configs)}, the same utterances for every "
              "configuration", "",
              "**What differs from the paper:** " + differences(results, _metrics(configs[0]) if configs else {}), "",
              "## Results", "", *_table(configs), "",

@@ -82,8 +82,8 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .experiments.demo import DemoConfig, format_table, run_demo
-    from .storage import atomic_write
+    from ..experiments.demo import DemoConfig, format_table, run_demo
+    from ..storage import atomic_write
 
     cfg = dataclass_from_args(DemoConfig, args)
     print(f"vqkit demo: every quantizer on 4x4 patches of scikit-image's photos, {cfg.steps} steps each", flush=True)
@@ -101,7 +101,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, load_config, train
+    from ..train import TrainConfig, load_config, train
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     cfg = load_config(args.preset, args.config, **overrides)
@@ -113,9 +113,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run, format_metrics
-    from .train import load_config
-    from .train.modality import modality_of
+    from ..evaluate import evaluate_run, format_metrics
+    from ..train import load_config
+    from ..train.modality import modality_of
 
     out = Path(args.out) if args.out else Path(args.run_dir) / f"eval-{args.split}"
     config = Path(args.run_dir) / "config.json"
@@ -127,7 +127,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.data is None:
         print(f"vqkit eval: --data not given, using the run's {args.split} data: {data}", flush=True)
     if modality.name == "audio":
-        from .evaluate_audio import evaluate_audio_run, format_audio_metrics
+        from ..evaluate_audio import evaluate_audio_run, format_audio_metrics
 
         metrics = evaluate_audio_run(args.run_dir, data, out, max_items=args.max_images, device=args.device)
         print(format_audio_metrics(metrics))
@@ -141,7 +141,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .experiments.compare import CompareConfig, run_compare
+    from ..experiments.compare import CompareConfig, run_compare
 
     cfg = dataclass_from_args(CompareConfig, args)
     results = run_compare(args.preset, cfg)
@@ -150,19 +150,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .experiments.files import run_encode
+    from .files import run_encode
 
     return run_encode(args.inputs, args.out, args.model, args.prior, args.check, args.device)
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from .experiments.files import run_decode
+    from .files import run_decode
 
     return run_decode(args.inputs, args.out, args.model, args.device)
 
 
 def _fit_prior(args: argparse.Namespace) -> int:
-    from .experiments.files import run_fit_prior
+    from .files import run_fit_prior
 
     path = run_fit_prior(args.run_dir, args.data, args.max_images, args.device)
     print(f"wrote {path}")
@@ -170,7 +170,7 @@ def _fit_prior(args: argparse.Namespace) -> int:
 
 
 def _rd(args: argparse.Namespace) -> int:
-    from .experiments.rd import RDConfig, run_rd
+    from ..experiments.rd import RDConfig, run_rd
 
     cfg = dataclass_from_args(RDConfig, args)
     run_rd(cfg, args.model or ["default"])
@@ -179,7 +179,7 @@ def _rd(args: argparse.Namespace) -> int:
 
 
 def _add_codec_commands(sub: Any) -> None:
-    from .codec import PRIOR_NAMES
+    from ..codec import PRIOR_NAMES
 
     model_help = "'default' (shipped with vqkit), a save_pretrained folder or a `vqkit train` run directory"
     device_help = "'cpu' or 'cuda[:N]'"
@@ -212,7 +212,7 @@ def _add_codec_commands(sub: Any) -> None:
     fit.add_argument("--device", default="cpu", help=device_help)
     fit.set_defaults(func=_fit_prior)
 
-    from .experiments.rd import RDConfig
+    from ..experiments.rd import RDConfig
 
     rd = sub.add_parser("rd", help="rate-distortion of tokenizers beside JPEG, WebP and AVIF on the same images",
                         description="Every tokenizer (four rates each) and every classical codec at a sweep "
@@ -233,8 +233,8 @@ def _preset_in(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
-    from . import __version__
-    from .experiments.demo import DemoConfig
+    from .. import __version__
+    from ..experiments.demo import DemoConfig
 
     parser = argparse.ArgumentParser(prog="vqkit", description="Discrete tokenizers for neural compression.")
     parser.add_argument("--version", action="version", version=f"vqkit {__version__}")
@@ -244,7 +244,7 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="folder for demo.md and demo.json")
     demo.set_defaults(func=_demo)
 
-    from .train import PRESETS, TrainConfig
+    from ..train import PRESETS, TrainConfig
 
     shown = PRESETS.get(preset or "")
     whose = f"preset {preset}'s values" if shown else "the built-in values; `--preset NAME --help` shows a preset's"
@@ -258,9 +258,9 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     add_dataclass_options(tr, TrainConfig, defaults=False, shown=shown)
     tr.set_defaults(func=_train)
 
-    from .experiments.compare import CompareConfig
-    from .experiments.presets import PRESETS as SWEEPS
-    from .experiments.presets import TOY_PRESET
+    from ..experiments.compare import CompareConfig
+    from ..experiments.presets import PRESETS as SWEEPS
+    from ..experiments.presets import TOY_PRESET
 
     cmp = sub.add_parser("compare", help="train and evaluate every configuration of a preset; write a report",
                          description="Same data, steps, seed and model for every configuration; a killed sweep "

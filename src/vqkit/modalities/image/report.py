@@ -19,9 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..models.pretrained import atomic_write
-from ..plotting import save_figure
-from .cells import (
+from ...plotting import save_figure
+from ...reporting.cells import (
     _bits,
     _bits_of,
     _fmt,
@@ -34,7 +33,8 @@ from .cells import (
     usage_columns,
     usage_notes,
 )
-from .noise import (
+from ...reporting.common import header, with_resolved_paths
+from ...reporting.noise import (
     _psnr_cell,
     item_scores,
     paired_difference,
@@ -43,7 +43,7 @@ from .noise import (
     psnr_standard_error_is_exact,
     within_noise_rule,
 )
-from .report_plots import (
+from ...reporting.plots import (
     BEST,
     PLOTS,
     best_reconstructions,
@@ -52,28 +52,7 @@ from .report_plots import (
     rate_distortion_figure,
     usage_figure,
 )
-
-
-def resolve_path(base: Path, value: Any) -> Path | None:
-    """A path stored in ``results.json``: relative to ``base`` (the report's folder, as ``vqkit compare``
-    writes it) or absolute (results.json files written before paths were relative); None when absent."""
-    if not value:
-        return None
-    path = Path(str(value))
-    return path if path.is_absolute() else Path(base).resolve() / path  # absolute: resolving twice is a no-op
-
-
-def with_resolved_paths(base: Path, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Copies of ``configs`` whose ``run_dir`` and ``eval_dir`` are resolved against ``base``."""
-    resolved = []
-    for config in configs:
-        copy = dict(config)
-        for key in ("run_dir", "eval_dir"):
-            path = resolve_path(base, copy.get(key))
-            if path is not None:
-                copy[key] = str(path)
-        resolved.append(copy)
-    return resolved
+from ...storage import atomic_write
 
 
 def _unavailable_notes(configs: list[dict[str, Any]]) -> list[str]:
@@ -245,10 +224,6 @@ def _stage_table(configs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _minutes(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
-
-
 def eval_set_line(results: dict[str, Any], configs: list[dict[str, Any]]) -> str:
     """'- evaluation set: 14 images of photos (val split), 32×32 px each, ...' for an image sweep."""
     size = results.get("image_size")
@@ -256,26 +231,6 @@ def eval_set_line(results: dict[str, Any], configs: list[dict[str, Any]]) -> str
     pixels = f", {size}×{size} px each" if size else ""
     same = ", the same images for every configuration" if paired_items(configs, "psnr") else ""
     return f"- evaluation set: {_images(configs)} images of {source}{pixels}{same}"
-
-
-def _header(results: dict[str, Any]) -> list[str]:
-    wall, train = _num(results.get("wall_seconds")), _num(results.get("train_seconds_total"))
-    configs = [c for c in results.get("configs", []) if isinstance(c, dict)]
-    return [
-        f"# {results.get('title') or results.get('preset', 'sweep')}",
-        "",
-        f"- preset: {results.get('preset', 'n/a')}",
-        f"- data: {results.get('data', 'n/a')}",
-        f"- scale: {results.get('scale', 'n/a')}",
-        f"- steps: {results.get('steps', 'n/a')}",
-        f"- seed: {results.get('seed', 'n/a')}",
-        *([f"- image size: {results.get('image_size', 'n/a')}", eval_set_line(results, configs)]
-          if results.get("modality", "image") == "image" else
-          [f"- training crops: {results.get('segment', 'n/a')} samples"]),
-        f"- wall time of this command: {_minutes(wall)} (a resumed sweep counts only its last run)",
-        f"- training time, all configurations: {_minutes(train)}",
-        "",
-    ]
 
 
 def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
@@ -300,7 +255,9 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     if has_best:
         written.append(out_dir / BEST)
 
-    lines = [*_header(results), "## Results", "", *_main_table(configs), ""]
+    configs_all = [c for c in results.get("configs", []) if isinstance(c, dict)]
+    lines = [*header(results, [f"- image size: {results.get('image_size', 'n/a')}",
+                                eval_set_line(results, configs_all)]), "## Results", "", *_main_table(configs), ""]
     notes = _unavailable_notes(configs) + _side_info_notes(configs)
     if notes:
         lines += [f"_{md_cell(note)}_  " for note in notes] + [""]
@@ -313,4 +270,4 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     return [report, *written]
 
 
-__all__ = ["eval_set_line", "resolve_path", "with_resolved_paths", "write_report"]
+__all__ = ["eval_set_line", "write_report"]

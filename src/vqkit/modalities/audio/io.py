@@ -7,7 +7,7 @@ Every waveform is float32 mono in **[-1, 1]**, the range vqkit's speech models, 
 - **Deterministic crops.** Training items are fixed-length crops whose start comes from a generator
   keyed by ``(seed, epoch, index)``, never from a worker's global RNG: an item is the same whatever
   the number of loader workers, their order, or whether the run was resumed (as in
-  :mod:`vqkit.data.images`). The epoch lives in shared memory so persistent workers see
+  :mod:`vqkit.modalities.image.datasets`). The epoch lives in shared memory so persistent workers see
   ``set_epoch``.
 - **A real resampler.** Rates are converted with libsoxr's high-quality filter (``soxr``), not by
   linear interpolation, which aliases and dulls the highs that a codec is judged on. LibriSpeech
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..storage import atomic_write
-from .files import BadFileError, _BadFileMixin, _EpochMixin, _index, check_bad_files, find_files, spread
+from ...data.files import BadFileError, _BadFileMixin, _EpochMixin, _index, check_bad_files, find_files, spread
+from ...storage import atomic_write
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 

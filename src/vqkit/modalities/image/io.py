@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .files import BadFileError
+from ...data.files import BadFileError
 
 SUPPORTED_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV",
                    "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -149,6 +149,6 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
 
     buf = io.BytesIO()
     Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(buf, format="PNG")
-    from ..models.pretrained import atomic_write
+    from ...storage import atomic_write
 
     atomic_write(Path(path), buf.getvalue())

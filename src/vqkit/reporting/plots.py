@@ -19,9 +19,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from ..models.pretrained import atomic_write
 from ..plotting import label_bars, pyplot
-from ..train.log import LOG_FILE, read_records
+from ..storage import LOG_FILE, atomic_write, read_records
 from .cells import _bits, _bits_of, _ceiling_text, _metrics, _num, _percent, codes_label, stage_count, stage_size
 from .noise import _psnr_cell, paired_items, psnr_standard_error
 

@@ -27,9 +27,9 @@ from ..compress import (
     to_tensor,
 )
 from ..data.files import find_images
-from ..data.image_io import read_image, write_png
 from ..metrics import psnr
-from ..models.pretrained import atomic_write
+from ..modalities.image.io import read_image, write_png
+from ..storage import atomic_write
 from ..validation import resolve_device
 
 ENCODE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -103,13 +103,13 @@ def _fit_audio_prior(codec: Any, data: str, max_items: int) -> Path:
 
 
 def _write_wav(path: Path, audio: Tensor, codec: Any) -> None:
-    from ..data.audio import write_wav
+    from ..modalities.audio.io import write_wav
 
     write_wav(path, audio, codec.sample_rate)
 
 
 def _read_audio(path: Path, codec: Any) -> Tensor:
-    from ..data.audio import load_audio
+    from ..modalities.audio.io import load_audio
 
     return load_audio(path, codec.sample_rate)
 

@@ -9,7 +9,7 @@ from a worker's global RNG: an item is the same whatever the number of loader wo
 they run in, or whether the run was resumed part-way.
 
 Files are found, split (a flat folder's fixed hold-out) and, when bad, skipped or refused as
-:mod:`vqkit.data.files` says; they are decoded by :mod:`vqkit.data.image_io`'s one path.
+:mod:`vqkit.data.files` says; they are decoded by :mod:`vqkit.modalities.image.io`'s one path.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from .files import (
+from ...data.files import (
     IMAGE_EXTENSIONS,
     SPLITS,
     BadFileError,
@@ -42,7 +42,7 @@ from .files import (
     require_folder,
     spread,
 )
-from .image_io import check_image, load_image, read_image
+from .io import check_image, load_image, read_image
 from .photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 
 FLAT_MODES = ("holdout", "whole")
