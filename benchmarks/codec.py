@@ -24,30 +24,33 @@ import numpy as np
 import torch
 
 from vqkit.codec import TokenFile, coders
-from vqkit.compress import ImageCodec, read_image
+from vqkit.codec.tiled import Codec
 from vqkit.data.files import find_images
+from vqkit.modalities import open_codec
+from vqkit.modalities.image.io import read_image
 
 
-def phases(codec: ImageCodec, image: np.ndarray, prior: str) -> dict[str, float]:
+def phases(codec: Codec[np.ndarray], image: np.ndarray, prior: str) -> dict[str, float]:
     t0 = time.perf_counter()
-    grid, side = codec.tokens(image)
+    grid, side, shape = codec.tokens(image)
     t1 = time.perf_counter()
-    encoded = codec.pack(grid, b"" if side is None else side.tobytes(), image.shape, prior)
+    encoded = codec.pack(grid, b"" if side is None else side.tobytes(), shape, prior)
     t2 = time.perf_counter()
     file = TokenFile.from_bytes(encoded.data)
-    tokens = coders.decode(codec._prior_model(prior), prior, file.payload, codec.check(file))
+    expected, side_info = codec.check(file)
+    tokens = coders.decode(codec.prior(prior), file.payload, expected)
     t3 = time.perf_counter()
-    codec.render(tokens, side, image.shape[0], image.shape[1], image.shape[2])
+    codec.adapter.from_tensor(codec.render(tokens, side_info), shape)
     t4 = time.perf_counter()
     assert np.array_equal(tokens, grid)
     return {"tokens": t1 - t0, "entropy_encode": t2 - t1, "entropy_decode": t3 - t2, "render": t4 - t3,
-            "bpp": encoded.bpp()["file"]}
+            "bpp": encoded.bits_per_sample()["file"]}
 
 
 def large(model: str, size: str, prior: str) -> dict[str, float]:
     """Encode and decode one synthetic photo-like image of ``size`` (WxH); report time and peak RSS."""
     w, h = (int(v) for v in size.split("x"))
-    codec = ImageCodec.from_pretrained(model)
+    codec, _ = open_codec(model)
     image = np.empty((h, w, 3), np.uint8)
     rng, x = np.random.default_rng(0), np.arange(w, dtype=np.float32)
     for y0 in range(0, h, 256):  # in row blocks: the generator's temporaries must not set the peak
@@ -75,7 +78,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(large(args.model, args.large, args.prior)))
         return
-    codec = ImageCodec.from_pretrained(args.model)
+    codec, _ = open_codec(args.model)
     files = find_images(args.data)[: args.max_images]
     rows = [phases(codec, read_image(f), args.prior) for f in files]
     total = {k: float(np.sum([r[k] for r in rows])) for k in rows[0] if k != "bpp"}

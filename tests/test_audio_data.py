@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from vqkit.data.files import BadFileError, BadFileWarning, skipped_count
+from vqkit.data.files import BadFileError, BadFileWarning, make_loader, set_epoch, skipped_count
 from vqkit.modalities.audio.io import (
     AUDIO_EXTENSIONS,
     AudioFolder,
@@ -22,7 +22,6 @@ from vqkit.modalities.audio.io import (
     load_audio,
     write_wav,
 )
-from vqkit.modalities.image.datasets import make_loader, set_epoch
 
 SHARED_AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "audio"
 needs_speech = pytest.mark.skipif(not (SHARED_AUDIO / "librispeech-test-other").is_dir(),

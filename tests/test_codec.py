@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from vqkit.codec import (
     CorruptFileError,
-    PriorModel,
+    PriorTables,
     StageSpec,
     TokenFile,
     TokenFileError,
+    Uniform,
     UnsupportedVersionError,
     decode,
     encode,
@@ -42,7 +43,7 @@ def smooth_grids(specs: list[StageSpec], n: int, shape: tuple[int, ...], seed: i
     return grids
 
 
-def overhead_bits(model: PriorModel, grid: np.ndarray, prior: str) -> float:
+def overhead_bits(model: PriorTables | Uniform, grid: np.ndarray, prior: str) -> float:
     """The stated coding overhead: 64 bits of stream end plus, per symbol, the fixed-point floor of
     constriction's 24-bit probabilities ((R-1)·2^-24 of mass taken from the likeliest symbol)."""
     n = grid[0].size
@@ -68,32 +69,32 @@ SPECS = {
 @pytest.mark.parametrize("shape", [(13, 7), (1, 1), (1, 9), (6,), (2, 2)])
 def test_round_trip_every_prior(name: str, shape: tuple[int, ...]) -> None:
     specs = SPECS[name]
-    model = PriorModel.fit(specs, smooth_grids(specs, 6, (12, 12) if len(shape) == 2 else (40,), seed=1))
+    model = PriorTables.fit(specs, smooth_grids(specs, 6, (12, 12) if len(shape) == 2 else (40,), seed=1))
     (grid,) = smooth_grids(specs, 1, shape, seed=2)
     for prior in PRIORS:
-        payload, ce = encode(model, prior, grid)
-        assert np.array_equal(decode(model, prior, payload, grid.shape), grid), prior
-        assert encode(model, prior, grid)[0] == payload  # deterministic bytes
+        payload, ce = encode(model.prior(prior), grid)
+        assert np.array_equal(decode(model.prior(prior), payload, grid.shape), grid), prior
+        assert encode(model.prior(prior), grid)[0] == payload  # deterministic bytes
         assert 8 * len(payload) <= ce + overhead_bits(model, grid, prior), (prior, 8 * len(payload), ce)
-        assert ce == pytest.approx(model.cross_entropy_bits(prior, grid))
+        assert ce == pytest.approx(model.prior(prior).cross_entropy_bits(grid))
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_uniform_prior_is_the_nominal_rate(name: str) -> None:
     specs = SPECS[name]
-    model = PriorModel.uniform(specs)
+    model = Uniform(specs)
     (grid,) = smooth_grids(specs, 1, (16, 16), seed=3)
     nominal = grid[0].size * sum(math.log2(math.prod(s.radices)) for s in specs)
-    payload, ce = encode(model, "uniform", grid)
+    payload, ce = encode(model, grid)
     assert ce == pytest.approx(nominal)
     assert nominal <= 8 * len(payload) <= nominal * 1.001 + 64
 
 
 def test_learned_priors_beat_nominal_on_structured_tokens() -> None:
     specs = SPECS["rfsq_4x1024"]
-    model = PriorModel.fit(specs, smooth_grids(specs, 20, (16, 16), seed=4))
+    model = PriorTables.fit(specs, smooth_grids(specs, 20, (16, 16), seed=4))
     (grid,) = smooth_grids(specs, 1, (16, 16), seed=5)
-    rates = {p: 8 * len(encode(model, p, grid)[0]) for p in PRIORS}
+    rates = {p: 8 * len(encode(model.prior(p), grid)[0]) for p in PRIORS}
     assert rates["context"] < rates["static"] < 0.8 * rates["uniform"]
 
 
@@ -101,42 +102,42 @@ def test_learned_priors_beat_nominal_on_structured_tokens() -> None:
 def test_degenerate_priors_code_unseen_symbols(name: str) -> None:
     """All training mass on one symbol; the test grid uses symbols never seen."""
     specs = SPECS[name]
-    model = PriorModel.fit(specs, [np.zeros((len(specs), 128, 128), np.int64)] * 4)
+    model = PriorTables.fit(specs, [np.zeros((len(specs), 128, 128), np.int64)] * 4)
     rng = np.random.default_rng(0)
     grid = np.stack([rng.integers(0, s.size, (9, 5)) for s in specs])
     for prior in PRIORS:
-        payload, ce = encode(model, prior, grid)
-        assert np.array_equal(decode(model, prior, payload, grid.shape), grid)
+        payload, ce = encode(model.prior(prior), grid)
+        assert np.array_equal(decode(model.prior(prior), payload, grid.shape), grid)
     zeros = np.zeros_like(grid)
-    payload, ce = encode(model, "static", zeros)  # the one seen symbol costs almost nothing
+    payload, ce = encode(model.prior("static"), zeros)  # the one seen symbol costs almost nothing
     assert 8 * len(payload) <= ce + overhead_bits(model, zeros, "static")
     assert 8 * len(payload) < 0.05 * zeros[0].size * math.log2(specs[0].size) + 64
 
 
 def test_encode_refuses_out_of_range_tokens() -> None:
     specs = SPECS["vq_4096"]
-    model = PriorModel.uniform(specs)
+    model = Uniform(specs)
     with pytest.raises(ValueError, match="outside"):
-        encode(model, "uniform", np.full((1, 2, 2), 4096))
+        encode(model, np.full((1, 2, 2), 4096))
     with pytest.raises(ValueError, match="outside"):
-        encode(model, "uniform", np.full((1, 2, 2), -1))
+        encode(model, np.full((1, 2, 2), -1))
 
 
 def test_tables_round_trip_and_validation() -> None:
     specs = SPECS["mixed"]
-    model = PriorModel.fit(specs, smooth_grids(specs, 4, (8, 8), seed=6))
+    model = PriorTables.fit(specs, smooth_grids(specs, 4, (8, 8), seed=6))
     arrays, meta = model.to_arrays()
-    again = PriorModel.from_arrays(arrays, meta)
+    again = PriorTables.from_arrays(arrays, meta)
     (grid,) = smooth_grids(specs, 1, (8, 8), seed=7)
     for prior in PRIORS:
-        assert encode(again, prior, grid)[0] == encode(model, prior, grid)[0]
+        assert encode(again.prior(prior), grid)[0] == encode(model.prior(prior), grid)[0]
     broken = dict(arrays)
     broken["context.0.0.indptr"] = broken["context.0.0.indptr"][::-1].copy()
     with pytest.raises(ValueError, match="inconsistent"):
-        PriorModel.from_arrays(broken, meta)
+        PriorTables.from_arrays(broken, meta)
     del broken["static.1.0.marginal"]
     with pytest.raises(ValueError, match="missing"):
-        PriorModel.from_arrays(broken, meta)
+        PriorTables.from_arrays(broken, meta)
 
 
 # -- the container ----------------------------------------------------------------------------
@@ -201,14 +202,14 @@ def test_absurd_sizes_with_a_valid_crc_are_refused_before_allocating() -> None:
 GOLDEN_SPECS = [StageSpec.digits([4, 4, 4]), StageSpec.digits([4, 4, 4]), StageSpec.nominal(300)]
 
 
-def golden_model_and_tokens() -> tuple[PriorModel, np.ndarray]:
+def golden_model_and_tokens() -> tuple[PriorTables, np.ndarray]:
     """Deterministic integer-only construction: the same tables and tokens on every machine."""
     y, x = np.mgrid[0:24, 0:24]
     grids = []
     for k in range(5):
         base = (y // 4 + x // 6 + k) % 64
         grids.append(np.stack([base, (base * 3 + y // 8) % 64, (base * 5 + x) % 300]).astype(np.int64))
-    model = PriorModel.fit(GOLDEN_SPECS, grids)
+    model = PriorTables.fit(GOLDEN_SPECS, grids)
     y, x = np.mgrid[0:11, 0:9]
     base = (y // 3 + x // 2 + (y * x) % 5) % 64
     tokens = np.stack([base, (base * 7 + x) % 64, (base * 11 + y) % 300]).astype(np.int64)
@@ -222,8 +223,8 @@ def test_golden_files_decode_and_reencode_to_the_same_bytes(prior: str) -> None:
     data = (GOLDEN / f"golden-{prior}.vqt").read_bytes()
     file = TokenFile.from_bytes(data)
     assert file.prior == prior and file.grid == tokens.shape
-    assert np.array_equal(decode(model, prior, file.payload, file.grid), tokens)
-    assert encode(model, prior, tokens)[0] == file.payload
+    assert np.array_equal(decode(model.prior(prior), file.payload, file.grid), tokens)
+    assert encode(model.prior(prior), tokens)[0] == file.payload
 
 
 def golden_files() -> list[Path]:
@@ -240,7 +241,7 @@ def test_every_byte_flip_and_truncation_is_refused(path: Path) -> None:
             damaged[i] ^= flip
             with pytest.raises(TokenFileError):
                 file = TokenFile.from_bytes(bytes(damaged))
-                decode(model, file.prior, file.payload, file.grid)
+                decode(model.prior(file.prior), file.payload, file.grid)
     for n in range(len(data)):
         with pytest.raises(TokenFileError):
             TokenFile.from_bytes(data[:n])
@@ -253,16 +254,16 @@ def test_forged_payloads_behind_a_valid_crc_are_refused(prior: str) -> None:
     """A file forged with a matching CRC: random, empty, shortened or lengthened payloads never decode
     (constriction alone would read zeros past the end and return garbage tokens)."""
     model, tokens = golden_model_and_tokens()
-    payload, _ = encode(model, prior, tokens)
+    payload, _ = encode(model.prior(prior), tokens)
     rng = np.random.default_rng(0)
     forged = [bytes(rng.integers(0, 256, len(payload), dtype=np.uint8)) for _ in range(30)]
     forged += [b"", payload[:4], payload[:-4], payload + b"\0\0\0\0", payload[:-4] + bytes(4)]
     for junk in forged:
         with pytest.raises(CorruptFileError):
-            decode(model, prior, junk, tokens.shape)
+            decode(model.prior(prior), junk, tokens.shape)
     with pytest.raises(CorruptFileError, match="32-bit words"):
-        decode(model, prior, payload[:-1], tokens.shape)
-    assert np.array_equal(decode(model, prior, payload, tokens.shape), tokens)
+        decode(model.prior(prior), payload[:-1], tokens.shape)
+    assert np.array_equal(decode(model.prior(prior), payload, tokens.shape), tokens)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -278,8 +279,8 @@ def test_fuzz_parser_raises_only_documented_errors(blob: bytes) -> None:
        st.integers(0, 2**31))
 def test_fuzz_round_trip_random_shapes(h: int, w: int, name: str, prior: str, seed: int) -> None:
     specs = SPECS[name]
-    model = PriorModel.fit(specs, smooth_grids(specs, 2, (8, 8), seed=seed % 7))
+    model = PriorTables.fit(specs, smooth_grids(specs, 2, (8, 8), seed=seed % 7))
     rng = np.random.default_rng(seed)
     grid = np.stack([rng.integers(0, s.size, (h, w)) for s in specs])
-    payload, _ = encode(model, prior, grid)
-    assert np.array_equal(decode(model, prior, payload, grid.shape), grid)
+    payload, _ = encode(model.prior(prior), grid)
+    assert np.array_equal(decode(model.prior(prior), payload, grid.shape), grid)

@@ -9,18 +9,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_compress import photo, tokenizer
+from test_compress import image_codec, photo, tokenizer
 from vqkit.cli import main
-from vqkit.compress import PRIOR_NAME, ImageCodec, fit_prior, save_prior, to_tensor
+from vqkit.codec.priors import PRIOR_FILE, save_prior
 from vqkit.metrics import psnr
+from vqkit.modalities import open_codec
+from vqkit.modalities.image.codec import to_tensor
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("model")
-    codec = ImageCodec(tokenizer("rfsq_ln"))
-    codec.tokenizer.save_pretrained(root)
-    save_prior(root, fit_prior(codec, [photo(32, 32, seed=s) for s in range(4)]))
+    codec = image_codec(tokenizer("rfsq_ln"))
+    codec.model.save_pretrained(root)
+    save_prior(root, codec.fit_prior([photo(32, 32, seed=s) for s in range(4)]))
     return root
 
 
@@ -75,8 +77,8 @@ def test_decode_errors_are_one_line_and_others_go_on(model_dir: Path, images: Pa
 def test_wrong_model_is_named(model_dir: Path, images: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture[str]) -> None:
     other = tmp_path / "other"
-    ImageCodec(tokenizer("rfsq_ln", seed=7)).tokenizer.save_pretrained(other)
-    (other / PRIOR_NAME).write_bytes((model_dir / PRIOR_NAME).read_bytes())
+    tokenizer("rfsq_ln", seed=7).save_pretrained(other)
+    (other / PRIOR_FILE).write_bytes((model_dir / PRIOR_FILE).read_bytes())
     main(["encode", str(images / "grey.png"), "-o", str(tmp_path), "--model", str(model_dir)])
     capsys.readouterr()
     assert main(["decode", str(tmp_path / "grey.vqt"), "-o", str(tmp_path), "--model", str(other)]) == 1
@@ -89,10 +91,10 @@ def test_missing_input(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_fit_prior_command(tmp_path: Path, images: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ImageCodec(tokenizer("simvq")).tokenizer.save_pretrained(tmp_path / "m")
+    tokenizer("simvq").save_pretrained(tmp_path / "m")
     assert main(["fit-prior", str(tmp_path / "m"), "--data", str(images), "--max-images", "3"]) == 0
-    assert (tmp_path / "m" / PRIOR_NAME).is_file()
-    assert ImageCodec.from_pretrained(tmp_path / "m").prior is not None
+    assert (tmp_path / "m" / PRIOR_FILE).is_file()
+    assert open_codec(tmp_path / "m")[0].tables is not None
 
 
 def test_rd_report(model_dir: Path, images: Path, tmp_path: Path) -> None:

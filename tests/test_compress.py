@@ -12,15 +12,10 @@ import torch
 from PIL import Image
 
 from vqkit.codec import CorruptFileError, ModelMismatchError, StageSpec, TokenFile, TokenFileError
-from vqkit.compress import (
-    PRIOR_NAME,
-    ImageCodec,
-    fit_prior,
-    load_prior,
-    save_prior,
-    stage_specs,
-    to_tensor,
-)
+from vqkit.codec.priors import PRIOR_FILE, PriorTables, load_prior, save_prior
+from vqkit.codec.tiled import Codec
+from vqkit.modalities import fit_and_save_prior, open_codec
+from vqkit.modalities.image.codec import ImageAdapter, to_tensor
 from vqkit.modalities.image.io import read_image
 from vqkit.models import Tokenizer, TokenizerConfig
 
@@ -62,22 +57,37 @@ def photo(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 12, (h, w, c)), 0, 255).astype(np.uint8)
 
 
-def fitted_codec(family: str, **options: int) -> ImageCodec:
-    codec = ImageCodec(tokenizer(family), **options)
-    codec.prior = fit_prior(codec, [photo(24, 32, seed=s) for s in range(3)])
+def image_codec(model: Tokenizer, tables: PriorTables | None = None, tile: int = 256, margin: int = 32
+                ) -> Codec[np.ndarray]:
+    """The image codec of ``model`` with tiles and margin given in pixels."""
+    f = model.downsample_factor
+    return Codec(model, ImageAdapter(), tables, tile // f, margin // f)
+
+
+def specs_of(model: Tokenizer) -> list[StageSpec]:
+    return [StageSpec.from_layout(layout) for layout in model.quantizer.symbol_layout()]
+
+
+def fitted_codec(family: str, **options: int) -> Codec[np.ndarray]:
+    codec = image_codec(tokenizer(family), **options)
+    codec.tables = codec.fit_prior([photo(24, 32, seed=s) for s in range(3)])
     return codec
+
+
+def render(codec: Codec[np.ndarray], grid: np.ndarray, side: np.ndarray | None, shape: tuple[int, ...]
+           ) -> np.ndarray:
+    return codec.adapter.from_tensor(codec.render(grid, side), shape)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_family_round_trips_bit_exactly(family: str) -> None:
     codec = fitted_codec(family, tile=64, margin=0)
     image = photo(19, 27, seed=9)
-    grid, side = codec.tokens(image)
-    expected = codec.render(grid, side, 19, 27, 3)
-    padded = codec._padded(image)
-    with torch.no_grad():
-        direct = codec.tokenizer.encode(padded)
-    direct = direct[0] if direct.ndim == 4 else direct[0, ..., None]
+    grid, side, shape = codec.tokens(image)
+    expected = render(codec, grid, side, shape)
+    padded = torch.nn.functional.pad(to_tensor(image), (0, 1, 0, 1), mode="replicate")  # to 20 x 28
+    direct, _ = codec.model.encode_tokens(padded)
+    direct = direct[0]
     if side is None:  # one tile, no margin: exactly the tokenizer's own tokens
         assert np.array_equal(grid, direct.permute(2, 0, 1).numpy())
     for prior in ("uniform", "static", "context"):
@@ -85,7 +95,7 @@ def test_every_family_round_trips_bit_exactly(family: str) -> None:
         assert np.array_equal(codec.decode(encoded.data), expected), prior
         file = TokenFile.from_bytes(encoded.data)
         assert file.signal_shape == (3, 19, 27) and file.grid == grid.shape
-        bpp = encoded.bpp()
+        bpp = encoded.bits_per_sample()
         assert bpp["payload"] <= bpp["file"]
         assert encoded.file_bits == 8 * len(encoded.data)
     assert (len(file.side_info) > 0) == (family == "rfsq_ln_instance")
@@ -96,7 +106,7 @@ def test_decoded_image_equals_the_tokenizers_reconstruction() -> None:
     image = photo(32, 40)
     out = codec.decode(codec.encode(image).data)
     with torch.no_grad():
-        recon = codec.tokenizer.decode(codec.tokenizer.encode(to_tensor(image)))
+        recon = codec.model.decode(codec.model.encode(to_tensor(image)))
     expected = recon[0].add(1).mul(127.5).round().clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8)
     assert np.array_equal(out, expected)
 
@@ -105,66 +115,67 @@ def test_tiles_with_a_margin_match_the_whole_image() -> None:
     """rfsq_conv's receptive field (10 px) fits in an 8 px margin: tiles give the whole image's tokens
     (but for the odd float-rounding tie: convolutions of other sizes sum in another order)."""
     whole = fitted_codec("fsq", tile=256, margin=0)
-    tiled = ImageCodec(whole.tokenizer, whole.prior, tile=16, margin=8)
+    tiled = image_codec(whole.model, whole.tables, tile=16, margin=8)
     image = photo(50, 70, seed=3)
-    a, _ = whole.tokens(image)
-    b, _ = tiled.tokens(image)
+    a, _, shape = whole.tokens(image)
+    b, _, _ = tiled.tokens(image)
     assert (a == b).mean() > 0.99
-    pa = whole.render(a, None, 50, 70, 3).astype(float)
-    pb = tiled.render(a, None, 50, 70, 3).astype(float)
+    pa = render(whole, a, None, shape).astype(float)
+    pb = render(tiled, a, None, shape).astype(float)
     assert np.abs(pa - pb).max() <= 1  # decoded tiles meet without seams
 
 
 def test_model_id_covers_weights_and_prior_tables(tmp_path: Path) -> None:
     codec = fitted_codec("vq")
-    codec.tokenizer.save_pretrained(tmp_path / "m")
-    save_prior(tmp_path / "m", codec.prior)
-    loaded = ImageCodec.from_pretrained(tmp_path / "m")
+    codec.model.save_pretrained(tmp_path / "m")
+    save_prior(tmp_path / "m", codec.tables)
+    loaded, _ = open_codec(tmp_path / "m")
     assert loaded.model_id == codec.model_id  # saved or in memory: one model, one id
     data = codec.encode(photo(12, 12)).data
     assert loaded.decode(data).shape == (12, 12, 3)
     data = loaded.encode(photo(16, 16)).data
-    assert np.array_equal(loaded.decode(data), ImageCodec.from_pretrained(tmp_path / "m").decode(data))
-    other = ImageCodec.from_pretrained(tmp_path / "m")
-    other.prior = fit_prior(other, [photo(8, 8, seed=42)])
-    save_prior(tmp_path / "m", other.prior)
-    refit = ImageCodec.from_pretrained(tmp_path / "m")
+    assert np.array_equal(loaded.decode(data), open_codec(tmp_path / "m")[0].decode(data))
+    other, _ = open_codec(tmp_path / "m")
+    other.tables = other.fit_prior([photo(8, 8, seed=42)])
+    save_prior(tmp_path / "m", other.tables)
+    refit, _ = open_codec(tmp_path / "m")
     assert refit.model_id != loaded.model_id
     with pytest.raises(ModelMismatchError, match="encoded with model"):
         refit.decode(data)
     tokenizer("vq", seed=1).save_pretrained(tmp_path / "other")  # same config and prior, other weights
-    save_prior(tmp_path / "other", codec.prior)
+    save_prior(tmp_path / "other", codec.tables)
     with pytest.raises(ModelMismatchError):
-        ImageCodec.from_pretrained(tmp_path / "other").decode(data)
+        open_codec(tmp_path / "other")[0].decode(data)
 
 
 def test_missing_or_damaged_prior_tables(tmp_path: Path) -> None:
-    codec = ImageCodec(tokenizer("fsq"))
-    codec.tokenizer.save_pretrained(tmp_path)
-    bare = ImageCodec.from_pretrained(tmp_path)
-    assert bare.prior is None
+    codec = image_codec(tokenizer("fsq"))
+    codec.model.save_pretrained(tmp_path)
+    bare, _ = open_codec(tmp_path)
+    assert bare.tables is None
     assert bare.decode(bare.encode(photo(8, 8), "uniform").data).shape == (8, 8, 3)
     with pytest.raises(ValueError, match="fit-prior"):
         bare.encode(photo(8, 8), "context")
-    (tmp_path / PRIOR_NAME).write_bytes(b"\x00" * 40)
+    (tmp_path / PRIOR_FILE).write_bytes(b"\x00" * 40)
     with pytest.raises(ValueError, match="corrupt or truncated prior"):
-        ImageCodec.from_pretrained(tmp_path)
-    save_prior(tmp_path, fit_prior(codec, [photo(8, 8)]))
-    blob = bytearray((tmp_path / PRIOR_NAME).read_bytes())
+        open_codec(tmp_path)
+    save_prior(tmp_path, codec.fit_prior([photo(8, 8)]))
+    blob = bytearray((tmp_path / PRIOR_FILE).read_bytes())
     blob[-3] ^= 1  # a count in the data section: safetensors alone would load it
-    (tmp_path / PRIOR_NAME).write_bytes(bytes(blob))
+    (tmp_path / PRIOR_FILE).write_bytes(bytes(blob))
     with pytest.raises(ValueError, match="SHA-256"):
-        ImageCodec.from_pretrained(tmp_path)
-    save_prior(tmp_path, fit_prior(fitted_codec("vq"), [photo(8, 8)]))
+        open_codec(tmp_path)
+    save_prior(tmp_path, fitted_codec("vq").fit_prior([photo(8, 8)]))
     with pytest.raises(ValueError, match="another quantizer"):
-        load_prior(tmp_path, stage_specs(codec.tokenizer.quantizer))
+        load_prior(tmp_path, specs_of(tokenizer("fsq")))
 
 
-def test_stage_specs_follow_the_quantizer() -> None:
-    assert stage_specs(tokenizer("fsq").quantizer) == [StageSpec.digits([8, 5, 5, 5])]
-    assert stage_specs(tokenizer("lfq").quantizer) == [StageSpec.digits([2] * 10)]
-    assert stage_specs(tokenizer("rvq").quantizer) == [StageSpec.nominal(64)] * 3
-    assert stage_specs(tokenizer("rfsq_none").quantizer) == [StageSpec.digits([4, 4, 4])] * 3
+def test_stage_specs_follow_the_quantizers_public_layout() -> None:
+    assert specs_of(tokenizer("fsq")) == [StageSpec.digits([8, 5, 5, 5])]
+    assert specs_of(tokenizer("lfq")) == [StageSpec.digits([2] * 10)]
+    assert specs_of(tokenizer("rvq")) == [StageSpec.nominal(64)] * 3
+    assert specs_of(tokenizer("rfsq_none")) == [StageSpec.digits([4, 4, 4])] * 3
+    assert specs_of(tokenizer("simvq_2^18")) == [StageSpec.nominal(1 << 18)]
 
 
 @pytest.mark.parametrize("h, w", [(1, 5000), (333, 517), (1, 1), (4, 4)])
@@ -200,8 +211,10 @@ def test_forged_absurd_sizes_are_refused_before_allocating() -> None:
 def test_the_shipped_default_is_read_only() -> None:
     from vqkit.models.pretrained import resolve
 
+    before = (resolve("default") / PRIOR_FILE).read_bytes()
     with pytest.raises(ValueError, match="read-only"):
-        save_prior(resolve("default"), fitted_codec("fsq").prior)
+        fit_and_save_prior("default", "photos", 1)
+    assert (resolve("default") / PRIOR_FILE).read_bytes() == before
 
 
 def test_decode_errors_name_the_cause() -> None:
@@ -215,7 +228,7 @@ def test_decode_errors_name_the_cause() -> None:
     flipped[len(data) // 2] ^= 4
     with pytest.raises(CorruptFileError):
         codec.decode(bytes(flipped))
-    tiled = ImageCodec(codec.tokenizer, codec.prior, tile=32)
+    tiled = image_codec(codec.model, codec.tables, tile=32)
     with pytest.raises(TokenFileError, match="tiles"):
         tiled.decode(data)
 

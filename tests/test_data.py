@@ -20,6 +20,8 @@ from vqkit.data.files import (
     BadFileWarning,
     find_images,
     flat_holdout,
+    make_loader,
+    set_epoch,
     skipped_count,
     split_note,
 )
@@ -28,8 +30,6 @@ from vqkit.modalities.image.datasets import (
     PhotoDataset,
     build_dataset,
     from_uint8,
-    make_loader,
-    set_epoch,
     to_uint8,
     training_images,
 )

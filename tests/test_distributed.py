@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -154,13 +155,18 @@ def _images() -> torch.Tensor:
     return torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
 
 
-def _eval_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _evaluate(model: Any, batches: list[torch.Tensor], distributed: bool = False) -> dict[str, Any]:
     from vqkit.evaluate import evaluate
+    from vqkit.modalities.image.scorer import ImageScorer
 
+    return evaluate(model, batches, "cpu", ImageScorer(), distributed=distributed).metrics
+
+
+def _eval_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         shard = _images()[rank::world]  # unequal halves would do too: sums, not means, are reduced
-        metrics = evaluate(_tiny_tokenizer(), [shard[:2], shard[2:]], "cpu", distributed=True)
+        metrics = _evaluate(_tiny_tokenizer(), [shard[:2], shard[2:]], distributed=True)
         torch.save(metrics, Path(out_dir) / f"eval{rank}.pt")
         dist.barrier()  # no rank tears gloo down while its peer is still talking (SIGABRT)
     finally:
@@ -168,12 +174,10 @@ def _eval_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 def test_distributed_evaluation_equals_one_process_on_all_images(tmp_path: Path) -> None:
-    from vqkit.evaluate import evaluate
-
     os.environ["OMP_NUM_THREADS"] = "1"
     mp.spawn(_eval_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     images = _images()
-    single = evaluate(_tiny_tokenizer(), [images[:3], images[3:]], "cpu")
+    single = _evaluate(_tiny_tokenizer(), [images[:3], images[3:]])
     for rank in (0, 1):
         got = torch.load(tmp_path / f"eval{rank}.pt")
         assert got["images"] == 6 and got["tokens"] == single["tokens"] == 6 * 4 * 4

@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 
 from vqkit.cli import main
-from vqkit.evaluate import NOT_REQUESTED, evaluate
+from vqkit.evaluate import evaluate as evaluate_loop
 from vqkit.metrics import psnr
+from vqkit.modalities import Evaluation
+from vqkit.modalities.image.scorer import NOT_REQUESTED, ImageScorer
 from vqkit.models import Tokenizer
 from vqkit.train import load_config, train
 
@@ -25,6 +27,15 @@ KEYS = {"images", "l1", "mse", "psnr", "batch_psnr", "batch_psnr_note", "ssim", 
         "perplexity", "usage_per_stage", "perplexity_per_stage", "tokens", "usage_ceiling", "bits_per_token",
         "side_bits_per_image", "bits_per_pixel"}
 
+
+
+def run_evaluation(model: Tokenizer, batches: list[torch.Tensor], device: str) -> Evaluation:
+    """Images through the one evaluation loop with the image scorer (no LPIPS, no rFID)."""
+    return evaluate_loop(model, batches, device, ImageScorer())
+
+
+def evaluate(model: Tokenizer, batches: list[torch.Tensor], device: str) -> dict[str, Any]:
+    return run_evaluation(model, batches, device).metrics
 
 @pytest.fixture(autouse=True)
 def no_pretrained_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,24 +142,22 @@ def test_vqkit_eval_stores_each_images_psnr_by_name(run_dir: Path, tmp_path: Pat
 
 
 def test_the_training_loops_evaluation_stays_flat(run_dir: Path) -> None:
-    """evaluate() (what validation logs) holds no per-image list; run_evaluation keeps it beside the metrics."""
-    from vqkit.evaluate import run_evaluation
-
+    """The metrics (what validation logs) hold no per-image list; the evaluation keeps it beside them."""
     model = Tokenizer.from_pretrained(run_dir / "final")
     images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     assert "per_image" not in evaluate(model, [images[:2], images[2:]], "cpu")
     result = run_evaluation(model, [images[:2], images[2:]], "cpu")
     with torch.no_grad():
         expected = psnr(model(images)[0].clamp(-1, 1), images)
-    assert result.psnr_per_image == pytest.approx(expected.tolist(), abs=1e-4)
+    assert result.per_item["psnr"] == pytest.approx(expected.tolist(), abs=1e-4)
     assert "per_image" not in result.metrics
 
 
 def test_item_ids_name_files_crops_and_subsets(tmp_path: Path) -> None:
     from torch.utils.data import Subset, TensorDataset
 
-    from vqkit.evaluate import item_ids, metrics_json, per_item_record
     from vqkit.modalities.image.datasets import ImageFolder, PhotoDataset
+    from vqkit.reporting.evaluation import item_ids, metrics_json, per_item_record
 
     for name in ("b/2.png", "a/1.png", "a/3.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)

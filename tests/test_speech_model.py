@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from vqkit.cli import field_docs
+from vqkit.cli.main import field_docs
 from vqkit.modalities.audio.losses import (
     MPD_CHANNELS_SMALL,
     MultiPeriodDiscriminator,

@@ -14,13 +14,14 @@ import torch
 
 from vqkit.cli import main
 from vqkit.codec import ModelMismatchError, TokenFile
-from vqkit.compress import save_prior
-from vqkit.compress_audio import AudioCodec, fit_audio_prior
-from vqkit.evaluate_audio import evaluate_audio
+from vqkit.codec.priors import save_prior
+from vqkit.codec.tiled import Codec
+from vqkit.evaluate import evaluate
+from vqkit.modalities import AUDIO, Evaluation, modality_of, open_codec
+from vqkit.modalities.audio.codec import AudioAdapter
 from vqkit.modalities.audio.report import write_audio_report
 from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.train import load_config, train
-from vqkit.train.modality import modality_of
 
 TINY = {"channels": 8, "max_channels": 32, "backbone_dim": 32, "backbone_layers": 1, "intermediate": 64,
         "strides": [2, 4, 5, 8]}
@@ -104,6 +105,12 @@ def test_speech_config_is_validated_and_saved(tmp_path: Path) -> None:
     assert modality_of("speech").name == "audio" and modality_of("vqgan").name == "image"
 
 
+def evaluate_audio(model: Tokenizer, dataset: Any, device: str, full: bool, keep_samples: int = 0) -> Evaluation:
+    """Whole utterances through the one evaluation loop with the speech scorer."""
+    scorer = AUDIO.scorer(model, torch.device(device), full=full)
+    return evaluate(model, AUDIO.eval_loader(dataset, 1), device, scorer, keep_samples=keep_samples)
+
+
 def _train(corpus: Path, out: Path, steps: int, **overrides: Any) -> dict[str, Any]:
     options: dict[str, Any] = dict(data=str(corpus), out=str(out), arch_args=json.dumps(TINY),
                                    quantizer_args=json.dumps({"dim": 16, "codebook_size": 256}), steps=steps,
@@ -158,8 +165,8 @@ def test_evaluate_audio_and_report(corpus: Path, tmp_path: Path) -> None:
     assert 1.0 <= m["pesq_wb"] <= 4.6 and "checkpoint" in m["utmos"]["unavailable"]
     assert len(result.samples) == 1 and result.samples[0][0].shape == result.samples[0][1].shape
     assert "per_utterance" not in m and {"pesq_wb", "stoi", "estoi", "si_sdr", "mel_distance"} <= set(
-        result.per_utterance)  # beside the metrics, which stay flat for training's logs
-    assert sum(result.per_utterance["stoi"]) / 2 == pytest.approx(m["stoi"])
+        result.per_item)  # beside the metrics, which stay flat for training's logs
+    assert sum(result.per_item["stoi"]) / 2 == pytest.approx(m["stoi"])
     results = {"preset": "simvq-audio", "modality": "audio", "configs": [
         {"name": "SimVQ 256", "bits_per_token": 8.0, "metrics": m, "paper": {"usage": 1.0, "pesq_wb": 2.08}}]}
     write_audio_report(tmp_path, results)
@@ -172,24 +179,24 @@ def test_evaluate_audio_and_report(corpus: Path, tmp_path: Path) -> None:
                                              ("rfsq", {"levels": [4, 4, 4], "num_stages": 2})])
 def test_audio_codec_round_trip(quantizer: str, args: dict[str, Any]) -> None:
     model = tokenizer(quantizer, args)
-    codec = AudioCodec(model, tile=HOP * 20, margin=HOP * 4)
-    codec.prior = fit_audio_prior(codec, [torch.from_numpy(speech_like(1.0, s)) for s in range(3)])
+    codec = Codec(model, AudioAdapter(), None, tile=20, margin=4)
+    codec.tables = codec.fit_prior([torch.from_numpy(speech_like(1.0, s)) for s in range(3)])
     audio = torch.from_numpy(speech_like(1.57, 7))  # not a multiple of the hop, several chunks
-    grid = codec.tokens(audio)
+    grid, _, shape = codec.tokens(audio)
     for prior in ("uniform", "static", "context"):
         encoded = codec.encode(audio, prior)
         file = TokenFile.from_bytes(encoded.data)
         assert file.modality == "audio" and file.signal_shape == (1, len(audio))
-        assert torch.equal(codec.decode(encoded.data), codec.render(grid, len(audio)))
-    whole = AudioCodec(model, tile=HOP * 1000, margin=0)
-    assert (whole.tokens(audio) == grid).mean() > 0.95  # chunks with a margin ≈ the whole signal
+        assert torch.equal(codec.decode(encoded.data), codec.adapter.from_tensor(codec.render(grid, None), shape))
+    whole = Codec(model, AudioAdapter(), None, tile=1000, margin=0)
+    assert (whole.tokens(audio)[0] == grid).mean() > 0.95  # chunks with a margin ≈ the whole signal
 
 
 def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = tokenizer()
     model.save_pretrained(tmp_path / "m")
-    codec = AudioCodec.from_pretrained(tmp_path / "m")
-    save_prior(tmp_path / "m", fit_audio_prior(codec, [torch.from_numpy(speech_like(1.0, 3))]))
+    codec, _ = open_codec(tmp_path / "m")
+    save_prior(tmp_path / "m", codec.fit_prior([torch.from_numpy(speech_like(1.0, 3))]))
     sf.write(tmp_path / "a.wav", speech_like(0.9, 5), RATE)
     sf.write(tmp_path / "b.flac", np.stack([speech_like(0.5, 6)] * 2, 1), 22050)  # stereo, another rate
     model_dir = str(tmp_path / "m")
@@ -205,7 +212,7 @@ def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     tokenizer(seed=3).save_pretrained(tmp_path / "other")  # same config and prior tables, other weights
     (tmp_path / "other" / "prior.safetensors").write_bytes((tmp_path / "m" / "prior.safetensors").read_bytes())
     with pytest.raises(ModelMismatchError):
-        AudioCodec.from_pretrained(tmp_path / "other").decode((tmp_path / "vqt" / "a.vqt").read_bytes())
+        open_codec(tmp_path / "other")[0].decode((tmp_path / "vqt" / "a.vqt").read_bytes())
 
 
 @pytest.mark.skipif(not (LIBRISPEECH / "librispeech-test-other").is_dir(), reason="shared LibriSpeech absent")
@@ -213,16 +220,16 @@ def test_real_utterance_through_the_codec() -> None:
     from vqkit.modalities.audio.io import find_audio, load_audio
 
     audio = load_audio(find_audio(LIBRISPEECH / "librispeech-test-other")[0], RATE)
-    codec = AudioCodec(tokenizer())
+    codec = Codec(tokenizer(), AudioAdapter(), None, tile=1000, margin=100)
     decoded = codec.decode(codec.encode(audio, "uniform").data)
     assert decoded.shape == audio.shape and torch.isfinite(decoded).all()
 
 
 def test_checkpoints_from_before_arch_args_and_adversary_keys_still_load(tmp_path: Path) -> None:
     """Runs saved before speech support (no arch_args; PatchGAN keys at main.*) resume."""
+    from vqkit.modalities.image.objective import ImageAdversary
     from vqkit.models import PatchDiscriminator
     from vqkit.train.checkpoint import load_checkpoint, save_checkpoint
-    from vqkit.train.modality import ImageAdversary
 
     cfg = load_config("rfsq-cpu", None, gan_weight=0.1)
     old = {k: v for k, v in cfg.to_dict().items() if k != "arch_args"}

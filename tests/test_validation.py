@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vqkit.cli import build_parser, field_docs, main
+from vqkit.cli.main import build_parser, field_docs, main
 from vqkit.experiments.compare import CompareConfig
 from vqkit.experiments.demo import DemoConfig
 from vqkit.experiments.rd import RDConfig

@@ -95,9 +95,9 @@ def serve() -> None:
     torch.set_num_threads(1)
     # everything the commands import lazily (torch.optim pulls in torch._dynamo: ~2 s), so that children
     # start at once
-    for name in ("torch._dynamo", "vqkit.cli", "vqkit.compress", "vqkit.evaluate", "vqkit.experiments.compare",
-                 "vqkit.experiments.files", "vqkit.train", "vqkit.train.loop", "vqkit.compress_audio",
-                 "vqkit.evaluate_audio", "vqkit.modalities.audio.io", "vqkit.plotting", "vqkit.modalities.image.report"):
+    for name in ("torch._dynamo", "vqkit.cli", "vqkit.codec.tiled", "vqkit.evaluate", "vqkit.runs",
+                 "vqkit.experiments.compare", "vqkit.cli.files", "vqkit.train", "vqkit.train.loop",
+                 "vqkit.modalities", "vqkit.modalities.audio.scorer", "vqkit.plotting"):
         with contextlib.suppress(ImportError):  # the audio extra is optional
             importlib.import_module(name)
     started: dict[int, float] = {}

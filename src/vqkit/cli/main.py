@@ -113,30 +113,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate_run, format_metrics
-    from ..train import load_config
-    from ..train.modality import modality_of
+    from ..modalities import modality_of
+    from ..runs import evaluate_run, run_config
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"eval-{args.split}"
-    config = Path(args.run_dir) / "config.json"
-    if not config.is_file():
-        raise ValueError(f"{config} does not exist: RUN_DIR must be a finished `vqkit train` run (config.json, final/)")
-    cfg = load_config(None, config)
+    cfg = run_config(args.run_dir)
     modality = modality_of(cfg.arch)
-    data = args.data or modality.eval_data(cfg, args.split)
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"eval-{args.split}"
     if args.data is None:
-        print(f"vqkit eval: --data not given, using the run's {args.split} data: {data}", flush=True)
-    if modality.name == "audio":
-        from ..evaluate_audio import evaluate_audio_run, format_audio_metrics
-
-        metrics = evaluate_audio_run(args.run_dir, data, out, max_items=args.max_images, device=args.device)
-        print(format_audio_metrics(metrics))
-        print(f"wrote {out / 'metrics.json'}, {out / 'samples'}/ and {out / 'spectrograms.png'}")
-        return 0
-    metrics = evaluate_run(args.run_dir, data, args.split, out, batch_size=args.batch_size,
-                           max_images=args.max_images, device=args.device)
-    print(format_metrics(metrics))
-    print(f"wrote {out / 'metrics.json'}, {out / 'reconstructions.png'} and {out / 'code_usage.png'}")
+        print(f"vqkit eval: --data not given, using the run's {args.split} data: {modality.eval_data(cfg, args.split)}",
+              flush=True)
+    metrics = evaluate_run(args.run_dir, args.data, args.split, out, batch_size=args.batch_size,
+                           max_items=args.max_images, device=args.device)
+    print(modality.format_metrics(metrics))
+    print(f"wrote {out / 'metrics.json'} and the evaluation's pictures in {out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Range coding of token grids with constriction, driven by a :class:`~.priors.PriorModel`.
+"""Range coding of token grids with constriction, driven by a :class:`~.priors.Prior`.
 
 constriction's range coder is a queue: symbols come out in the order they went in, so the
 decoder walks the grid in the same order as the encoder and rebuilds each context from what it
@@ -15,7 +15,7 @@ import constriction
 import numpy as np
 
 from .container import CorruptFileError
-from .priors import PriorModel, code_length
+from .priors import Prior, code_length
 
 _WORD_BYTES = 4  # constriction's compressed words are uint32
 
@@ -26,14 +26,14 @@ def _model(probs: np.ndarray | int) -> object:
     return constriction.stream.model.Categorical(probs, perfect=False)
 
 
-def encode(model: PriorModel, prior: str, tokens: np.ndarray) -> tuple[bytes, float]:
+def encode(prior: Prior, tokens: np.ndarray) -> tuple[bytes, float]:
     """Tokens (S, *positions) int64 -> (payload bytes, the prior's cross-entropy in bits)."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-    for s, spec in enumerate(model.specs):
-        if tokens.shape[0] != len(model.specs) or tokens[s].min() < 0 or tokens[s].max() >= spec.size:
+    for s, spec in enumerate(prior.specs):
+        if tokens.shape[0] != len(prior.specs) or tokens[s].min() < 0 or tokens[s].max() >= spec.size:
             raise ValueError(f"stage {s}: tokens outside [0, {spec.size}) or grid {tokens.shape} of the wrong rank")
     encoder = constriction.stream.queue.RangeEncoder()
-    read, bits = model.symbol_reader(prior, tokens), [0.0]
+    read, bits = prior.reader(tokens), [0.0]
 
     def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
         symbols = read(s, j, where, probs)
@@ -41,11 +41,11 @@ def encode(model: PriorModel, prior: str, tokens: np.ndarray) -> tuple[bytes, fl
         bits[0] += code_length(symbols, probs)
         return symbols
 
-    model.walk(prior, tuple(tokens.shape), np.zeros_like(tokens), visit)
+    prior.walk(np.zeros_like(tokens), visit)
     return encoder.get_compressed().astype("<u4").tobytes(), bits[0]
 
 
-def decode(model: PriorModel, prior: str, payload: bytes, grid: tuple[int, ...]) -> np.ndarray:
+def decode(prior: Prior, payload: bytes, grid: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`encode` for a token grid of shape ``grid``; CorruptFileError if the payload
     cannot be the coding of such a grid (wrong length, decoded codes out of range, or a payload that
     is not the encoding of what it decodes to: short, forged, or coded with other prior tables)."""
@@ -61,13 +61,13 @@ def decode(model: PriorModel, prior: str, payload: bytes, grid: tuple[int, ...])
             raise CorruptFileError(f"payload is not a valid coding of this token grid ({err})") from err
 
     tokens = np.zeros(grid, np.int64)
-    model.walk(prior, grid, tokens, visit)
-    for s, spec in enumerate(model.specs):
+    prior.walk(tokens, visit)
+    for s, spec in enumerate(prior.specs):
         if tokens[s].max() >= spec.size:
             raise CorruptFileError(f"payload decodes to codes beyond stage {s}'s {spec.size}: corrupt file")
     # constriction reads zeros past the end and cannot tell a short or forged payload from a real one;
     # encoding is deterministic, so the real payload is exactly the encoding of what it decodes to.
-    if encode(model, prior, tokens)[0] != payload:
+    if encode(prior, tokens)[0] != payload:
         raise CorruptFileError("payload is not the coding of the tokens it decodes to: corrupt, truncated or "
                                "forged file, or other prior tables")
     return tokens

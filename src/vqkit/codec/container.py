@@ -5,8 +5,8 @@ Layout (little-endian; ``varint`` = unsigned LEB128, at most 10 bytes)::
     magic        4 bytes  b"VQT\\x00"
     version      u8       format major version; a reader refuses versions it does not know
     flags        u8       reserved, must be 0
-    modality     u8       0 = image, 1 = audio
-    prior        u8       0 = uniform, 1 = static, 2 = context (see priors.py)
+    modality     u8       0 = image, 1 = audio (MODALITIES; a new modality registers its code)
+    prior        u8       0 = uniform, 1 = static, 2 = context: the prior class and version (PRIORS)
     model_id     16 bytes first 16 bytes of the SHA-256 over what decoding needs (config, weights, prior tables)
     signal       varint n, then n varints: the original signal's shape (image: C, H, W)
     grid         varint n, then n varints: the token grid (stages, *positions), e.g. (S, h, w)
@@ -29,7 +29,19 @@ from dataclasses import dataclass
 MAGIC = b"VQT\x00"
 VERSION = 1
 MODALITIES = {"image": 0, "audio": 1}
+"""The signal kinds a file may hold (the header's modality byte); a new modality registers its own."""
 PRIORS = {"uniform": 0, "static": 1, "context": 2}
+"""Prior classes (and versions: a new version of a prior is a new code) a file may be coded with."""
+
+
+def register(table: dict[str, int], name: str, code: int) -> None:
+    """Add ``name`` with header byte ``code`` to :data:`MODALITIES` or :data:`PRIORS`; a name or code
+    already taken by something else is refused (two meanings for one byte would misread files)."""
+    if not 0 <= code <= 255:
+        raise ValueError(f"header code {code} is not a byte")
+    if table.get(name, code) != code or any(c == code and n != name for n, c in table.items()):
+        raise ValueError(f"{name!r} -> {code} clashes with the registered codes {table}")
+    table[name] = code
 MODEL_ID_BYTES = 16
 
 # Caps: far above any real use, low enough that a hostile header cannot make us allocate much.

@@ -11,7 +11,8 @@ significant first (index = Σ_j d_j · Π_{i<j} R_i). :class:`StageSpec` says ho
 Contexts are built from already-coded data only, in a checkerboard order over positions, so that a
 decoder can rebuild them: 2-D grids code (even, even) positions first (pass 0), then (odd, odd) from
 their four diagonal neighbours (pass 1), then the rest from their four direct neighbours (pass 2);
-1-D grids code even positions, then odd ones from both sides. Everything here is integer arithmetic.
+grids of any other rank (1-D speech, 3-D volumes) code the positions whose coordinates sum to an even
+number, then the others from their 2·rank direct neighbours. Everything here is integer arithmetic.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..quantizers.base import SymbolLayout
 
 MAX_RADIX = 1 << 20
 """Largest alphabet coded as one symbol (constriction's probabilities have 24-bit precision)."""
@@ -46,6 +49,11 @@ class StageSpec:
         """An ordinal mixed-radix code (FSQ levels; LFQ bits as ``(2,) * bits``)."""
         r = tuple(int(v) for v in radices)
         return cls(math.prod(r), r, True)
+
+    @classmethod
+    def from_layout(cls, layout: SymbolLayout) -> StageSpec:
+        """A quantizer's stated layout, with a nominal index beyond :data:`MAX_RADIX` split in two."""
+        return cls.digits(layout.radices) if layout.ordinal else cls.nominal(layout.size)
 
     @classmethod
     def nominal(cls, size: int) -> StageSpec:
@@ -84,29 +92,30 @@ class StageSpec:
 # -- positions ------------------------------------------------------------------------------
 def passes(positions: tuple[int, ...]) -> list[np.ndarray]:
     """Flat position indices of each pass of the checkerboard order (see the module docstring)."""
-    if len(positions) == 1:
-        t = np.arange(positions[0])
-        return [t[t % 2 == 0], t[t % 2 == 1]]
-    if len(positions) != 2:
-        raise ValueError(f"contexts are defined for 1-D and 2-D token grids, got positions {positions}")
-    h, w = positions
-    y, x = np.divmod(np.arange(h * w), w)
-    return [np.flatnonzero((y % 2 == 0) & (x % 2 == 0)), np.flatnonzero((y % 2 == 1) & (x % 2 == 1)),
-            np.flatnonzero((y + x) % 2 == 1)]
+    if len(positions) == 2:
+        h, w = positions
+        y, x = np.divmod(np.arange(h * w), w)
+        return [np.flatnonzero((y % 2 == 0) & (x % 2 == 0)), np.flatnonzero((y % 2 == 1) & (x % 2 == 1)),
+                np.flatnonzero((y + x) % 2 == 1)]
+    parity = np.indices(positions).reshape(len(positions), -1).sum(0) % 2
+    return [np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)]
 
 
 def neighbours(positions: tuple[int, ...], which: int, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(neighbour flat indices (n, 4 or 2), valid mask) of the positions ``flat`` in pass ``which``."""
-    if len(positions) == 1:
-        t = flat[:, None] + np.array([-1, 1])
-        return np.clip(t, 0, positions[0] - 1), (t >= 0) & (t < positions[0]) & (which > 0)
-    h, w = positions
-    y, x = np.divmod(flat, w)
-    offsets = [(-1, -1), (-1, 1), (1, -1), (1, 1)] if which == 1 else [(0, -1), (-1, 0), (0, 1), (1, 0)]
-    ny = y[:, None] + np.array([o[0] for o in offsets])
-    nx = x[:, None] + np.array([o[1] for o in offsets])
-    valid = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w) & (which > 0)
-    return np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1), valid
+    """(neighbour flat indices (n, m), valid mask) of the positions ``flat`` in pass ``which``: 2-D grids
+    the four diagonal (pass 1) or direct (pass 2) neighbours; other ranks the 2·rank direct ones."""
+    if len(positions) == 2 and which == 1:
+        offsets = np.array([(-1, -1), (-1, 1), (1, -1), (1, 1)])
+    elif len(positions) == 2:
+        offsets = np.array([(0, -1), (-1, 0), (0, 1), (1, 0)])
+    else:  # per axis, the previous then the next position (1-D: left, right)
+        offsets = np.concatenate([np.eye(len(positions), dtype=np.int64) * s for s in (-1, 1)])
+        offsets = offsets.reshape(2, len(positions), -1).transpose(1, 0, 2).reshape(-1, len(positions))
+    coords = np.stack(np.unravel_index(flat, positions), axis=1)[:, None, :] + offsets[None]  # (n, m, rank)
+    size = np.array(positions)
+    valid = np.all((coords >= 0) & (coords < size), axis=2) & (which > 0)
+    clipped = np.clip(coords, 0, size - 1)
+    return np.ravel_multi_index(tuple(np.moveaxis(clipped, 2, 0)), positions), valid
 
 
 def ordinal_summary(values: np.ndarray, valid: np.ndarray, radix: int) -> np.ndarray:

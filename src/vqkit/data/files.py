@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from torch.utils.data import Dataset, Subset
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 T = TypeVar("T")
@@ -276,3 +278,35 @@ def split_note(dataset: Dataset[Any]) -> str:
     """What a dataset's split is, when worth saying: for a flat folder, e.g. ``"flat folder X: 3 of 24
     images held out for validation (…); 21 used for training"``; ``""`` otherwise."""
     return str(getattr(_base(dataset), "split_note", ""))
+
+
+def make_loader(dataset: Dataset[Tensor], batch_size: int, train: bool, seed: int = 0, workers: int = 0,
+                distributed: bool = False, drop_last: bool | None = None, *,
+                num_replicas: int | None = None, rank: int | None = None) -> DataLoader[Tensor]:
+    """A loader whose order depends only on ``seed`` and the epoch (see :func:`set_epoch`).
+
+    Training shuffles with a :class:`DistributedSampler` even on one process (``num_replicas=1``):
+    its permutation is seeded by ``seed + epoch``, so epoch ``e`` has the same order whether or not
+    the run was resumed, and one-process and distributed runs share one code path. ``distributed``
+    takes the replicas and rank from the process group unless ``num_replicas``/``rank`` are given.
+    Distributed evaluation pads the last batch with repeated items so ranks stay in step.
+    ``drop_last`` defaults to ``train``. The loader gets its own generator so that iterating it does
+    not advance the global torch RNG.
+    """
+    drop = train if drop_last is None else drop_last
+    sampler: DistributedSampler[Tensor] | None = None
+    if distributed:
+        sampler = DistributedSampler(dataset, num_replicas, rank, shuffle=train, seed=seed, drop_last=drop)
+    elif train:
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def set_epoch(loader: DataLoader[Tensor], epoch: int) -> None:
+    """Set the epoch of the loader's sampler (order) and of its dataset (random crops)."""
+    for obj in (loader.sampler, loader.dataset):
+        setter = getattr(obj, "set_epoch", None)
+        if callable(setter):
+            setter(epoch)

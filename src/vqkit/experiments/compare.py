@@ -22,10 +22,11 @@ from typing import Annotated, Any, Literal
 
 import annotated_types as at
 
+from ..modalities import MODALITIES, modality_of
+from ..runs import evaluate_run
 from ..storage import IntegrityError, atomic_write, read_json
 from ..train import TrainConfig, load_config, train
 from ..train.checkpoint import CHECKPOINT
-from ..train.modality import modality_of
 from ..validation import NonEmptyStr, NonNegativeInt, check_fields
 from .presets import PRESETS, TOY_PRESET, Entry, Preset
 
@@ -117,7 +118,8 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
         print(f"  {'resuming' if resume else 'training'} {entry.name}", flush=True)
         train(train_cfg, resume=resume)
     if not (eval_dir / "metrics.json").exists():
-        modality_of(train_cfg.arch).evaluate_run(run_dir, train_cfg, eval_dir, train_cfg.max_val_images)
+        evaluate_run(run_dir, None, "val", eval_dir, batch_size=train_cfg.batch_size,
+                     max_items=train_cfg.max_val_images)
     retrain, reevaluate = f"delete {run_dir} to train this configuration again", f"delete {eval_dir} to evaluate again"
     summary = read_json(run_dir / "summary.json", retrain)
     metrics = read_json(eval_dir / "metrics.json", reevaluate)
@@ -182,8 +184,5 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     }
     results["modality"] = records[0]["modality"]
     atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-    from ..modalities.audio.report import write_audio_report
-    from ..modalities.image.report import write_report
-
-    {"image": write_report, "audio": write_audio_report}[results["modality"]](out, results)
+    MODALITIES[results["modality"]].write_report(out, results)
     return results

@@ -21,9 +21,10 @@ import annotated_types as at
 import numpy as np
 from PIL import Image, features
 
-from ..compress import ImageCodec, to_tensor
 from ..data.files import find_images, spread
 from ..metrics import psnr, ssim
+from ..modalities import IMAGE, open_codec
+from ..modalities.image.codec import to_tensor
 from ..modalities.image.io import read_image
 from ..plotting import pyplot, save_figure
 from ..storage import atomic_write
@@ -79,25 +80,29 @@ def _classical(image: np.ndarray, fmt: str, quality: int) -> tuple[int, np.ndarr
 
 
 def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
-    files = find_images(cfg.data, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"))
+    files = find_images(cfg.data, IMAGE.extensions)
     files = spread(files, cfg.max_images or None)
-    codecs = [ImageCodec.from_pretrained(m, device=resolve_device(cfg.device)) for m in models]
+    codecs = [open_codec(m, resolve_device(cfg.device)) for m in models]
+    for model, (_, modality) in zip(models, codecs, strict=True):
+        if modality is not IMAGE:
+            raise ValueError(f"vqkit rd compares image tokenizers with JPEG, WebP and AVIF; {model} is a "
+                             f"{modality.name} model")
     classical = classical_codecs()
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     for path in files:
         image = read_image(path)
         pixels = image.shape[0] * image.shape[1]
-        for model, codec in zip(models, codecs, strict=True):
-            grid, side = codec.tokens(image)
-            decoded = codec.render(grid, side, *image.shape)
+        for model, (codec, _) in zip(models, codecs, strict=True):
+            grid, side, shape = codec.tokens(image)
+            decoded = codec.adapter.from_tensor(codec.render(grid, side), shape)
             p, s = _quality(image, decoded)
             for prior in cfg.priors:
-                encoded = codec.pack(grid, b"" if side is None else side.tobytes(), image.shape, prior)
+                encoded = codec.pack(grid, b"" if side is None else side.tobytes(), shape, prior)
                 if prior == cfg.priors[0] and not np.array_equal(codec.decode(encoded.data), decoded):
                     raise RuntimeError(f"{path}: the .vqt file does not decode to the measured image")
                 records.append({"codec": model, "setting": prior, "image": path.name, "psnr": p, "ssim": s,
-                                **{f"bpp_{k}": v for k, v in encoded.bpp().items()}})
+                                **{f"bpp_{k}": v for k, v in encoded.bits_per_sample().items()}})
         for name, fmt in classical.items():
             for q in cfg.qualities:
                 bits, decoded = _classical(image, fmt, q)

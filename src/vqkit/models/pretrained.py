@@ -40,6 +40,14 @@ def resolve(directory: str | os.PathLike[str]) -> Path:
     return path / "final" if (path / "final" / CONFIG_NAME).is_file() else path
 
 
+def check_writable(directory: str | os.PathLike[str]) -> None:
+    """ValueError for the shipped default model: new prior tables would change its model id, and files
+    encoded with it could no longer be decoded."""
+    if resolve(directory).resolve() == resolve("default").resolve():
+        raise ValueError("the default tokenizer shipped with vqkit is read-only: copy its folder "
+                         f"({resolve('default')}) and fit the copy")
+
+
 def weights_blob(state: dict[str, Tensor]) -> bytes:
     """``state`` as the bytes of ``model.safetensors`` (deterministic: the same tensors, the same bytes)."""
     # clone: safetensors refuses shared or non-contiguous storage (tied or sliced tensors).

@@ -2,7 +2,7 @@
 
 Quantizers are built from a name and JSON keyword arguments; architectures from a name and the
 config, with encoder output channels = decoder input channels = the quantizer's ``dim``.
-Defaults are the papers' settings (ANCHORS.md), used when a config gives no quantizer arguments.
+Defaults are the papers' settings (as their official code sets them), used when a config gives no quantizer arguments.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ each stride ``s``: ``residual_layers`` residual units (ELU, dilated conv k3 to C
 to C, identity skip; dilations 1, 2, 4, ...), ELU and a strided ``Conv (C -> 2C, kernel 2s, stride s)``;
 the width doubles at every stride up to ``max_channels``. Then ELU, ``Conv k7 (-> dim)`` and, with
 ``input_norm``, a per-channel ``BatchNorm1d`` without affine. That last layer is ours, not
-WavTokenizer's: in the pilot runs (ANCHORS.md) the encoder output hardly varied over time at
+WavTokenizer's: in our pilot runs the encoder output hardly varied over time at
 initialisation, so FSQ and SimVQ sent every frame to one to three codes; standardising each channel
 over (batch, time) is what fixed it (LayerNorm across channels did not). Each conv pads
 ``kernel - stride`` zeros, the odd one on the right (EnCodec's split), so T samples give exactly

@@ -1,8 +1,8 @@
 """Tokenizer = encoder + quantizer + decoder, any vqkit quantizer in the middle.
 
 Signals are float ``(B, channels, *positions)`` in **[-1, 1]** (documented, not clamped): images
-``(B, 3, H, W)`` (:mod:`vqkit.modalities.image.datasets`), speech ``(B, 1, T)`` (:mod:`vqkit.modalities.audio.io`), with every
-position axis a multiple of ``downsample_factor``. The encoder gives ``(B, C, h, w)`` (or ``(B, C, t)``);
+``(B, 3, H, W)`` (:mod:`vqkit.modalities.image`), speech ``(B, 1, T)`` (:mod:`vqkit.modalities.audio`), with
+every position axis a multiple of ``downsample_factor``. The encoder gives ``(B, C, h, w)`` (or ``(B, C, t)``);
 the model, not the quantizer, moves it to channels-last ``(B, h, w, C)`` because quantizers take
 ``(..., dim)``. Tokens are ``(B, h, w)`` (``(B, t)``), or ``(B, h, w, S)`` for residual quantizers,
 with h = H / f and w = W / f.
@@ -10,6 +10,8 @@ with h = H / f and w = W / f.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..quantizers import QuantizerOutput, ResidualQuantizer
+from ..quantizers import QuantizerOutput, ResidualQuantizer, SymbolLayout
 from . import pretrained
 from .config import TokenizerConfig
 from .registry import build_backbone, build_quantizer
@@ -98,6 +100,41 @@ class Tokenizer(nn.Module):
             codes = self.quantizer.decode(indices)
         dtype = next(self.decoder.parameters()).dtype
         return self._reconstruct(codes.to(dtype))
+
+    # -- tokens with a stage axis (the codec's view: vqkit.codec.tiled.TokenModel) -------------------
+    def symbol_layout(self) -> tuple[SymbolLayout, ...]:
+        return self.quantizer.symbol_layout()
+
+    def code_vectors(self, stage: int) -> Tensor | None:
+        return self.quantizer.code_vectors(stage)
+
+    @property
+    def side_shape(self) -> tuple[int, ...]:
+        """(S, 2, dim) float32 values per encoded signal for instance-LayerNorm RFSQ; () for all others."""
+        q = self.quantizer
+        return (q.num_stages, 2, q.dim) if q.side_bits_per_sample else ()
+
+    @torch.no_grad()
+    def encode_tokens(self, signals: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(B, C, *spatial) -> (tokens (B, *positions, S) with a stage axis always, side information or None)."""
+        if self.side_shape:
+            idx, side = self.encode_with_side_info(signals)
+            return idx, side
+        idx = self.encode(signals)
+        return (idx if self.residual else idx[..., None]), None
+
+    @torch.no_grad()
+    def decode_tokens(self, tokens: Tensor, side: Tensor | None = None) -> Tensor:
+        """Tokens (B, *positions, S) -> signals (B, C, *spatial); S may be fewer than the model's stages."""
+        if side is not None:
+            return self.decode(tokens, side_info=side)
+        return self.decode(tokens if self.residual else tokens[..., 0])
+
+    def identity(self) -> bytes:
+        """The config and the weights' SHA-256 (as ``save_pretrained`` records it): a saved model and the same
+        model in memory agree."""
+        weights = hashlib.sha256(pretrained.weights_blob(self.state_dict())).hexdigest()
+        return json.dumps(self.config.to_dict(), sort_keys=True).encode() + weights.encode()
 
     # -- layout and checks -------------------------------------------------------------------
     def _latents(self, images: Tensor) -> Tensor:

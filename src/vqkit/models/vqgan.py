@@ -1,6 +1,6 @@
 """The SimVQ / Open-MAGVIT2 ResNet encoder and decoder (``vqgan``).
 
-Layout of the SimVQ image model (ANCHORS.md): ``conv_in`` 3×3; per level ``num_res_blocks``
+Layout of the SimVQ image model (its official code): ``conv_in`` 3×3; per level ``num_res_blocks``
 ResBlocks (GroupNorm → swish → conv 3×3, twice, bias-free convs, 1×1 shortcut when the width
 changes) and, except at the last level, a downsampling conv 3×3 stride 2; ``num_res_blocks`` middle
 blocks; GroupNorm → swish → 1×1 to the latent. No attention anywhere. The decoder mirrors it and

@@ -1,6 +1,6 @@
 """Quantizers: one module per method, one contract (:class:`Quantizer`, :class:`QuantizerOutput`)."""
 
-from .base import NonFiniteError, Quantizer, QuantizerOutput
+from .base import NonFiniteError, Quantizer, QuantizerOutput, SymbolLayout
 from .factorized import FactorizedVQ
 from .fsq import FSQ
 from .lfq import LFQ
@@ -22,4 +22,5 @@ __all__ = [
     "ResidualSimVQ",
     "ResidualVQ",
     "SimVQ",
+    "SymbolLayout",
 ]

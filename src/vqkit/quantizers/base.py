@@ -32,6 +32,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -208,6 +209,33 @@ def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor
     return entropy.exp(), used / codebook_size
 
 
+@dataclass(frozen=True)
+class SymbolLayout:
+    """How one stage's index is written as symbols, the public contract between a quantizer and an entropy
+    coder: mixed-radix digits, least significant first (index = Σ_j d_j · Π_{i<j} radices[i]).
+
+    ``ordinal=True``: digits whose order means something (FSQ levels, LFQ/BSQ bits), which a context model
+    may average; ``ordinal=False``: one index with no order (a VQ/SimVQ codebook), ``radices == (size,)``.
+    A coder splits a radix beyond its own limit; the quantizer states the natural layout.
+    """
+
+    size: int
+    radices: tuple[int, ...]
+    ordinal: bool
+
+    def __post_init__(self) -> None:
+        if self.size < 2 or not self.radices or any(r < 2 for r in self.radices) or math.prod(self.radices) < self.size:
+            raise ValueError(f"SymbolLayout: radices {self.radices} cannot hold {self.size} codes")
+
+    @classmethod
+    def digits(cls, radices: tuple[int, ...]) -> SymbolLayout:
+        return cls(math.prod(radices), tuple(int(r) for r in radices), True)
+
+    @classmethod
+    def nominal(cls, size: int) -> SymbolLayout:
+        return cls(int(size), (int(size),), False)
+
+
 class Quantizer(nn.Module, ABC):
     """Base class: see the module docstring for the hooks a method implements.
 
@@ -234,6 +262,26 @@ class Quantizer(nn.Module, ABC):
     def bits_per_token(self) -> float:
         """Σ log2(codebook size) over stages; side information is counted per sample, not here."""
         return sum(math.log2(k) for k in self.codebook_sizes)
+
+    # -- the symbol contract (what an entropy coder may rely on) ------------------------------
+    def symbol_layout(self) -> tuple[SymbolLayout, ...]:
+        """One :class:`SymbolLayout` per stage. Default: one index with no order per stage; quantizers
+        whose index is made of digits (FSQ, LFQ) say so by overriding this."""
+        return tuple(SymbolLayout.nominal(k) for k in self.codebook_sizes)
+
+    @torch.no_grad()
+    def code_vectors(self, stage: int = 0) -> Tensor | None:
+        """The (K, dim) float32 code vectors of ``stage`` in the input space (a coder may group similar
+        codes for its contexts), or None where codes are digits with an order of their own. Stage 0 only
+        for a one-stage quantizer; residual quantizers answer per stage."""
+        if stage != 0 or self.num_stages != 1:
+            raise ValueError(f"{type(self).__name__}: stage {stage} out of range (one stage)")
+        if self.symbol_layout()[0].ordinal:
+            return None
+        device = next((b.device for b in self.buffers()), torch.device("cpu"))
+        with float32_math(device):
+            return torch.cat([self._decode(torch.arange(i, min(i + 65536, self.codebook_size), device=device))
+                              for i in range(0, self.codebook_size, 65536)])
 
     # -- hooks -------------------------------------------------------------------------
     @abstractmethod

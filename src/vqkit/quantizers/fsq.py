@@ -8,7 +8,7 @@ Each channel is bounded then rounded to one of L levels; the codebook is the gri
 
 Deviations from the papers' text, on purpose:
 * the bound uses ``atanh(offset / half)`` as shift — the FSQ paper and both official repos
-  print ``tan``, a typo its author confirmed (ANCHORS.md);
+  print ``tan``, a typo its author confirmed;
 * digits are rounded before the integer cast, and all math runs in float32: the official
   copies truncate, and bf16 corrupts their indices;
 * ``symmetric=True`` is the grid of arXiv 2411.19842, ``2/(L-1)·floor((L-1)(tanh z+1)/2+½)-1``,
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .base import MAX_INDEX_SPACE, Quantizer, check_size
+from .base import MAX_INDEX_SPACE, Quantizer, SymbolLayout, check_size
 
 _EPS = 1e-3
 MAX_LEVEL = 2**22
@@ -243,6 +243,10 @@ class FSQ(Quantizer):
     def _decode(self, indices: Tensor) -> Tensor:
         codes: Tensor = self.project_out(self.indices_to_codes(indices))
         return codes
+
+    def symbol_layout(self) -> tuple[SymbolLayout, ...]:
+        """One digit per level (the index is the mixed-radix number of the digits, first level lowest)."""
+        return (SymbolLayout.digits(self.levels),)
 
     def extra_repr(self) -> str:
         return f"levels={list(self.levels)}, dim={self.dim}, symmetric={self.symmetric}"

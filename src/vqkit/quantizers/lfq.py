@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Quantizer, check_size, straight_through
+from .base import Quantizer, SymbolLayout, check_size, straight_through
 
 EntropyMode = Literal["exact", "factorized"]
 _EXACT_MAX_BITS = 24
@@ -163,6 +163,10 @@ class LFQ(Quantizer):
     def _decode(self, indices: Tensor) -> Tensor:
         codes: Tensor = self.project_out(index_to_signs(indices, self.bits))
         return codes
+
+    def symbol_layout(self) -> tuple[SymbolLayout, ...]:
+        """One bit per digit, least significant first (bit j is ``z_j > 0``, weighted 2^j)."""
+        return (SymbolLayout.digits((2,) * self.bits),)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, bits={self.bits}, codebook_entropy={self.codebook_entropy!r}"

@@ -10,7 +10,7 @@ input space, the inverse of that conditioning; the output is the sum of the cont
 
 and r_k = r_{k-1} - c_k, r_0 = z. As printed, the paper's eq. (10) has the sign reversed
 (r_k = LN⁻¹(q_k) - r_{k-1}) and Algorithm 1 sums q_k instead of q_k/α_k: both are fixed here
-(ANCHORS.md). As in the official code the residual is not detached, no stage adds a loss
+(the README's Methods section). As in the official code the residual is not detached, no stage adds a loss
 of its own beyond its quantizer's, and the first stage is conditioned too.
 
 Scale parameterisation: α_k = exp(p_k), p_k = 0, starts at exactly the paper's 1.0 and stays
@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed
-from .base import Quantizer, check_size, float32_math
+from .base import Quantizer, SymbolLayout, check_size, float32_math
 from .fsq import FSQ
 from .simvq import SimVQ
 from .vq import EMAVQ, VQ
@@ -128,6 +128,17 @@ class ResidualQuantizer(Quantizer):
     @property
     def codebook_sizes(self) -> tuple[int, ...]:
         return self._sizes
+
+    def symbol_layout(self) -> tuple[SymbolLayout, ...]:
+        """Each stage's own layout, in stage order."""
+        return tuple(stage.symbol_layout()[0] for stage in self._stage_list)
+
+    def code_vectors(self, stage: int = 0) -> Tensor | None:
+        """Stage ``stage``'s codes as its quantizer holds them (before un-conditioning: what groups similar
+        indices of that stage)."""
+        if not 0 <= stage < self.num_stages:
+            raise ValueError(f"ResidualQuantizer: stage {stage} out of range ({self.num_stages} stages)")
+        return self._stage_list[stage].code_vectors(0)
 
     @property
     def instance_stats(self) -> bool:

@@ -29,8 +29,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..data.files import skipped_count, split_note
-from ..modalities.image.datasets import set_epoch
+from ..data.files import set_epoch, skipped_count, split_note
+from ..evaluate import evaluate
+from ..modalities import fit_and_save_prior, modality_of
 from ..models import Tokenizer
 from ..quantizers import NonFiniteError, Quantizer
 from ..storage import atomic_write, remove_debris
@@ -38,7 +39,6 @@ from ..validation import resolve_device
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .log import RunLog
-from .modality import modality_of
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,11 @@ class Trainer:
         rFID, PESQ and DNSMOS are left to ``vqkit eval``."""
         model = self.ema if self.ema is not None else self.model
         assert isinstance(model, Tokenizer)
-        return self.modality.validate(model, self.val_set, self.cfg, self.ctx.device, self.objective)
+        scorer = self.modality.scorer(model, self.ctx.device, full=False, objective=self.objective)
+        batches = self.modality.eval_loader(self.val_set, self.cfg.batch_size)
+        amp = self.cfg.amp_dtype(self.ctx.device)
+        metrics = evaluate(model, batches, self.ctx.device, scorer, amp_dtype=amp).metrics
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -350,7 +354,8 @@ class Trainer:
             final = self.ema if self.ema is not None else self.model
             final.save_pretrained(self.run_dir / "final")
             if self.cfg.prior_images:
-                self.modality.fit_prior(self.run_dir / "final", self.cfg, self.ctx.device)
+                fit_and_save_prior(self.run_dir / "final", self.cfg.data, self.cfg.prior_images, self.ctx.device,
+                                   cfg=self.cfg)
             atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self._barrier()
         return summary

@@ -55,9 +55,9 @@ def have(what: str) -> bool:
 @functools.cache
 def default_codec() -> Any:
     """The shipped default image model, loaded once: many cases encode or decode with it."""
-    from vqkit.compress import ImageCodec
+    from vqkit.modalities import open_codec
 
-    return ImageCodec.from_pretrained("default")
+    return open_codec("default")[0]
 
 
 def _photo_crop() -> np.ndarray:

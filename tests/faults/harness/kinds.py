@@ -117,11 +117,11 @@ def _ckpt_case(c: Corpus, d: Path) -> Case:
 
 def _model_case(name: str) -> Callable[[Corpus, Path], Case]:
     def prepare(c: Corpus, d: Path) -> Case:
-        from vqkit.compress import ImageCodec
+        from vqkit.modalities import open_codec
 
         model = _copy(c.run / "final", d / "model")
         return Case(model / name, ["encode", str(c.png), "-o", str(d / "out"), "--model", str(model)],
-                    lambda: ImageCodec.from_pretrained(model))
+                    lambda: open_codec(model))
 
     return prepare
 
@@ -155,16 +155,15 @@ def _image_case(attr: str) -> Callable[[Corpus, Path], Case]:
 
 
 def _wav_case(c: Corpus, d: Path) -> Case:
-    from vqkit.compress_audio import AudioCodec
-    from vqkit.modalities.audio.io import load_audio
+    from vqkit.modalities import open_codec
 
     assert c.wav is not None and c.speech is not None
     speech = c.speech
     target = _copy_file(c.wav, d)
 
     def api() -> Any:
-        codec = AudioCodec.from_pretrained(speech)
-        return codec.encode(load_audio(target, codec.sample_rate), "uniform")
+        codec, modality = open_codec(speech)
+        return codec.encode(modality.read(target, codec), "uniform")
 
     return Case(target, ["encode", str(target), "-o", str(d / "out"), "--model", str(speech), "--prior", "uniform"],
                 api)

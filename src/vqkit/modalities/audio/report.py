@@ -243,7 +243,8 @@ def write_audio_report(out_dir: Path, results: dict[str, Any]) -> list[Path]:
     save_figure(usage_figure(configs, where), out_dir / "usage.png")
     save_figure(quality_figure(configs, where), out_dir / "quality.png")
     written = [out_dir / name for name in ("curves.png", "usage.png", "quality.png")]
-    lines = [*header(results, [f"- training crops: {results.get('segment', 'n/a')} samples"]), f"- test set: {test_set(results, configs)}, the same utterances for every "
+    crops = f"- training crops: {results.get('segment', 'n/a')} samples"
+    lines = [*header(results, [crops]), f"- test set: {test_set(results, configs)}, the same utterances for every "
              "configuration", "",
              "**What differs from the paper:** " + differences(results, _metrics(configs[0]) if configs else {}), "",
              "## Results", "", *_table(configs), "",

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import Dataset
 
 from ...data.files import (
     IMAGE_EXTENSIONS,
@@ -169,6 +168,12 @@ class PhotoDataset(_EpochMixin, Dataset[Tensor]):
     def __len__(self) -> int:
         return len(self.images) * self.crops_per_photo if self.crop.train else len(self._grid)
 
+    def item_ids(self) -> list[str]:
+        """Evaluation crops by photo and corner (``"coffee@y16x48"``); training crops (random) by index."""
+        if self.crop.train:
+            return [str(i) for i in range(len(self))]
+        return [f"{self.names[p]}@y{top}x{left}" for p, top, left in self._grid]
+
     def __getitem__(self, index: int) -> Tensor:
         i = _index(index, len(self))
         if self.crop.train:
@@ -228,38 +233,6 @@ def build_dataset(data: str | os.PathLike[str] | None, split: str, size: int, se
     if is_flat and flat == "whole":
         dataset.split_note = f"flat folder {root}: no hold-out (flat='whole'), its images all used for {split}"
     return dataset
-
-
-def make_loader(dataset: Dataset[Tensor], batch_size: int, train: bool, seed: int = 0, workers: int = 0,
-                distributed: bool = False, drop_last: bool | None = None, *,
-                num_replicas: int | None = None, rank: int | None = None) -> DataLoader[Tensor]:
-    """A loader whose order depends only on ``seed`` and the epoch (see :func:`set_epoch`).
-
-    Training shuffles with a :class:`DistributedSampler` even on one process (``num_replicas=1``):
-    its permutation is seeded by ``seed + epoch``, so epoch ``e`` has the same order whether or not
-    the run was resumed, and one-process and distributed runs share one code path. ``distributed``
-    takes the replicas and rank from the process group unless ``num_replicas``/``rank`` are given.
-    Distributed evaluation pads the last batch with repeated items so ranks stay in step.
-    ``drop_last`` defaults to ``train``. The loader gets its own generator so that iterating it does
-    not advance the global torch RNG.
-    """
-    drop = train if drop_last is None else drop_last
-    sampler: DistributedSampler[Tensor] | None = None
-    if distributed:
-        sampler = DistributedSampler(dataset, num_replicas, rank, shuffle=train, seed=seed, drop_last=drop)
-    elif train:
-        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                      generator=torch.Generator().manual_seed(seed))
-
-
-def set_epoch(loader: DataLoader[Tensor], epoch: int) -> None:
-    """Set the epoch of the loader's sampler (order) and of its dataset (random crops)."""
-    for obj in (loader.sampler, loader.dataset):
-        setter = getattr(obj, "set_epoch", None)
-        if callable(setter):
-            setter(epoch)
 
 
 def to_uint8(images: Tensor, channels_last: bool = False) -> Tensor:

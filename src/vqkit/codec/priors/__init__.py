@@ -1,0 +1,35 @@
+"""Priors over tokens, one class each behind one interface (:class:`Prior`): :class:`Uniform` (no
+tables), :class:`Static` and :class:`Context` (fitted together as :class:`PriorTables` and saved beside
+the model). ``PRIORS`` maps the names ``--prior`` takes to the classes; a learned prior is one more entry."""
+
+from .base import Prior, Visit, check_grid, code_length
+from .context import Context
+from .counts import BACKOFF, DigitTable
+from .static import JOINT_MAX, Static, static_spec
+from .tables import PRIOR_FILE, PriorTables, digest_of, load_prior, prior_of, save_prior
+from .uniform import Uniform
+
+PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (Uniform, Static, Context)}
+PRIOR_NAMES = tuple(PRIORS)
+
+__all__ = [
+    "BACKOFF",
+    "JOINT_MAX",
+    "PRIORS",
+    "PRIOR_FILE",
+    "PRIOR_NAMES",
+    "Context",
+    "DigitTable",
+    "Prior",
+    "PriorTables",
+    "Static",
+    "Uniform",
+    "Visit",
+    "check_grid",
+    "code_length",
+    "digest_of",
+    "load_prior",
+    "prior_of",
+    "save_prior",
+    "static_spec",
+]

@@ -1,0 +1,90 @@
+"""The interface every prior honours, in the shape of CompressAI's entropy models: a prior is fitted from
+token grids (or needs nothing), stored as integer arrays, and drives a coder through :meth:`Prior.walk`.
+
+A walk visits every digit of a token grid ``(S, *positions)`` in one fixed order and hands the coder the
+probabilities of each group of digits; the encoder reads the digits (``visit`` returns them from the
+complete grid), the decoder decodes them and ``walk`` writes them back, so a decoder can rebuild from
+what it has decoded every context the encoder used. A new prior (a learned one) is one more subclass
+registered in :data:`vqkit.codec.priors.PRIORS`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from ..symbols import StageSpec
+
+Visit = Callable[[int, int, np.ndarray, "np.ndarray | int"], np.ndarray]
+"""(stage, digit, flat positions, probabilities (R,) float64 or the radix of a uniform model)
+-> that digit's symbols at those positions."""
+
+
+def code_length(symbols: np.ndarray, probs: np.ndarray | int) -> float:
+    """Ideal bits of ``symbols`` under ``probs`` (R,) — or a uniform model over ``probs`` symbols."""
+    if isinstance(probs, int):
+        return len(symbols) * math.log2(probs)
+    return float(-np.log2(probs[symbols]).sum())
+
+
+class Prior(ABC):
+    """An entropy model over the token grids of one quantizer (``specs``: one :class:`StageSpec` per stage).
+
+    ``name`` is what ``--prior`` and the ``.vqt`` header call it; ``version`` changes whenever the same
+    tables would give other probabilities (files record both through the header's prior code).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    def __init__(self, specs: Sequence[StageSpec]) -> None:
+        self.specs = tuple(specs)
+
+    def symbolization(self, stage: int) -> StageSpec:
+        """How this prior splits ``stage``'s tokens into digits (the stage's own spec by default)."""
+        return self.specs[stage]
+
+    @abstractmethod
+    def _walk(self, tokens: np.ndarray, positions: tuple[int, ...], visit: Visit) -> None:
+        """Visit every digit in coding order and fill ``tokens`` (S, *positions) from what ``visit`` returns."""
+
+    def walk(self, tokens: np.ndarray, visit: Visit) -> None:
+        """Visit every digit of ``tokens`` (S, *positions) int64 in coding order, filling ``tokens`` in place."""
+        if tokens.ndim < 2 or tokens.shape[0] != len(self.specs):
+            raise ValueError(f"token grid {tokens.shape} does not match a model of {len(self.specs)} stages")
+        self._walk(tokens, tuple(tokens.shape[1:]), visit)
+
+    def reader(self, tokens: np.ndarray) -> Visit:
+        """The encoder's ``visit``: reads the digits asked for out of complete ``tokens`` (S, *positions)."""
+        digits = [self.symbolization(s).split(tokens[s].reshape(-1)) for s in range(len(self.specs))]
+
+        def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
+            out: np.ndarray = digits[s][j][where]
+            return out
+
+        return visit
+
+    def cross_entropy_bits(self, tokens: np.ndarray) -> float:
+        """Ideal code length (bits) of ``tokens`` (S, *positions) under this prior's float64 model."""
+        read, bits = self.reader(tokens), [0.0]
+
+        def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
+            symbols = read(s, j, where, probs)
+            bits[0] += code_length(symbols, probs)
+            return symbols
+
+        self.walk(np.zeros_like(tokens), visit)
+        return bits[0]
+
+
+def check_grid(grid: np.ndarray, specs: Sequence[StageSpec]) -> None:
+    """ValueError unless ``grid`` (S, *positions) holds one in-range token per stage and position."""
+    if grid.ndim < 2 or grid.shape[0] != len(specs):
+        raise ValueError(f"token grid {grid.shape} does not match a model of {len(specs)} stages")
+    for s, spec in enumerate(specs):
+        if grid[s].size and (grid[s].min() < 0 or grid[s].max() >= spec.size):
+            raise ValueError(f"stage {s}: tokens outside [0, {spec.size})")

@@ -1,0 +1,253 @@
+"""One codec for signals of any spatial rank: a token model, a modality's signal adapter, priors, the
+container — images (2-D) and speech (1-D) are two instances of this code.
+
+The data walk, one call per arrow: signal → adapter (tensor (1, C, *spatial) in [-1, 1]) → padded to a
+multiple of the stride → tiles with a margin of context on every side → tokens (S, *positions) →
+prior + range coder → payload → :class:`TokenFile` → bytes. Decoding reverses it and the adapter crops
+to the stored shape. Tile and margin are counted in tokens, so memory stays bounded for any signal size
+(a 4000×3000 photo, an hour of speech) and seams stay invisible. Tokens always carry a stage axis here.
+
+The model id written in every file is a hash over the model's identity (its config and weights) and its
+prior tables: decoding with anything else is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..quantizers.base import SymbolLayout
+from . import coders
+from .container import MODEL_ID_BYTES, ModelMismatchError, TokenFile, TokenFileError
+from .priors import Prior, PriorTables, digest_of, prior_of
+from .symbols import StageSpec
+
+CODE_VECTORS_LIMIT = 1 << 20
+"""Nominal stages with more codes are grouped by frequency, not by their vectors (memory)."""
+
+Signal = TypeVar("Signal")
+
+
+class TokenModel(Protocol):
+    """What the codec needs of a tokenizer (:class:`vqkit.models.Tokenizer` is one)."""
+
+    @property
+    def downsample_factor(self) -> int: ...
+    @property
+    def signal_ndim(self) -> int: ...
+    @property
+    def side_shape(self) -> tuple[int, ...]:
+        """Shape of the float32 side information one encoded tile needs besides its tokens; () for none."""
+    def symbol_layout(self) -> tuple[SymbolLayout, ...]: ...
+    def code_vectors(self, stage: int) -> Tensor | None: ...
+    def encode_tokens(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(1, C, *spatial) -> (tokens (1, *positions, S), side information (1, *side_shape) or None)."""
+    def decode_tokens(self, tokens: Tensor, side: Tensor | None) -> Tensor:
+        """(1, *positions, S) -> (1, C, *spatial)."""
+    def identity(self) -> bytes:
+        """Bytes that change whenever decoding would (config and weights)."""
+    def parameters(self) -> Iterable[torch.nn.Parameter]: ...
+
+
+class SignalAdapter(Protocol[Signal]):
+    """A modality's side of the codec: its signal ⇄ a float tensor, and the shapes a file may claim."""
+
+    modality: str
+    """The container's modality name (registered in :data:`vqkit.codec.container.MODALITIES`)."""
+    pad_mode: str
+    """How positions are padded to a multiple of the stride: 'replicate' (images) or 'constant' (zeros)."""
+
+    def to_tensor(self, signal: Signal) -> tuple[Tensor, tuple[int, ...]]:
+        """(float (1, C, *spatial) in [-1, 1], the shape the file stores); ValueError for a bad signal."""
+    def from_tensor(self, x: Tensor, shape: tuple[int, ...]) -> Signal:
+        """(1, C, *padded spatial) -> the signal of stored ``shape``, cropped."""
+    def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The spatial sizes of a stored shape; TokenFileError if no signal of this modality has it."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoded signal: the file's bytes and its rates in bits. ``samples`` counts the signal's samples
+    (an image's pixels, a waveform's samples): a modality derives its unit (bpp, kbps) from it."""
+
+    data: bytes
+    samples: int
+    nominal_bits: float
+    """tokens × Σ log2 K (what the papers quote), plus side information."""
+    cross_entropy_bits: float
+    """ideal code length under the prior's model, plus side information"""
+    payload_bits: int
+    file_bits: int
+
+    def bits_per_sample(self) -> dict[str, float]:
+        return {"nominal": self.nominal_bits / self.samples, "cross_entropy": self.cross_entropy_bits / self.samples,
+                "payload": self.payload_bits / self.samples, "file": self.file_bits / self.samples}
+
+
+class Codec(Generic[Signal]):
+    """A token model, a signal adapter, prior tables (None: uniform only) and tiles of ``tile`` tokens with
+    ``margin`` tokens of context per side (0 = one tile)."""
+
+    def __init__(self, model: TokenModel, adapter: SignalAdapter[Signal], tables: PriorTables | None = None,
+                 tile: int = 64, margin: int = 8, name: str = "tokenizer") -> None:
+        if tile < 1 or margin < 0:
+            raise ValueError(f"tile ({tile}) must be >= 1 token and margin ({margin}) >= 0 tokens")
+        self.model, self.adapter, self.tile, self.margin, self.name = model, adapter, tile, margin, name
+        self.specs = [StageSpec.from_layout(layout) for layout in model.symbol_layout()]
+        if tables is not None and list(tables.specs) != self.specs:
+            raise ValueError(f"{name}: prior tables were fitted for another quantizer")
+        self.tables = tables
+        self.device = next(iter(model.parameters())).device
+        self._identity = model.identity()
+        self._ids: tuple[PriorTables | None, bytes] | None = None
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def fitted_priors(self) -> tuple[str, ...]:
+        """The priors a file can be written with: static and context once tables are fitted, else uniform."""
+        return ("static", "context") if self.tables is not None else ("uniform",)
+
+    @property
+    def model_id(self) -> bytes:
+        """First 16 bytes of SHA-256 over the model's identity and the prior tables: what decoding needs.
+        Recomputed when ``tables`` is replaced (e.g. after :meth:`fit_prior`)."""
+        if self._ids is None or self._ids[0] is not self.tables:
+            h = hashlib.sha256(b"vqkit.model-id.v1\0")
+            h.update(self._identity)
+            h.update(digest_of(self.tables).encode())
+            self._ids = (self.tables, h.digest()[:MODEL_ID_BYTES])
+        return self._ids[1]
+
+    def prior(self, name: str) -> Prior:
+        return prior_of(name, self.specs, self.tables)
+
+    # -- tokens ---------------------------------------------------------------------------------------
+    def _tiles(self, positions: Sequence[int]) -> list[tuple[tuple[int, int], ...]]:
+        """Inner regions ((start, stop) per axis, in tokens) of the tiles, in raster order."""
+        step = self.tile
+        axes = [[(a, min(a + step, n)) for a in range(0, n, step)] for n in positions]
+        return list(itertools.product(*axes))
+
+    def _region(self, inner: tuple[tuple[int, int], ...], positions: Sequence[int]) -> tuple[slice, ...]:
+        m = self.margin
+        return tuple(slice(max(0, a - m), min(n, b + m)) for (a, b), n in zip(inner, positions, strict=True))
+
+    @torch.no_grad()
+    def tokens(self, signal: Signal) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
+        """A signal -> (tokens (S, *positions) int64, side information (tiles, *side_shape) float32 or None,
+        the stored shape)."""
+        x, shape = self.adapter.to_tensor(signal)
+        f = self.model.downsample_factor
+        pad = [p for n in reversed(x.shape[2:]) for p in (0, -n % f)]
+        if any(pad):
+            x = F.pad(x, pad, mode=self.adapter.pad_mode)
+        x = x.to(self.device)
+        positions = [n // f for n in x.shape[2:]]
+        grid = np.zeros((len(self.specs), *positions), np.int64)
+        sides = []
+        for inner in self._tiles(positions):
+            region = self._region(inner, positions)
+            crop = x[(slice(None), slice(None), *(slice(r.start * f, r.stop * f) for r in region))]
+            idx, side = self.model.encode_tokens(crop)
+            if side is not None:
+                sides.append(side[0].cpu().numpy())
+            keep = tuple(slice(a - r.start, b - r.start) for (a, b), r in zip(inner, region, strict=True))
+            inner_tokens = idx[0][keep].cpu().numpy()  # (*inner, S)
+            grid[(slice(None), *(slice(a, b) for a, b in inner))] = np.moveaxis(inner_tokens, -1, 0)
+        return grid, (np.stack(sides).astype("<f4") if sides else None), shape
+
+    @torch.no_grad()
+    def render(self, grid: np.ndarray, side: np.ndarray | None) -> Tensor:
+        """Tokens (S, *positions) -> float (1, C, *positions·f) on the CPU, tile by tile with a margin."""
+        f, positions = self.model.downsample_factor, grid.shape[1:]
+        tokens = torch.from_numpy(np.moveaxis(grid, 0, -1)).to(self.device)  # (*positions, S)
+        out: Tensor | None = None
+        for t, inner in enumerate(self._tiles(positions)):
+            region = self._region(inner, positions)
+            side_t = None if side is None else torch.from_numpy(side[t][None].astype(np.float32)).to(self.device)
+            piece = self.model.decode_tokens(tokens[region][None], side_t).float().cpu()
+            if out is None:
+                out = torch.zeros(1, piece.shape[1], *(n * f for n in positions))
+            src = tuple(slice((a - r.start) * f, (b - r.start) * f) for (a, b), r in zip(inner, region, strict=True))
+            dst = tuple(slice(a * f, b * f) for a, b in inner)
+            out[(slice(None), slice(None), *dst)] = piece[(slice(None), slice(None), *src)]
+        assert out is not None
+        return out
+
+    # -- files -----------------------------------------------------------------------------------
+    def encode(self, signal: Signal, prior: str = "context") -> Encoded:
+        """A signal -> the ``.vqt`` bytes and their rates."""
+        grid, side, shape = self.tokens(signal)
+        return self.pack(grid, b"" if side is None else side.tobytes(), shape, prior)
+
+    def pack(self, grid: np.ndarray, side: bytes, shape: tuple[int, ...], prior: str) -> Encoded:
+        """Tokens (S, *positions) and side information of a signal of stored ``shape`` -> file and rates."""
+        payload, ce = coders.encode(self.prior(prior), grid)
+        f = self.model.downsample_factor
+        file = TokenFile(self.adapter.modality, prior, self.model_id, shape, tuple(grid.shape),
+                         tuple(s.size for s in self.specs), payload, side, self.tile * f)
+        data, side_bits = file.to_bytes(), 8 * len(side)
+        nominal = math.prod(grid.shape[1:]) * sum(math.log2(s.size) for s in self.specs)
+        samples = math.prod(self.adapter.spatial(shape))
+        return Encoded(data, samples, nominal + side_bits, ce + side_bits, 8 * len(payload), 8 * len(data))
+
+    def decode(self, data: bytes) -> Signal:
+        """``.vqt`` bytes -> the signal; TokenFileError (a ValueError) naming what is wrong."""
+        file = TokenFile.from_bytes(data)
+        grid, side = self.check(file)
+        tokens = coders.decode(self.prior(file.prior), file.payload, grid)
+        return self.adapter.from_tensor(self.render(tokens, side), file.signal_shape)
+
+    def check(self, file: TokenFile) -> tuple[tuple[int, ...], np.ndarray | None]:
+        """(the token grid ``file`` must hold, its side information) for this codec; TokenFileError if the
+        file cannot be ours."""
+        if file.model_id != self.model_id:
+            raise ModelMismatchError(
+                f"this file was encoded with model {file.model_id.hex()}, not with {self.name} "
+                f"({self.model_id.hex()}): decode it with the model (and prior tables) that encoded it"
+            )
+        if file.modality != self.adapter.modality:
+            raise TokenFileError(f"this is an {file.modality} token file; {self.name} decodes {self.adapter.modality}")
+        f = self.model.downsample_factor
+        if file.tile != self.tile * f:
+            raise TokenFileError(f"file was encoded with tiles of {file.tile}, this codec uses {self.tile * f}")
+        positions = tuple(-(-n // f) for n in self.adapter.spatial(file.signal_shape))
+        grid = (len(self.specs), *positions)
+        if file.grid != grid or file.codebook_sizes != tuple(s.size for s in self.specs):
+            raise TokenFileError(f"token grid {file.grid} / sizes {file.codebook_sizes} do not fit this model {grid}")
+        side_shape = tuple(self.model.side_shape)
+        if not side_shape:
+            if file.side_info:
+                raise TokenFileError(f"unexpected {len(file.side_info)} bytes of side information")
+            return grid, None
+        tiles = len(self._tiles(positions))
+        expected = 4 * tiles * math.prod(side_shape)
+        if len(file.side_info) != expected:
+            raise TokenFileError(f"side information is {len(file.side_info)} bytes, expected {expected}")
+        return grid, np.frombuffer(file.side_info, "<f4").reshape(tiles, *side_shape)
+
+    def file_bits(self, tokens: Tensor, shape: tuple[int, ...]) -> dict[str, list[float]]:
+        """Whole-file bits, per prior the model has, of each item's tokens (B, *positions, S) as a tokenizer's
+        forward gave them, for signals of stored ``shape``; side information counted at its real size."""
+        grids = np.moveaxis(tokens.cpu().numpy(), -1, 1)
+        tiles = len(self._tiles(grids.shape[2:]))
+        side = b"\0" * (4 * tiles * math.prod(self.model.side_shape)) if self.model.side_shape else b""
+        return {p: [float(self.pack(g, side, shape, p).file_bits) for g in grids] for p in self.fitted_priors}
+
+    def fit_prior(self, signals: Iterable[Signal]) -> PriorTables:
+        """Count the tokens of ``signals`` (whole, as the codec encodes them)."""
+        grids = [self.tokens(signal)[0] for signal in signals]
+        vectors: list[Any] = []
+        for s, spec in enumerate(self.specs):
+            codes = None if spec.ordinal or spec.size > CODE_VECTORS_LIMIT else self.model.code_vectors(s)
+            vectors.append(None if codes is None else codes.float().cpu().numpy())
+        return PriorTables.fit(self.specs, grids, vectors)

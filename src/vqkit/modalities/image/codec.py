@@ -1,0 +1,61 @@
+"""The image side of the codec: uint8 pictures ⇄ float tensors, and the shapes an image file may claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...codec.container import TokenFileError
+from .datasets import from_uint8
+from .datasets import to_uint8 as images_to_uint8
+
+MAX_PIXELS = 1 << 27
+"""Largest image a file may claim (134 MP, e.g. 11,585²): checked before anything is allocated."""
+TILE_PIXELS = 256
+MARGIN_PIXELS = 32
+
+
+def to_tensor(image: np.ndarray) -> Tensor:
+    """uint8 (H, W, C), C in {1, 3, 4} -> float (1, 3, H, W) in [-1, 1]; grey is replicated, alpha dropped."""
+    if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3
+            or image.shape[2] not in (1, 3, 4) or 0 in image.shape):
+        what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"expected a uint8 image (H, W, 1|3|4), got {what}")
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
+    return from_uint8(torch.from_numpy(np.array(rgb, copy=True))[None], channels_last=True)
+
+
+def to_uint8(images: Tensor, channels: int) -> np.ndarray:
+    """float (1, 3, H, W) in [-1, 1] -> uint8 (H, W, channels); channels 1 = ITU-R 601 luma."""
+    rgb = images_to_uint8(images[0].cpu(), channels_last=True).numpy()
+    if channels == 1:
+        luma = rgb @ np.array([0.299, 0.587, 0.114])
+        grey: np.ndarray = np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+        return grey
+    out: np.ndarray = rgb
+    return out
+
+
+class ImageAdapter:
+    """uint8 (H, W, C) ⇄ (1, 3, H, W); the file stores (C, H, W) and decodes to C channels (alpha: opaque)."""
+
+    modality = "image"
+    pad_mode = "replicate"
+
+    def to_tensor(self, signal: np.ndarray) -> tuple[Tensor, tuple[int, ...]]:
+        x = to_tensor(signal)
+        height, width, channels = signal.shape
+        return x, (channels, height, width)
+
+    def from_tensor(self, x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
+        channels, height, width = shape
+        return to_uint8(x[:, :, :height, :width], channels)
+
+    def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[0] not in (1, 3, 4):
+            raise TokenFileError(f"not an image's shape: {shape}")
+        if shape[1] * shape[2] > MAX_PIXELS:
+            raise TokenFileError(f"image of {shape[2]}x{shape[1]} pixels is larger than the "
+                                 f"{MAX_PIXELS:,} pixels vqkit decodes: corrupt or forged file")
+        return shape[1], shape[2]
