@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -109,6 +109,8 @@ class Codec(Generic[Signal]):
         self.device = next(iter(model.parameters())).device
         self._identity = model.identity()
         self._ids: tuple[PriorTables | None, bytes] | None = None
+        self.archived: Callable[[], Iterable[PriorTables]] = tuple
+        """Earlier prior tables of this model (``prior-archive/``): files they coded still decode."""
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -121,11 +123,27 @@ class Codec(Generic[Signal]):
         """First 16 bytes of SHA-256 over the model's identity and the prior tables: what decoding needs.
         Recomputed when ``tables`` is replaced (e.g. after :meth:`fit_prior`)."""
         if self._ids is None or self._ids[0] is not self.tables:
-            h = hashlib.sha256(b"vqkit.model-id.v1\0")
-            h.update(self._identity)
-            h.update(digest_of(self.tables).encode())
-            self._ids = (self.tables, h.digest()[:MODEL_ID_BYTES])
+            self._ids = (self.tables, self._id_with(self.tables))
         return self._ids[1]
+
+    def _id_with(self, tables: PriorTables | None) -> bytes:
+        h = hashlib.sha256(b"vqkit.model-id.v1\0")
+        h.update(self._identity)
+        h.update(digest_of(tables).encode())
+        return h.digest()[:MODEL_ID_BYTES]
+
+    def tables_for(self, model_id: bytes) -> PriorTables | None:
+        """The prior tables that coded a file of ``model_id``: this model's current ones or an archived set;
+        ModelMismatchError if the file is another model's."""
+        if model_id == self.model_id:
+            return self.tables
+        for tables in self.archived():
+            if self._id_with(tables) == model_id:
+                return tables
+        raise ModelMismatchError(
+            f"this file was encoded with model {model_id.hex()}, not with {self.name} ({self.model_id.hex()}) "
+            "nor with its archived prior tables: decode it with the model (and prior tables) that encoded it"
+        )
 
     def prior(self, name: str) -> Prior:
         return prior_of(name, self.specs, self.tables)
@@ -146,6 +164,7 @@ class Codec(Generic[Signal]):
         """A signal -> (tokens (S, *positions) int64, side information (tiles, *side_shape) float32 or None,
         the stored shape)."""
         x, shape = self.adapter.to_tensor(signal)
+        self.adapter.spatial(shape)  # what no file may hold is not encoded either (one set of limits)
         f = self.model.downsample_factor
         pad = [p for n in reversed(x.shape[2:]) for p in (0, -n % f)]
         if any(pad):
@@ -203,18 +222,16 @@ class Codec(Generic[Signal]):
     def decode(self, data: bytes) -> Signal:
         """``.vqt`` bytes -> the signal; TokenFileError (a ValueError) naming what is wrong."""
         file = TokenFile.from_bytes(data)
-        grid, side = self.check(file)
-        tokens = coders.decode(self.prior(file.prior), file.payload, grid)
+        tables = self.tables_for(file.model_id)
+        grid, side = self.check(file, check_id=False)
+        tokens = coders.decode(prior_of(file.prior, self.specs, tables), file.payload, grid)
         return self.adapter.from_tensor(self.render(tokens, side), file.signal_shape)
 
-    def check(self, file: TokenFile) -> tuple[tuple[int, ...], np.ndarray | None]:
+    def check(self, file: TokenFile, check_id: bool = True) -> tuple[tuple[int, ...], np.ndarray | None]:
         """(the token grid ``file`` must hold, its side information) for this codec; TokenFileError if the
-        file cannot be ours."""
-        if file.model_id != self.model_id:
-            raise ModelMismatchError(
-                f"this file was encoded with model {file.model_id.hex()}, not with {self.name} "
-                f"({self.model_id.hex()}): decode it with the model (and prior tables) that encoded it"
-            )
+        file cannot be ours (another model, modality or tiling, a grid or side information that does not fit)."""
+        if check_id:
+            self.tables_for(file.model_id)
         if file.modality != self.adapter.modality:
             raise TokenFileError(f"this is an {file.modality} token file; {self.name} decodes {self.adapter.modality}")
         f = self.model.downsample_factor
@@ -233,7 +250,10 @@ class Codec(Generic[Signal]):
         expected = 4 * tiles * math.prod(side_shape)
         if len(file.side_info) != expected:
             raise TokenFileError(f"side information is {len(file.side_info)} bytes, expected {expected}")
-        return grid, np.frombuffer(file.side_info, "<f4").reshape(tiles, *side_shape)
+        side = np.frombuffer(file.side_info, "<f4").reshape(tiles, *side_shape)
+        if not np.isfinite(side).all():  # a decoder would turn it into NaN pixels: never garbage out
+            raise TokenFileError("side information holds NaN or Inf: corrupt or forged file")
+        return grid, side
 
     def file_bits(self, tokens: Tensor, shape: tuple[int, ...]) -> dict[str, list[float]]:
         """Whole-file bits, per prior the model has, of each item's tokens (B, *positions, S) as a tokenizer's

@@ -41,5 +41,6 @@ class AudioAdapter:
         if len(shape) != 2 or shape[0] != 1:
             raise TokenFileError(f"not a mono waveform's shape: {shape}")
         if shape[1] > MAX_SAMPLES:
-            raise TokenFileError(f"{shape[1]:,} samples is longer than the {MAX_SAMPLES:,} vqkit decodes: corrupt file")
+            raise TokenFileError(f"a waveform of {shape[1]:,} samples is longer than the {MAX_SAMPLES:,} samples a "
+                                 ".vqt file may hold (vqkit encodes and decodes up to that length)")
         return (shape[1],)

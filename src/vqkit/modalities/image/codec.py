@@ -56,6 +56,6 @@ class ImageAdapter:
         if len(shape) != 3 or shape[0] not in (1, 3, 4):
             raise TokenFileError(f"not an image's shape: {shape}")
         if shape[1] * shape[2] > MAX_PIXELS:
-            raise TokenFileError(f"image of {shape[2]}x{shape[1]} pixels is larger than the "
-                                 f"{MAX_PIXELS:,} pixels vqkit decodes: corrupt or forged file")
+            raise TokenFileError(f"an image of {shape[2]}x{shape[1]} pixels is larger than the {MAX_PIXELS:,} pixels "
+                                 "a .vqt file may hold (vqkit encodes and decodes up to that size)")
         return shape[1], shape[2]
