@@ -120,7 +120,7 @@ def test_refitting_a_prior_never_strands_old_files(model_dir: Path, tmp_path: Pa
 def test_encode_refuses_what_decode_would_refuse(model_dir: Path) -> None:
     """An image above the decode cap used to encode (exit 0) into a file that could never be decoded."""
     codec, _ = open_codec(model_dir)
-    with pytest.raises(TokenFileError, match="a .vqt file may hold"):
+    with pytest.raises(TokenFileError, match=r"a \.vqt file may hold"):
         codec.tokens(np.zeros((1, (1 << 27) + 1, 3), np.uint8))
 
 

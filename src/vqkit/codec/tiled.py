@@ -68,8 +68,13 @@ class SignalAdapter(Protocol[Signal]):
 
     def to_tensor(self, signal: Signal) -> tuple[Tensor, tuple[int, ...]]:
         """(float (1, C, *spatial) in [-1, 1], the shape the file stores); ValueError for a bad signal."""
-    def from_tensor(self, x: Tensor, shape: tuple[int, ...]) -> Signal:
-        """(1, C, *padded spatial) -> the signal of stored ``shape``, cropped."""
+    def allocate(self, shape: tuple[int, ...]) -> Any:
+        """The output of a decode of a signal of stored ``shape``, filled tile by tile by :meth:`place`."""
+    def place(self, out: Any, piece: Tensor, where: tuple[slice, ...]) -> None:
+        """Write a decoded tile (1, C, *tile) at spatial ``where`` (slices of the padded signal; the part
+        beyond the stored shape is dropped)."""
+    def finish(self, out: Any, shape: tuple[int, ...]) -> Signal:
+        """The decoded signal of stored ``shape``."""
     def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The spatial sizes of a stored shape; TokenFileError if no signal of this modality has it."""
 
@@ -185,22 +190,20 @@ class Codec(Generic[Signal]):
         return grid, (np.stack(sides).astype("<f4") if sides else None), shape
 
     @torch.no_grad()
-    def render(self, grid: np.ndarray, side: np.ndarray | None) -> Tensor:
-        """Tokens (S, *positions) -> float (1, C, *positions·f) on the CPU, tile by tile with a margin."""
+    def render(self, grid: np.ndarray, side: np.ndarray | None, shape: tuple[int, ...]) -> Signal:
+        """Tokens (S, *positions) -> the signal of stored ``shape``, tile by tile with a margin, each tile
+        written into the output as it is decoded: memory is the output plus one tile, whatever the size."""
         f, positions = self.model.downsample_factor, grid.shape[1:]
         tokens = torch.from_numpy(np.moveaxis(grid, 0, -1)).to(self.device)  # (*positions, S)
-        out: Tensor | None = None
+        out = self.adapter.allocate(shape)
         for t, inner in enumerate(self._tiles(positions)):
             region = self._region(inner, positions)
             side_t = None if side is None else torch.from_numpy(side[t][None].astype(np.float32)).to(self.device)
-            piece = self.model.decode_tokens(tokens[region][None], side_t).float().cpu()
-            if out is None:
-                out = torch.zeros(1, piece.shape[1], *(n * f for n in positions))
+            piece = self.model.decode_tokens(tokens[region][None], side_t)
             src = tuple(slice((a - r.start) * f, (b - r.start) * f) for (a, b), r in zip(inner, region, strict=True))
-            dst = tuple(slice(a * f, b * f) for a, b in inner)
-            out[(slice(None), slice(None), *dst)] = piece[(slice(None), slice(None), *src)]
-        assert out is not None
-        return out
+            self.adapter.place(out, piece[(slice(None), slice(None), *src)].float().cpu(),
+                               tuple(slice(a * f, b * f) for a, b in inner))
+        return self.adapter.finish(out, shape)
 
     # -- files -----------------------------------------------------------------------------------
     def encode(self, signal: Signal, prior: str = "context") -> Encoded:
@@ -225,7 +228,7 @@ class Codec(Generic[Signal]):
         tables = self.tables_for(file.model_id)
         grid, side = self.check(file, check_id=False)
         tokens = coders.decode(prior_of(file.prior, self.specs, tables), file.payload, grid)
-        return self.adapter.from_tensor(self.render(tokens, side), file.signal_shape)
+        return self.render(tokens, side, file.signal_shape)
 
     def check(self, file: TokenFile, check_id: bool = True) -> tuple[tuple[int, ...], np.ndarray | None]:
         """(the token grid ``file`` must hold, its side information) for this codec; TokenFileError if the

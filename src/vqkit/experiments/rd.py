@@ -97,7 +97,7 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
         pixels = image.shape[0] * image.shape[1]
         for model, (codec, _) in zip(models, codecs, strict=True):
             grid, side, shape = codec.tokens(image)
-            decoded = codec.adapter.from_tensor(codec.render(grid, side), shape)
+            decoded = codec.render(grid, side, shape)
             p, s = _quality(image, decoded)
             for prior in cfg.priors:
                 encoded = codec.pack(grid, b"" if side is None else side.tobytes(), shape, prior)

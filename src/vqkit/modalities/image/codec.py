@@ -48,9 +48,18 @@ class ImageAdapter:
         height, width, channels = signal.shape
         return x, (channels, height, width)
 
-    def from_tensor(self, x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         channels, height, width = shape
-        return to_uint8(x[:, :, :height, :width], channels)
+        return np.empty((height, width, channels), np.uint8)
+
+    def place(self, out: np.ndarray, piece: Tensor, where: tuple[slice, ...]) -> None:
+        rows, cols = where
+        h, w = min(rows.stop, out.shape[0]) - rows.start, min(cols.stop, out.shape[1]) - cols.start
+        if h > 0 and w > 0:
+            out[rows.start : rows.start + h, cols.start : cols.start + w] = to_uint8(piece[:, :, :h, :w], out.shape[2])
+
+    def finish(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return out
 
     def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 3 or shape[0] not in (1, 3, 4):
