@@ -1,0 +1,77 @@
+"""scripts/gpu_check.py's dry run (CPU, tiny sizes): every phase's code path, so the GPU check never rots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check.py"
+PHASES = ["environment", "bench-quantizers", "bench-train", "exactness", "run-simvq-65536", "run-emavq-65536",
+          "run-rfsq-fsq-22bit", "run-rfsq-layernorm-22bit", "run-speech-simvq-4096", "run-codec-paper", "plot",
+          "bench-train-compile"]
+
+
+def _run(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--dry-run", *args], env=env,
+                          capture_output=True, text=True, timeout=400, check=False)
+    results = json.loads((out / "results.json").read_text())
+    return done, results, (out / "report.md").read_text()
+
+
+def test_dry_run_runs_every_phase(tmp_path: Path) -> None:
+    done, results, report = _run(tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results["dry_run"] and results["complete"] and results["device"] == "CPU (dry run)"
+    assert {"started_utc", "elapsed_s", "deadline_s", "data", "phases"} <= set(results)
+    phases = results["phases"]
+    assert list(phases) == PHASES
+    for name, phase in phases.items():
+        assert phase["status"] in ("ok", "skipped"), (name, phase)
+        if phase["status"] == "skipped":
+            assert phase["reason"], name
+    assert phases["run-codec-paper"]["status"] == "skipped" or "codec-paper" in phases["environment"]["presets"]
+    assert phases["bench-train-compile"]["status"] == "skipped"
+    assert {"device_name", "torch", "vqkit"} <= set(phases["environment"]["info"])
+    assert "simvq-paper" in phases["environment"]["presets"]
+    assert "| search-65536 |" in phases["bench-quantizers"]["table"]
+    assert "| rfsq_conv/fsq-4096 | eager |" in phases["bench-train"]["table"]
+    exact = phases["exactness"]["result"]
+    assert exact["property_holds"] is not None and exact["columns"] and exact["accumulation"] and exact["bound"]
+    assert exact["search"] and all(s["identical"] for s in exact["search"]), exact["search"]
+    simvq = phases["run-simvq-65536"]  # no step limit in the dry run: stopped by its budget, like a GPU run
+    assert simvq["ended"] == "time budget (killed)" and simvq["steps_reached"] >= 1 and simvq["train"]
+    for name in ("run-emavq-65536", "run-rfsq-fsq-22bit", "run-rfsq-layernorm-22bit", "run-speech-simvq-4096"):
+        run = phases[name]
+        assert run["ended"] == "finished" and run["val"], (name, run)
+    assert phases["run-speech-simvq-4096"]["val"][-1]["mel_distance"] is not None
+    assert phases["run-emavq-65536"]["val"][-1]["psnr"] is not None
+    assert phases["plot"]["png"] == "usage.png" and (tmp_path / "out" / "usage.png").stat().st_size > 1000
+    files = sorted(p.name for p in (tmp_path / "out").rglob("*"))  # the device tool brings back 8 files at most
+    assert files == ["details.tar.gz", "report.md", "results.json", "usage.png"], files
+    with tarfile.open(tmp_path / "out" / "details.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"details/runs/emavq-65536/log.jsonl", "details/logs/run-simvq-65536.err",
+            "details/bench/train-cpu.json"} <= names, sorted(names)
+    for heading in ("## Phases", "## 1. Environment", "## 2. Benchmarks on CPU (dry run)",
+                    "## 3. Exact bf16 search on CPU (dry run)", "## 4. Paper-scale runs on CPU (dry run)",
+                    "![codebook usage"):
+        assert heading in report, heading
+    assert "DRY RUN" in report and "complete." in report
+
+
+def test_a_phase_past_its_budget_is_killed_and_recorded(tmp_path: Path) -> None:
+    done, results, report = _run(tmp_path / "out", "--phases", "exactness", "--budget", "exactness=1")
+    assert done.returncode == 1  # a phase did not end ok
+    exact = results["phases"]["exactness"]
+    assert exact["status"] == "timeout" and "killed at its 1 s budget" in exact["reason"]
+    assert exact["wall_s"] < 15
+    assert results["phases"]["environment"] == {"status": "skipped", "budget_s": 40,
+                                                "reason": "not selected (--phases)"}
+    assert "| exactness | timeout |" in report and results["complete"]
