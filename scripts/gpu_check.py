@@ -107,7 +107,8 @@ class Check:
         self.data: RunData = synthetic_speech(work / "speech") if opts.dry_run else \
             find_data(opts.images, opts.speech_train, opts.speech_val)
         self.data_dict = {"images": self.data.images, "speech_train": self.data.speech_train,
-                          "speech_val": self.data.speech_val}
+                          "speech_val": self.data.speech_val, "images_label": self.data.images_label,
+                          "speech_label": self.data.speech_label}
         self.phases: dict[str, dict[str, Any]] = {p.name: {"status": "pending", "budget_s": self.budget(p)}
                                                   for p in PHASES}
         self.started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -300,9 +301,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--deadline", type=float, default=None,
                    help="seconds for the whole check (default: 525 on a GPU, 600 in the dry run)")
     p.add_argument("--budget", action="append", default=[], metavar="PHASE=SECONDS", help="override a phase's budget")
-    p.add_argument("--images", type=Path, help="Imagenette2 (or ImageNet) folder (default: ../shared/data/images/...)")
-    p.add_argument("--speech-train", type=Path, help="LibriSpeech train folder (default: ../shared/data/audio/...)")
-    p.add_argument("--speech-val", type=Path, help="LibriSpeech test folder (default: ../shared/data/audio/...)")
+    p.add_argument("--images", type=Path, help="image folder, ImageNet layout (default: gpu_data/images, made by "
+                   "scripts/gpu_check_data.py, else ../shared/data/images/imagenette2)")
+    p.add_argument("--speech-train", type=Path, help="speech training folder (default: gpu_data/speech/train, else "
+                   "../shared/data/audio/librispeech-train-clean-100)")
+    p.add_argument("--speech-val", type=Path, help="speech validation folder (default: gpu_data/speech/val, else "
+                   "../shared/data/audio/librispeech-test-other)")
     p.add_argument("--image-batch", type=int, default=64, help="simvq-paper runs' batch (the paper's 256 may not fit)")
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers of the training runs")
     p.add_argument("--work", type=Path, help="scratch folder for run directories (default: a temporary one)")

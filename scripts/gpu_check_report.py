@@ -91,7 +91,7 @@ def _exactness(p: dict[str, Any], where: str) -> list[str]:
     return lines
 
 
-def _runs(phases: dict[str, Any], where: str) -> list[str]:
+def _runs(phases: dict[str, Any], where: str, data: dict[str, Any]) -> list[str]:
     runs = {k: v for k, v in phases.items() if k.startswith("run-")}
     if not runs:
         return []
@@ -107,7 +107,8 @@ def _runs(phases: dict[str, Any], where: str) -> list[str]:
                      f"{metric} {_f(last.get(metric), '.2f')}" if last else "n/a",
                      _pct(tr.get("usage"))])
     lines = [f"All on {where}; minutes are wall minutes since the run's launch (start-up included), "
-             "'train min' the trainer's own clock.", ""]
+             "'train min' the trainer's own clock. Data: images = "
+             f"{data.get('images_label') or 'none'}; speech = {data.get('speech_label') or 'none'}.", ""]
     lines += _table(["run", "what", "status", "budget min", "ended", "steps", "train min", "val usage (ceiling)",
                      "last val", "train-batch usage"], rows)
     for name, r in runs.items():
@@ -144,7 +145,8 @@ def render(data: dict[str, Any]) -> str:
             lines += [title, "", *fn(p), ""]
     if "exactness" in phases:
         lines += [f"## 3. Exact bf16 search on {where}", "", *_exactness(phases["exactness"], where), ""]
-    lines += [f"## 4. Paper-scale runs on {where}, each for a fixed number of minutes", "", *_runs(phases, where)]
+    lines += [f"## 4. Paper-scale runs on {where}, each for a fixed number of minutes", "",
+              *_runs(phases, where, data.get("data", {}))]
     plot = phases.get("plot", {})
     if plot.get("png"):
         lines += [f"![codebook usage and PSNR over minutes, {where}]({plot['png']})", ""]

@@ -22,8 +22,9 @@ from typing import Any
 
 from gpu_check_child import ROOT, ChildResult, python, run_child
 
-SHARED = ("../shared/data", "shared/data")
-_OOM = re.compile(r"out of memory|OutOfMemoryError")  # beside the checkout (development machine), or inside it
+SHARED = ("../shared/data", "shared/data")  # beside the checkout (development machine), or inside it
+_OOM = re.compile(r"out of memory|OutOfMemoryError")  # retried at half the batch
+_LOADER = re.compile(r"DataLoader worker|shared memory|/dev/shm|Bus error")  # retried without workers
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ def _q(**kwargs: Any) -> str:
 
 
 _IMAGE = ("--eval-every", "100", "--log-every", "10", "--max-val-images", "256")
+# the simvq-paper model runs ~5 steps/s (estimate): validate every 50; and validate the raw weights, not a
+# 0.999 weight EMA that after a few hundred steps is still mostly the initial model
+_VQGAN = ("--eval-every", "50", "--log-every", "10", "--max-val-images", "256", "--ema-decay", "0")
 _TINY_VQGAN = ("--ch", "32", "--ch-mult", "1,1", "--num-res-blocks", "1", "--image-size", "32", "--resize", "32",
                "--batch-size", "2", "--eval-every", "2", "--log-every", "1", "--max-val-images", "4")
 _TINY_CONV = ("--conv-channels", "16,16", "--image-size", "32", "--resize", "32", "--batch-size", "2",
@@ -55,12 +59,12 @@ _TINY_SPEECH = ("--arch-args", _q(channels=8, max_channels=32, backbone_dim=32, 
 
 RUNS = (
     # the dry run's simvq run has no step limit: it is stopped by its budget, like every GPU run
-    RunSpec("simvq-65536", "simvq-paper, SimVQ 65,536 x 128", "simvq-paper", "images",
-            ("--quantizer", "simvq", "--quantizer-args", _q(dim=128, codebook_size=65536), *_IMAGE),
+    RunSpec("simvq-65536", "simvq-paper, SimVQ 65,536 x 128, weight EMA off", "simvq-paper", "images",
+            ("--quantizer", "simvq", "--quantizer-args", _q(dim=128, codebook_size=65536), *_VQGAN),
             (*_TINY_VQGAN, "--quantizer-args", _q(dim=8, codebook_size=256), "--steps", "1000000")),
-    RunSpec("emavq-65536", "simvq-paper model, VQ-EMA 65,536 x 128", "simvq-paper", "images",
+    RunSpec("emavq-65536", "simvq-paper model, VQ-EMA 65,536 x 128, weight EMA off", "simvq-paper", "images",
             ("--quantizer", "emavq", "--quantizer-args", _q(dim=128, codebook_size=65536, decay=0.99, beta=0.25),
-             *_IMAGE),
+             *_VQGAN),
             (*_TINY_VQGAN, "--quantizer-args", _q(dim=8, codebook_size=256, decay=0.99, beta=0.25), "--steps", "2")),
     RunSpec("rfsq-fsq-22bit", "rfsq-paper, FSQ [8,8,8,8,8,8,4,4] (22 bits)", "rfsq-paper", "images",
             ("--quantizer", "fsq", "--quantizer-args", _q(levels=[8, 8, 8, 8, 8, 8, 4, 4]), *_IMAGE), _TINY_CONV,
@@ -69,7 +73,7 @@ RUNS = (
             ("--quantizer", "rfsq", "--quantizer-args", _q(levels=[8, 8, 8, 4], num_stages=2, conditioning="layernorm"),
              *_IMAGE), _TINY_CONV, batch=128),
     RunSpec("speech-simvq-4096", "speech-paper, SimVQ 4,096 x 512", "speech-paper", "speech",
-            ("--quantizer", "simvq", "--quantizer-args", _q(dim=512, codebook_size=4096), "--eval-every", "100",
+            ("--quantizer", "simvq", "--quantizer-args", _q(dim=512, codebook_size=4096), "--eval-every", "50",
              "--log-every", "10", "--max-val-images", "20"), _TINY_SPEECH, batch=40),
     RunSpec("codec-paper", "codec-paper preset", "codec-paper", "images", _IMAGE, _TINY_CONV),
 )
@@ -77,22 +81,38 @@ RUNS = (
 
 @dataclass(frozen=True)
 class RunData:
-    """Data folders of the runs; None where absent (the run is then skipped, saying where it looked)."""
+    """Data folders of the runs, None where absent (the run is then skipped, saying where it looked), and the
+    names the report gives them."""
 
     images: str | None
     speech_train: str | None
     speech_val: str | None
     looked: str
+    images_label: str = ""
+    speech_label: str = ""
 
 
 def find_data(images: Path | None, speech_train: Path | None, speech_val: Path | None) -> RunData:
-    def first(given: Path | None, rel: str) -> str | None:
-        candidates = [given] if given else [ROOT / base / rel for base in SHARED]
+    """The given folders, else ``gpu_data/`` (``scripts/gpu_check_data.py``: what travels to a device), else the
+    shared data beside or inside the checkout."""
+    pack = ROOT / "gpu_data"
+    manifest = json.loads((pack / "manifest.json").read_text()) if (pack / "manifest.json").is_file() else {}
+
+    def first(given: Path | None, packed: str, rel: str) -> str | None:
+        candidates = [given] if given else [pack / packed, *(ROOT / base / rel for base in SHARED)]
         return next((str(p.resolve()) for p in candidates if p is not None and p.is_dir()), None)
 
-    looked = ", ".join(str((ROOT / base).resolve()) for base in SHARED)
-    return RunData(first(images, "images/imagenette2"), first(speech_train, "audio/librispeech-train-clean-100"),
-                   first(speech_val, "audio/librispeech-test-other"), looked)
+    def label(kind: str, path: str | None) -> str:
+        if path and path.startswith(str(pack.resolve())) and kind in manifest:
+            return str(manifest[kind]["label"])
+        return path or "none"
+
+    looked = ", ".join(str(p) for p in (pack, *((ROOT / base).resolve() for base in SHARED)))
+    found = RunData(first(images, "images", "images/imagenette2"),
+                    first(speech_train, "speech/train", "audio/librispeech-train-clean-100"),
+                    first(speech_val, "speech/val", "audio/librispeech-test-other"), looked)
+    return RunData(found.images, found.speech_train, found.speech_val, looked, label("images", found.images),
+                   label("speech", found.speech_train))
 
 
 def synthetic_speech(folder: Path) -> RunData:
@@ -108,7 +128,8 @@ def synthetic_speech(folder: Path) -> RunData:
                 w.writeframes(b"".join(struct.pack("<h", int(6000 * math.sin(2 * math.pi * freq * t / 16000)
                                                               + 300 * math.sin(t * 0.77)))
                                        for t in range(8000)))
-    return RunData("photos", str(folder / "train"), str(folder / "val"), "synthetic (dry run)")
+    return RunData("photos", str(folder / "train"), str(folder / "val"), "synthetic (dry run)",
+                   "scikit-image's bundled photos", "synthetic tones (dry run)")
 
 
 class LogWatcher:
@@ -207,19 +228,24 @@ def run_training(spec: RunSpec, budget: float, keep: Path, work: Path, device: s
         cmd = train_command(spec, run_dir, device, dry, data, workers, batch)
         watcher = LogWatcher(run_dir / "log.jsonl")
         left = budget - (time.monotonic() - start)
-        child = run_child(cmd, left, keep / "logs", f"run-{spec.name}" + (f"-b{batch}" if retries else ""),
+        child = run_child(cmd, left, keep / "logs", f"run-{spec.name}" + (f"-{len(retries)}" if retries else ""),
                           poll=watcher, poll_every=2.0)
-        if not (batch and batch > 1 and child.returncode and not child.killed and _OOM.search(child.stderr)
-                and budget - (time.monotonic() - start) > 0.4 * budget):
+        if child.killed or child.returncode == 0 or budget - (time.monotonic() - start) < 0.4 * budget:
             break
-        retries.append(f"batch {batch}: CUDA out of memory after {child.wall_s:.0f} s, retried at {batch // 2}")
-        batch //= 2
+        if batch and batch > 1 and _OOM.search(child.stderr):
+            retries.append(f"batch {batch}: CUDA out of memory after {child.wall_s:.0f} s; retried at {batch // 2}")
+            batch //= 2
+        elif workers and _LOADER.search(child.stderr):
+            retries.append(f"{workers} DataLoader workers failed after {child.wall_s:.0f} s; retried with none")
+            workers = 0
+        else:
+            break
     kept = keep / "runs" / spec.name
     kept.mkdir(parents=True, exist_ok=True)
     for name in ("log.jsonl", "config.json", "summary.json"):
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, kept / name)
     result = summarize(spec, child, watcher.records, budget)
-    result.update(command=" ".join(cmd[1:]), batch=batch, retries=retries,
-                  data=str(data.speech_train if spec.modality == "speech" else data.images))
+    result.update(command=" ".join(cmd[1:]), batch=batch, workers=workers, retries=retries,
+                  data=data.speech_label if spec.modality == "speech" else data.images_label)
     return result

@@ -10,6 +10,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 PHASES = ["environment", "bench-quantizers", "bench-train", "exactness", "run-simvq-65536", "run-emavq-65536",
@@ -75,3 +77,33 @@ def test_a_phase_past_its_budget_is_killed_and_recorded(tmp_path: Path) -> None:
     assert results["phases"]["environment"] == {"status": "skipped", "budget_s": 40,
                                                 "reason": "not selected (--phases)"}
     assert "| exactness | timeout |" in report and results["complete"]
+
+
+def test_data_pack_copies_an_even_subset(tmp_path: Path) -> None:
+    """scripts/gpu_check_data.py: the folder that travels to a device, with the names the report gives it."""
+    soundfile = pytest.importorskip("soundfile")
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "src"
+    for split, n in (("train", 5), ("val", 3)):
+        for cls in ("a", "b"):
+            (src / "images" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i, 0, 0)).save(src / "images" / split / cls / f"{i}.JPEG")
+    for split in ("train", "val"):
+        (src / split / "speaker").mkdir(parents=True)
+        for i in range(3):
+            soundfile.write(src / split / "speaker" / f"u{i}.flac", np.zeros(32000, dtype=np.int16), 16000)
+    out = tmp_path / "gpu_data"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_data.py"), "--out", str(out),
+                           "--images", str(src / "images"), "--speech-train", str(src / "train"), "--speech-val",
+                           str(src / "val"), "--train-per-class", "2", "--val-per-class", "9", "--utterances", "2",
+                           "--val-utterances", "5", "--seconds", "0.5"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["images"]["train"], manifest["images"]["val"]) == (4, 6)
+    assert sorted(p.name for p in (out / "images" / "train" / "a").iterdir()) == ["0.JPEG", "2.JPEG"]
+    assert (manifest["speech"]["train"], manifest["speech"]["val"]) == (2, 3)
+    assert soundfile.info(out / "speech" / "train" / "u0.flac").frames == 8000
+    assert manifest["speech"]["label"].startswith("LibriSpeech-subset-16k")
