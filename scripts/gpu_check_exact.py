@@ -18,6 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -179,6 +180,14 @@ def compare_search(device: torch.device, case: Case, gen: torch.Generator, repea
             "bf16_ms": 1e3 * med["bf16"], "bf16_speedup": med["fp32"] / med["bf16"]}
 
 
+def _attempt(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()``, or a record of why it raised (an op missing on this device): the check then does not hold."""
+    try:
+        return fn()
+    except (RuntimeError, NotImplementedError, ValueError, torch.cuda.OutOfMemoryError) as err:
+        return {"case": label, "shape": label, "holds": False, "error": f"{type(err).__name__}: {err}"[:400]}
+
+
 def run_exactness(device_name: str, small: bool, budget: float, save: Callable[[dict[str, Any]], None]) -> None:
     """Every check in turn, ``save``-d after each one; search timings that would pass ``budget`` are skipped."""
     start = time.perf_counter()
@@ -192,17 +201,19 @@ def run_exactness(device_name: str, small: bool, budget: float, save: Callable[[
     with torch.no_grad():
         shapes = {(16, 64, 132), (128, 1024, 132)}
         for case in cases:
+            rows, cols = block_shape(case.tokens, case.codes)
             bf = Bf16Search(torch.zeros(case.codes, case.dim, device=device), torch.zeros(case.codes, device=device),
-                            case.tokens, *block_shape(case.tokens, case.codes), DEFAULT_MAX_BYTES, None)
+                            case.tokens, rows, cols, DEFAULT_MAX_BYTES, None)
             shapes.add((bf.chunk, bf.span, bf.width))  # the search's own product: (chunk, width) @ (width, span)
         for rows, cols, depth in sorted(shapes):
-            result["accumulation"].append(bf16_accumulation(device, rows, cols, depth))
+            result["accumulation"].append(_attempt(f"({rows} x {depth}) @ ({depth} x {cols})",
+                                                   partial(bf16_accumulation, device, rows, cols, depth)))
             save(result)
         for case in cases:
-            result["columns"].append(column_independence(device, case, gen))
+            result["columns"].append(_attempt(case.label, partial(column_independence, device, case, gen)))
             save(result)
         for case in cases:
-            result["bound"].append(bound_check(device, case, gen))
+            result["bound"].append(_attempt(case.label, partial(bound_check, device, case, gen)))
             save(result)
         result["property_holds"] = all(r["holds"] for key in ("accumulation", "columns", "bound")
                                        for r in result[key])
@@ -212,7 +223,11 @@ def run_exactness(device_name: str, small: bool, budget: float, save: Callable[[
             if result["search"] and spent > 0.6 * budget:
                 result["skipped"].append(f"{case.label}: {spent:.0f} s of {budget:.0f} s spent")
                 continue
-            result["search"].append(compare_search(device, case, gen, repeats))
+            searched = _attempt(case.label, partial(compare_search, device, case, gen, repeats))
+            if "error" in searched:
+                result["skipped"].append(f"{case.label}: {searched['error']}")
+            else:
+                result["search"].append(searched)
             save(result)
     result["seconds"] = time.perf_counter() - start
     save(result)

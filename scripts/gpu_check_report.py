@@ -62,18 +62,20 @@ def _exactness(p: dict[str, Any], where: str) -> list[str]:
     if r.get("accumulation"):
         lines += ["bf16 products accumulated in float32 (1 + m·2^-9, and 1 + m·2^-9 - 1 with cancellation):", ""]
         lines += _table(["product", "holds", "1 + m·2^-9", "cancellation"],
-                        [[a["shape"], str(a["holds"]), str(a["plain"]), str(a["cancellation"])]
+                        [[a["shape"], str(a["holds"]), str(a.get("plain", a.get("error"))), str(a.get("cancellation"))]
                          for a in r["accumulation"]])
     if r.get("columns"):
         lines += ["Float32 `addmm` entries independent of the number of columns (rerank widths: 64, 80, 128, "
                   "1024, 4096 required; 16, 77 and fewer rows reported):", ""]
         lines += _table(["case", "block", "holds", "failures", "reported"],
-                        [[c["case"], c["block"], str(c["holds"]), "; ".join(c["failures"]) or "none",
-                          ", ".join(f"{k}: {v}" for k, v in c["informational"].items())] for c in r["columns"]])
+                        [[c["case"], c.get("block", "?"), str(c["holds"]), "; ".join(c.get("failures", [])) or
+                          c.get("error", "none"), ", ".join(f"{k}: {v}" for k, v in c.get("informational", {}).items())]
+                         for c in r["columns"]])
     if r.get("bound"):
         lines += ["The search's error bound against this device's bf16 scores (holds where the ratio <= 1):", ""]
         lines += _table(["case", "tokens", "max error / bound", "holds"],
-                        [[b["case"], str(b["tokens"]), _f(b["max_error_over_bound"], ".3f"), str(b["holds"])]
+                        [[b["case"], str(b.get("tokens", "?")), _f(b.get("max_error_over_bound"), ".3f")
+                          if "error" not in b else b["error"], str(b["holds"])]
                          for b in r["bound"]])
     if r.get("search"):
         lines += [f"bf16-exact search (`Bf16Search`, called directly) against the float32 `nearest_code`, {where}, "
@@ -87,7 +89,7 @@ def _exactness(p: dict[str, Any], where: str) -> list[str]:
                           f"{s['candidates_mean']:.1f} / {s['candidates_max']}", str(s["reranked_tokens"]),
                           str(s["fallback_tokens"]), s["nearest_code_bf16_ran"]] for s in r["search"]])
     for skipped in r.get("skipped", []):
-        lines.append(f"- not timed: {skipped}")
+        lines.append(f"- not compared: {skipped}")
     return lines
 
 
