@@ -83,6 +83,9 @@ class StopRequestError(Exception):
     """SIGTERM / SIGINT / SIGHUP: stop the running phase, write the report, exit."""
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     raise StopRequestError(signal.Signals(signum).name)
 
@@ -152,6 +155,8 @@ class Check:
                 try:
                     record.update(PHASE_FUNCTIONS[phase.name](self, budget))
                 except StopRequestError as stop:
+                    for sig in STOP_SIGNALS:  # a second signal must not cut the last report short
+                        signal.signal(sig, signal.SIG_IGN)
                     record.update(status="interrupted", reason=f"{stop} received", wall_s=time.monotonic() - start)
                     kill_running()
                     for other in self.phases.values():
@@ -175,10 +180,8 @@ def environment(check: Check, budget: float) -> dict[str, Any]:
                        str(out)], budget * 0.6, check.logs, "environment")
     info = json.loads(out.read_text()) if out.is_file() else {}  # written in two steps: the torch part first
     check.presets = info.get("presets")
-    if check.presets is None:  # the presets from the CLI itself, without torch's environment
-        helped = run_child([python(), "-m", "vqkit.cli", "train", "--help"], budget * 0.35, check.logs, "train-help")
-        if found := re.search(r"--preset \{([^}]*)\}", helped.stdout):
-            check.presets = found.group(1).split(",")
+    if check.presets is None:
+        cli_presets(check, budget * 0.35)
     if not child.ok:
         return {"status": "timeout" if child.killed else "failed", "presets": check.presets, "info": info,
                 "reason": "environment child: " + " | ".join(child.stderr.strip().splitlines()[-3:])}
@@ -188,6 +191,15 @@ def environment(check: Check, budget: float) -> dict[str, Any]:
             check.gpu_missing = "no CUDA device (environment phase): run with --dry-run on a CPU"
             return {"status": "failed", "reason": check.gpu_missing, "info": info, "presets": check.presets}
     return {"status": "ok", "info": info, "presets": check.presets}
+
+
+def cli_presets(check: Check, budget: float = 60.0) -> list[str] | None:
+    """The presets ``vqkit train --help`` lists (the environment phase reads them; this is its fallback)."""
+    if check.presets is None:
+        helped = run_child([python(), "-m", "vqkit.cli", "train", "--help"], budget, check.logs, "train-help")
+        if found := re.search(r"--preset \{([^}]*)\}", helped.stdout):
+            check.presets = found.group(1).split(",")
+    return check.presets
 
 
 def _benchmark(check: Check, budget: float, name: str, cmd: list[str]) -> dict[str, Any]:
@@ -254,7 +266,7 @@ def _run_phase(spec_name: str) -> Callable[[Check, float], dict[str, Any]]:
     def phase(check: Check, budget: float) -> dict[str, Any]:
         return run_training(spec, budget, check.keep, check.work, check.opts.device, check.opts.dry_run,
                             check.data, 0 if check.opts.dry_run else check.opts.workers, check.opts.image_batch,
-                            check.presets)
+                            cli_presets(check))
 
     return phase
 
@@ -328,17 +340,20 @@ def parse_args(argv: list[str] | None = None) -> Options:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     opts.out.mkdir(parents=True, exist_ok=True)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _stop)
     work = opts.work or Path(tempfile.mkdtemp(prefix="gpu_check-"))
     work.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
     try:
-        check = Check(opts, work)
-        code = check.run()
+        code = Check(opts, work).run()
+    except StopRequestError as stop:  # between phases: the report of the last one stands
+        print(f"stopped by {stop}", file=sys.stderr)
+        code = 1
     finally:
         if opts.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{opts.out / 'report.md'} ({check.elapsed() / 60:.2f} min)", file=sys.stderr)
+    print(f"{opts.out / 'report.md'} ({(time.monotonic() - start) / 60:.2f} min)", file=sys.stderr)
     return code
 
 

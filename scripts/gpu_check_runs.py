@@ -201,14 +201,13 @@ def summarize(spec: RunSpec, child: ChildResult, records: list[dict[str, Any]], 
                            "steps_reached": max((int(r.get("step", 0)) for r in train), default=0),
                            "train_minutes": round((_num(train[-1], "elapsed_s") or 0) / 60, 2) if train else 0.0,
                            "val": points, "train": curve, "last_train": train[-1] if train else None}
-    if train:
+    if child.returncode != 0 and not child.killed:  # a crash, whatever it logged before (which stays reported)
+        out.update(status="failed", reason=f"{ended}: " + " | ".join(child.stderr.strip().splitlines()[-3:]),
+                   stderr_tail=child.stderr[-3000:])
+    elif train:
         out["status"] = "ok"
-    elif child.killed:
-        out.update(status="timeout", reason=f"no training record within the {budget:.0f} s budget")
     else:
-        out.update(status="failed", reason=f"{ended}: " + " | ".join(child.stderr.strip().splitlines()[-3:]))
-    if child.returncode not in (0, None) and not child.killed:
-        out["stderr_tail"] = child.stderr[-3000:]
+        out.update(status="timeout", reason=f"no training record within the {budget:.0f} s budget")
     return out
 
 
