@@ -109,6 +109,7 @@ def plot(series_path: Path, out: Path, title: str) -> None:
         if s.get("psnr_min"):
             ax_p.plot(s["psnr_min"], s["psnr"], "o-", color=color, label=name)
     ax_u.set(xlabel="minutes since launch", ylabel="codes used (%)", title="codebook usage")
+    ax_u.set_ylim(bottom=0)
     ax_p.set(xlabel="minutes since launch", ylabel="PSNR (dB)", title="validation PSNR")
     for ax in (ax_u, ax_p):
         ax.grid(alpha=0.3)
