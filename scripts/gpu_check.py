@@ -3,6 +3,7 @@
 
     python scripts/gpu_check.py --out results/gpu            # one H100 or H200: at most ~9 minutes
     python scripts/gpu_check.py --out /tmp/check --dry-run   # CPU, tiny sizes, about a minute (CI)
+    python scripts/gpu_check_data.py --out gpu_data          # the runs' data, small enough to travel to a device
 
 Phases, each a child process with a time budget, killed past it and recorded as such:
 1. environment (GPU, memory, torch / CUDA / cuDNN, vqkit, vqp, matmul settings, presets);

@@ -105,14 +105,15 @@ def _runs(phases: dict[str, Any], where: str, data: dict[str, Any]) -> list[str]
         rows.append([name, r.get("title", ""), r.get("status", ""), _f(r.get("budget_s", 0) / 60, ".2f"),
                      str(r.get("ended", r.get("reason", "")))[:90], str(r.get("steps_reached", "")),
                      _f(r.get("train_minutes"), ".2f"),
+                     _f(r["steps_reached"] / (60 * r["train_minutes"]), ".2f") if r.get("train_minutes") else "n/a",
                      f"{_pct(last.get('usage'))} (max {_pct(last.get('usage_ceiling'))})" if last else "n/a",
                      f"{metric} {_f(last.get(metric), '.2f')}" if last else "n/a",
                      _pct(tr.get("usage"))])
     lines = [f"All on {where}; minutes are wall minutes since the run's launch (start-up included), "
              "'train min' the trainer's own clock. Data: images = "
              f"{data.get('images_label') or 'none'}; speech = {data.get('speech_label') or 'none'}.", ""]
-    lines += _table(["run", "what", "status", "budget min", "ended", "steps", "train min", "val usage (ceiling)",
-                     "last val", "train-batch usage"], rows)
+    lines += _table(["run", "what", "status", "budget min", "ended", "steps", "train min", "steps/s",
+                     "val usage (ceiling)", "last val", "train-batch usage"], rows)
     for name, r in runs.items():
         if not r.get("val"):
             continue
