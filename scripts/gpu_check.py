@@ -54,7 +54,7 @@ class Phase:
 PHASES = (Phase("environment", 20, 40), Phase("bench-quantizers", 70, 60), Phase("bench-train", 60, 60),
           Phase("exactness", 50, 60),
           *(Phase(f"run-{r.name}", {"simvq-65536": 75, "emavq-65536": 75, "speech-simvq-4096": 60}.get(r.name, 40),
-                  12 if r.name == "simvq-65536" else 45) for r in RUNS),
+                  45) for r in RUNS),
           Phase("plot", 20, 45), Phase("bench-train-compile", 60, 0, optional=True))
 NAMES = tuple(p.name for p in PHASES)
 

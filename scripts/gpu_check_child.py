@@ -25,13 +25,15 @@ _live: list[subprocess.Popen[bytes]] = []  # the running child, for the supervis
 
 @dataclass(frozen=True)
 class ChildResult:
-    """How a child ended: its exit code, whether the budget killed it, its wall time, its output's tail."""
+    """How a child ended: its exit code, whether the budget killed it (or ``poll`` stopped it), its wall time,
+    its output's tail."""
 
     returncode: int
     killed: bool
     wall_s: float
     stdout: str
     stderr: str
+    stopped: bool = False  # killed because ``poll`` asked for it, before the budget
 
     @property
     def ok(self) -> bool:
@@ -81,13 +83,14 @@ def _tail(path: Path, chars: int = 20000) -> str:
 
 
 def run_child(cmd: Sequence[str], budget_s: float, logs: Path, name: str,
-              poll: Callable[[float], None] | None = None, poll_every: float = 1.0) -> ChildResult:
+              poll: Callable[[float], bool] | None = None, poll_every: float = 1.0) -> ChildResult:
     """Run ``cmd`` (cwd: the repository root) for at most ``budget_s`` seconds; stdout and stderr go to
-    ``logs/name.out|err``. ``poll(seconds since launch)`` is called about every ``poll_every`` seconds."""
+    ``logs/name.out|err``. ``poll(seconds since launch)`` is called about every ``poll_every`` seconds; the
+    child is killed as at its budget when it returns True."""
     logs.mkdir(parents=True, exist_ok=True)
     out_path, err_path = logs / f"{name}.out", logs / f"{name}.err"
     start = time.monotonic()
-    killed = False
+    killed = stopped = False
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(list(cmd), cwd=ROOT, env=child_env(), stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -101,7 +104,10 @@ def run_child(cmd: Sequence[str], budget_s: float, logs: Path, name: str,
                     _kill_group(proc)
                     break
                 if poll is not None and now >= next_poll:
-                    poll(now - start)
+                    if poll(now - start):
+                        killed = stopped = True
+                        _kill_group(proc)
+                        break
                     next_poll = now + poll_every
                 time.sleep(min(0.2, max(0.01, budget_s - (now - start))))
             proc.wait()
@@ -112,7 +118,7 @@ def run_child(cmd: Sequence[str], budget_s: float, logs: Path, name: str,
     wall = time.monotonic() - start
     if poll is not None:
         poll(wall)
-    return ChildResult(proc.returncode, killed, wall, _tail(out_path), _tail(err_path))
+    return ChildResult(proc.returncode, killed, wall, _tail(out_path), _tail(err_path), stopped)
 
 
 def python() -> str:

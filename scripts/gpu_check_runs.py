@@ -38,6 +38,7 @@ class RunSpec:
     args: tuple[str, ...]
     dry_args: tuple[str, ...] = ()
     batch: int = 0  # on the GPU (0: --image-batch); halved and retried after a CUDA out-of-memory error
+    dry_stop_after_val: int = 0  # dry run: killed once its log holds this many validation records (0: never)
 
 
 def _q(**kwargs: Any) -> str:
@@ -58,10 +59,12 @@ _TINY_SPEECH = ("--arch-args", _q(channels=8, max_channels=32, backbone_dim=32, 
                 "--eval-every", "2", "--log-every", "1", "--max-val-images", "2")
 
 RUNS = (
-    # the dry run's simvq run has no step limit: it is stopped by its budget, like every GPU run
+    # the dry run's simvq run has no step limit: it is killed (after a validation, or at its budget) and
+    # reported from its log, like every GPU run
     RunSpec("simvq-65536", "simvq-paper, SimVQ 65,536 x 128, weight EMA off", "simvq-paper", "images",
             ("--quantizer", "simvq", "--quantizer-args", _q(dim=128, codebook_size=65536), *_VQGAN),
-            (*_TINY_VQGAN, "--quantizer-args", _q(dim=8, codebook_size=256), "--steps", "1000000")),
+            (*_TINY_VQGAN, "--quantizer-args", _q(dim=8, codebook_size=256), "--steps", "1000000"),
+            dry_stop_after_val=1),
     RunSpec("emavq-65536", "simvq-paper model, VQ-EMA 65,536 x 128, weight EMA off", "simvq-paper", "images",
             ("--quantizer", "emavq", "--quantizer-args", _q(dim=128, codebook_size=65536, decay=0.99, beta=0.25),
              *_VQGAN),
@@ -133,13 +136,19 @@ def synthetic_speech(folder: Path) -> RunData:
 
 
 class LogWatcher:
-    """Reads the complete lines a run has appended to its ``log.jsonl`` and stamps them with the time."""
+    """Reads the complete lines a run has appended to its ``log.jsonl`` and stamps them with the time; asks for
+    the run to be stopped once ``stop_after_val`` validation records are in (0: never)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
+    def __init__(self, path: Path, stop_after_val: int = 0) -> None:
+        self.path, self.offset, self.stop_after_val = path, 0, stop_after_val
         self.records: list[dict[str, Any]] = []
 
-    def __call__(self, seconds: float) -> None:
+    def __call__(self, seconds: float) -> bool:
+        self.read(seconds)
+        vals = sum(r.get("split") == "val" for r in self.records)
+        return bool(self.stop_after_val) and vals >= self.stop_after_val
+
+    def read(self, seconds: float) -> None:
         try:
             with self.path.open("rb") as f:
                 f.seek(self.offset)
@@ -196,6 +205,7 @@ def summarize(spec: RunSpec, child: ChildResult, records: list[dict[str, Any]], 
     curve = [{"minutes": round(r["wall_s"] / 60, 2), "step": r.get("step"), "usage": _num(r, "usage"),
               "perplexity": _num(r, "perplexity"), "loss": _num(r, "loss")} for r in train]
     ended = "finished" if child.returncode == 0 and not child.killed else \
+        "stopped after its first validation, dry run (killed)" if child.stopped else \
         "time budget (killed)" if child.killed else f"exit code {child.returncode}"
     out: dict[str, Any] = {"title": spec.title, "preset": spec.preset, "ended": ended, "metric": metric,
                            "steps_reached": max((int(r.get("step", 0)) for r in train), default=0),
@@ -225,7 +235,7 @@ def run_training(spec: RunSpec, budget: float, keep: Path, work: Path, device: s
     while True:
         shutil.rmtree(run_dir, ignore_errors=True)
         cmd = train_command(spec, run_dir, device, dry, data, workers, batch)
-        watcher = LogWatcher(run_dir / "log.jsonl")
+        watcher = LogWatcher(run_dir / "log.jsonl", spec.dry_stop_after_val if dry else 0)
         left = budget - (time.monotonic() - start)
         child = run_child(cmd, left, keep / "logs", f"run-{spec.name}" + (f"-{len(retries)}" if retries else ""),
                           poll=watcher, poll_every=2.0)

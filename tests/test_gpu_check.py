@@ -71,8 +71,8 @@ def test_dry_run_training_runs_and_plot(tmp_path: Path) -> None:
     phases = _check_common(*_run(tmp_path / "out", "--phases", SECOND), SECOND)
     assert phases["run-codec-paper"]["status"] == "skipped"  # until a codec-paper preset exists
     assert phases["bench-train-compile"]["status"] == "skipped"
-    simvq = phases["run-simvq-65536"]  # no step limit in the dry run: stopped by its budget, like a GPU run
-    assert simvq["ended"] == "time budget (killed)" and simvq["steps_reached"] >= 1 and simvq["train"]
+    simvq = phases["run-simvq-65536"]  # no step limit in the dry run: killed and read from its log, as a GPU run
+    assert simvq["ended"].endswith("(killed)") and simvq["steps_reached"] >= 1 and simvq["train"], simvq
     for name in ("run-emavq-65536", "run-rfsq-fsq-22bit", "run-rfsq-layernorm-22bit", "run-speech-simvq-4096"):
         run = phases[name]
         assert run["ended"] == "finished" and run["val"], (name, run)
