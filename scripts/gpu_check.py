@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -115,7 +115,7 @@ class Check:
                           "speech_label": self.data.speech_label}
         self.phases: dict[str, dict[str, Any]] = {p.name: {"status": "pending", "budget_s": self.budget(p)}
                                                   for p in PHASES}
-        self.started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        self.started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     def budget(self, phase: Phase) -> float:
         return self.opts.budgets.get(phase.name, phase.dry_budget_s if self.opts.dry_run else phase.budget_s)
