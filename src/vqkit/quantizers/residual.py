@@ -42,12 +42,14 @@ stage.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 from torch import Tensor, nn
 
+from ..validation import ConfigError, check_args
 from . import distributed
 from .base import Quantizer, check_size, float32_math
 from .fsq import FSQ
@@ -57,6 +59,16 @@ from .vq import EMAVQ, VQ
 Conditioning = Literal["none", "scale", "layernorm"]
 ScaleParam = Literal["exp", "softplus"]
 LayerNormStats = Literal["running", "instance"]
+MAX_STAGES = 1024
+"""Most stages a residual quantizer may have (a typo of 10**9 stages would build modules for ever)."""
+ARGS = {"conditioning": Conditioning, "scale_param": ScaleParam, "layernorm_stats": LayerNormStats,
+        "momentum": float, "eps": float, "check_finite": bool,
+        "num_stages": Annotated[int, at.Le(MAX_STAGES)], "symmetric": bool, "ema": bool}
+"""Types of the residual quantizers' arguments (:func:`vqkit.validation.check_args`); ranges checked after."""
+
+
+def _check(owner: str, **values: Any) -> dict[str, Any]:
+    return check_args(owner, ARGS, **values)
 
 
 class ResidualQuantizer(Quantizer):
@@ -81,6 +93,17 @@ class ResidualQuantizer(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
+        args = _check("ResidualQuantizer", conditioning=conditioning, scale_param=scale_param,
+                      layernorm_stats=layernorm_stats, momentum=momentum, eps=eps, check_finite=check_finite)
+        momentum, eps, check_finite = args["momentum"], args["eps"], args["check_finite"]
+        if not isinstance(stages, Iterable) or isinstance(stages, str | bytes | Quantizer):
+            raise ConfigError(f"ResidualQuantizer: invalid stages = {stages!r} ({type(stages).__name__}): "
+                              "expected a list of quantizers")
+        stages = list(stages)
+        bad = [i for i, s in enumerate(stages) if not isinstance(s, Quantizer)]
+        if bad:
+            raise ConfigError(f"ResidualQuantizer: invalid stages: item {bad[0]} is a {type(stages[bad[0]]).__name__}, "
+                              "not a vqkit quantizer")
         if not stages:
             raise ValueError("ResidualQuantizer: needs at least one stage")
         dims = {s.dim for s in stages}
@@ -309,6 +332,7 @@ def ResidualFSQ(
     check_finite: bool = True,
 ) -> ResidualQuantizer:
     """RFSQ: ``num_stages`` FSQ stages over ``levels`` (dim = len(levels))."""
+    _check("ResidualFSQ", num_stages=num_stages, symmetric=symmetric, conditioning=conditioning)
     num_stages = check_size("ResidualFSQ", "num_stages", num_stages, 1)
     stages = [FSQ(levels, symmetric=symmetric) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
@@ -328,6 +352,7 @@ def ResidualVQ(
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual VQ (EnCodec / SoundStream): EMAVQ stages, or gradient VQ with ``ema=False``."""
+    _check("ResidualVQ", num_stages=num_stages, ema=ema, conditioning=conditioning)
     num_stages = check_size("ResidualVQ", "num_stages", num_stages, 1)
     cls = EMAVQ if ema else VQ
     stages = [cls(dim, codebook_size, **stage_options) for _ in range(num_stages)]
@@ -347,6 +372,7 @@ def ResidualSimVQ(
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual SimVQ: each stage its own frozen codebook and linear layer."""
+    _check("ResidualSimVQ", num_stages=num_stages, conditioning=conditioning)
     num_stages = check_size("ResidualSimVQ", "num_stages", num_stages, 1)
     stages = [SimVQ(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
