@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vqkit import storage
-from vqkit.models import Tokenizer, TokenizerConfig
+from vqkit.models import Tokenizer, TokenizerConfig, pretrained
 from vqkit.storage import IntegrityError, atomic_write, remove_debris, seal, unseal
 from vqkit.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 
@@ -157,9 +157,12 @@ def test_a_saved_model_without_its_weights_digest_is_refused(tmp_path: Path) -> 
     for bad in (None, "abc", 5):
         meta["weights_sha256"] = bad
         (tmp_path / "config.json").write_text(json.dumps(meta))
+        with pytest.raises(IntegrityError, match="config_sha256"):  # an edit: the config's own digest sees it
+            Tokenizer.from_pretrained(tmp_path)
+        (tmp_path / "config.json").write_bytes(pretrained.config_json(meta))  # digest recomputed: the weights' check
         with pytest.raises(IntegrityError, match="no valid weights_sha256"):
             Tokenizer.from_pretrained(tmp_path)
     del meta["weights_sha256"]
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+    (tmp_path / "config.json").write_bytes(pretrained.config_json(meta))
     with pytest.raises(IntegrityError, match="cannot be verified"):
         Tokenizer.from_pretrained(tmp_path)
