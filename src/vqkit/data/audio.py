@@ -144,6 +144,8 @@ def check_wav_header(path: str | os.PathLike[str]) -> None:
                                        f"{held - length} more bytes follow it that are not chunks: a header that "
                                        "understates its data", path)
                 tag, channels, _, align, _ = fmt
+                if length == 0:
+                    raise BadFileError(f"audio {path} has no samples (an empty 'data' chunk)", path)
                 if tag in _PCM_TAGS and (length < align or length % align):
                     raise BadFileError(f"audio {path}: its 'data' chunk of {length} bytes is not a whole number "
                                        f"(at least one) of {channels}-channel frames of {align} bytes", path)
@@ -187,12 +189,12 @@ def _info(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """(rate, channels, frames) from the header, every check of :func:`check_wav_header` and
     :func:`check_audio_info` passed."""
     try:
+        check_wav_header(path)
         info = sf.info(os.fspath(path))
-    except MemoryError:  # the machine's state, not the file's fault
+    except (MemoryError, BadFileError):  # the machine's state; our own refusal
         raise
     except Exception as err:  # whatever libsndfile raises on one file is that file's fault
         raise BadFileError(f"cannot read audio {path}: {err}", path) from err
-    check_wav_header(path)
     rate, channels, frames = int(info.samplerate), int(info.channels), int(info.frames)
     check_audio_info(path, rate, channels, frames)
     return rate, channels, frames
