@@ -7,29 +7,22 @@ from __future__ import annotations
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from faults.harness import media
 from vqkit.data import audio
 from vqkit.data.audio import check_audio, load_audio, read_audio
 from vqkit.data.files import BadFileError
 
 
-def _wav(path: Path, *, rate: int = 16000, channels: int = 1, bits: int = 16, frames: int = 32000,
-         declared: int | None = None, align: int | None = None, data: bytes | None = None,
-         after: bytes = b"", fmt: bool = True) -> Path:
-    """A RIFF/WAVE file written byte by byte, so that its header can lie."""
-    block = channels * bits // 8 if align is None else align
-    samples = (np.arange(frames * channels) % 200 - 100).astype("<i2").tobytes() if data is None else data
-    body = b"WAVE"
-    if fmt:
-        body += b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, bits)
-    body += b"data" + struct.pack("<I", len(samples) if declared is None else declared) + samples + after
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-    return path
+def _wav(path: Path, **header: Any) -> Path:
+    """A RIFF/WAVE file whose header can lie (:func:`faults.harness.media.wav_bytes`)."""
+    return media.write(path, media.wav_bytes(**header))
 
 
 def _refused(path: Path, match: str) -> None:
