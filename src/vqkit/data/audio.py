@@ -161,7 +161,9 @@ def _check_fmt(path: str | os.PathLike[str], tag: int, channels: int, rate: int,
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise BadFileError(f"audio {path}: its header declares a sample rate of {rate} Hz (vqkit reads "
                            f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz)", path)
-    if tag in _PCM_TAGS and (bits < 1 or align != channels * ((bits + 7) // 8)):
+    if tag in _PCM_TAGS and not 1 <= bits <= 64:
+        raise BadFileError(f"audio {path}: its header declares {bits} bits per sample (PCM holds 1..64)", path)
+    if tag in _PCM_TAGS and align != channels * ((bits + 7) // 8):
         raise BadFileError(f"audio {path}: its header is inconsistent ({_PCM_TAGS[tag]}: block_align {align} for "
                            f"{channels} channels of {bits} bits, expected {channels * ((bits + 7) // 8)})", path)
 
