@@ -29,6 +29,7 @@ Every waveform is float32 mono in **[-1, 1]**, the range vqkit's speech models, 
 from __future__ import annotations
 
 import io
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -247,8 +248,13 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> Tensor:
     (a ``ValueError``) naming the file is raised when its header lies, it cannot be decoded, holds no
     samples, holds NaN/Inf, or would resample to more than :data:`MAX_SAMPLES` samples.
     """
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+    try:
+        rate_out = -1 if isinstance(sample_rate, bool) else operator.index(sample_rate)  # numpy ints too
+    except TypeError:
+        rate_out = -1
+    if rate_out < 1:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    sample_rate = rate_out
     mono, rate = _read(path)
     if rate != sample_rate:
         length = -(-mono.shape[0] * sample_rate // rate)
