@@ -112,3 +112,11 @@ def test_residual_stages_must_be_quantizers(stages: Any) -> None:
 def test_vq_beta_nan_is_refused() -> None:
     with pytest.raises(ValueError, match=r"VQ: invalid beta = nan"):
         VQ(4, 16, beta=math.nan)
+
+
+@pytest.mark.parametrize("build", [ResidualVQ, ResidualSimVQ])
+def test_an_unknown_stage_option_is_a_value_error_naming_it(build: Callable[..., Quantizer]) -> None:
+    with pytest.raises(ValueError, match=r"unknown stage option\(s\) \['betta'\]"):
+        build(4, 16, 2, betta=0.5)
+    with pytest.raises(ValueError, match=r"invalid beta = nan"):
+        build(4, 16, 2, beta=math.nan)

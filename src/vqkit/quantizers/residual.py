@@ -42,6 +42,7 @@ stage.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -69,6 +70,14 @@ ARGS = {"conditioning": Conditioning, "scale_param": ScaleParam, "layernorm_stat
 
 def _check(owner: str, **values: Any) -> dict[str, Any]:
     return check_args(owner, ARGS, **values)
+
+
+def _check_stage_options(owner: str, stage: type[Quantizer], options: dict[str, Any]) -> None:
+    """A ConfigError naming keyword arguments that ``stage`` does not take (instead of a TypeError)."""
+    known = set(inspect.signature(stage).parameters) - {"dim", "codebook_size"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"{owner}: unknown stage option(s) {unknown} for {stage.__name__}; known: {sorted(known)}")
 
 
 class ResidualQuantizer(Quantizer):
@@ -355,6 +364,7 @@ def ResidualVQ(
     _check("ResidualVQ", num_stages=num_stages, ema=ema, conditioning=conditioning)
     num_stages = check_size("ResidualVQ", "num_stages", num_stages, 1)
     cls = EMAVQ if ema else VQ
+    _check_stage_options("ResidualVQ", cls, stage_options)
     stages = [cls(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
                              check_finite=check_finite)
@@ -374,6 +384,7 @@ def ResidualSimVQ(
     """Residual SimVQ: each stage its own frozen codebook and linear layer."""
     _check("ResidualSimVQ", num_stages=num_stages, conditioning=conditioning)
     num_stages = check_size("ResidualSimVQ", "num_stages", num_stages, 1)
+    _check_stage_options("ResidualSimVQ", SimVQ, stage_options)
     stages = [SimVQ(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
                              check_finite=check_finite)
