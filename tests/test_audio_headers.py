@@ -106,3 +106,11 @@ def test_load_audio_sample_rate_must_be_a_positive_integer(tmp_path: Path) -> No
     for bad in (0, -1, 16000.0, True, "16000"):
         with pytest.raises(ValueError, match="sample_rate must be a positive integer"):
             load_audio(path, bad)  # type: ignore[arg-type]
+
+
+def test_a_header_of_endless_empty_chunks_is_refused_quickly(tmp_path: Path) -> None:
+    junk = b"junk" + struct.pack("<I", 0)
+    body = b"WAVE" + junk * 100_000 + b"data" + struct.pack("<I", 2) + b"\0\0"
+    path = tmp_path / "chunks.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    _refused(path, "more than 4096 chunks")

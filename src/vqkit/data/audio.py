@@ -59,6 +59,7 @@ MAX_CHANNELS = 64
 MAX_SAMPLES = 1 << 31
 """Most samples decoded from one file (all channels together) and most samples a resampling may produce
 (37 h at 16 kHz; the speech codec's own limit): checked before the buffer is allocated."""
+_MAX_CHUNKS = 4096  # chunks read in one header: a file of millions of empty chunks is refused, not walked
 _PCM_TAGS = {1: "PCM", 3: "IEEE float", 6: "A-law", 7: "mu-law", 0xFFFE: "extensible"}  # block_align = C x bytes
 
 
@@ -90,14 +91,16 @@ def _printable(tag: bytes) -> bool:
 def _chunks_fill(f: io.BufferedReader, offset: int, size: int) -> bool:
     """Whether the bytes from ``offset`` to the end are whole RIFF chunks (printable ids, lengths that
     fit), as after a ``data`` chunk; a lone pad byte at the end is allowed."""
-    while offset + 8 <= size:
+    for _ in range(_MAX_CHUNKS):
+        if offset + 8 > size:
+            return size - offset <= 1
         f.seek(offset)
         head = f.read(8)
         length = int.from_bytes(head[4:8], "little")
         if not _printable(head[:4]) or offset + 8 + length > size:
             return False
         offset += 8 + length + (length & 1)
-    return size - offset <= 1
+    return False
 
 
 def check_wav_header(path: str | os.PathLike[str]) -> None:
@@ -118,8 +121,11 @@ def check_wav_header(path: str | os.PathLike[str]) -> None:
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return
         fmt: tuple[int, int, int, int, int] | None = None
-        offset = 12
+        offset, chunks = 12, 0
         while offset + 8 <= size:
+            chunks += 1
+            if chunks > _MAX_CHUNKS:
+                raise BadFileError(f"audio {path}: more than {_MAX_CHUNKS} chunks before its 'data' chunk", path)
             f.seek(offset)
             chunk = f.read(8)
             name, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
