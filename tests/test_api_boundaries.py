@@ -109,9 +109,14 @@ def test_residual_stages_must_be_quantizers(stages: Any) -> None:
         ResidualQuantizer(stages)
 
 
-def test_vq_beta_nan_is_refused() -> None:
+def test_vq_beta_nan_is_refused_and_numpy_floats_accepted() -> None:
     with pytest.raises(ValueError, match=r"VQ: invalid beta = nan"):
         VQ(4, 16, beta=math.nan)
+    with pytest.raises(ValueError, match=r"VQ: invalid beta = .*nan"):
+        VQ(4, 16, beta=np.float32("nan"))
+    assert VQ(4, 16, beta=np.float32(0.5)).beta == 0.5 and type(VQ(4, 16, beta=np.float32(0.5)).beta) is float
+    with pytest.raises(ValueError, match=r"VQ: invalid dim = .*4\.0.*valid integer"):
+        VQ(np.float32(4.0), 16)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("build", [ResidualVQ, ResidualSimVQ])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 import operator
 import re
 import typing
@@ -103,10 +104,12 @@ _ARG_ADAPTERS: dict[tuple[str, str], TypeAdapter[Any]] = {}
 
 
 def _integral(value: Any) -> Any:
-    """A numpy or torch integer scalar as ``int`` (bools and everything else unchanged), so that strict
-    checking refuses ``"8"``, ``8.0`` and ``True`` but not ``np.int64(8)``."""
-    if isinstance(value, bool | int | float | str | bytes) or not hasattr(type(value), "__index__"):
+    """A numpy or torch integer scalar as ``int``, a numpy float as ``float`` (bools and everything else
+    unchanged), so that strict checking refuses ``"8"``, ``8.0`` and ``True`` but not ``np.int64(8)``."""
+    if isinstance(value, bool | int | float | str | bytes):
         return value
+    if not hasattr(type(value), "__index__"):
+        return float(value) if isinstance(value, numbers.Real) else value
     try:
         return operator.index(value)
     except TypeError:
