@@ -161,10 +161,10 @@ def _clean(outcome: Outcome, codes: tuple[int, ...]) -> str:
 def run_safety(runner: Runner, work: Path) -> list[SafetyResult]:
     """Every scenario in its own sandbox; see the module docstring."""
     results = []
-    for i, (name, setup, _) in enumerate(_scenarios(work / "probe", "probe")):
+    for i, (name, *_) in enumerate(_scenarios(work / "probe", "probe")):
         box = work / f"s{i}"
         model = str(_model(box / "model"))
-        steps_setup, _n, outputs = _scenarios(box, model)[i]
+        _, steps_setup, outputs = _scenarios(box, model)[i]
         result = SafetyResult(name)
         began = time.monotonic()
         steps = steps_setup()

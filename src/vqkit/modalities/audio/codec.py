@@ -17,13 +17,12 @@ import torch
 from torch import Tensor
 
 from ...codec.container import TokenFileError
+from .io import MAX_SAMPLE_RATE as MAX_RATE
+from .io import MAX_SAMPLES
+from .io import MIN_SAMPLE_RATE as MIN_RATE
 
 TILE_TOKENS = 1000
 MARGIN_TOKENS = 100
-MAX_SAMPLES = 1 << 31
-"""Longest waveform a file may hold (37 h at 16 kHz), at the model's or the input's rate."""
-MIN_RATE, MAX_RATE = 1_000, 768_000
-"""Sample rates a file may claim (Hz)."""
 
 
 class Waveform(NamedTuple):

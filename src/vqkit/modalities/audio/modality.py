@@ -17,7 +17,7 @@ from ...models.speech import sample_rate_of
 from ...reporting.evaluation import format_metrics, save_code_usage_plot
 from ..base import Adversary, Evaluation, Modality, Objective, Scorer
 from .codec import MARGIN_TOKENS, TILE_TOKENS, AudioAdapter, Waveform
-from .io import AudioFolder, load_audio, split_folder, write_wav
+from .io import AudioFolder, read_audio, split_folder, write_wav
 from .objective import AudioAdversary, AudioObjective, rate_of
 from .report import write_audio_report
 from .scorer import HEADLINE, AudioScorer, save_spectrograms
@@ -110,10 +110,8 @@ class AudioModality(Modality):
 
     def read(self, path: Path, codec: Codec[Any]) -> Waveform:
         """The file at its own rate (mixed down to mono): the codec resamples it and decodes it back to it."""
-        import soundfile  # type: ignore[import-untyped]  # the audio extra
-
-        rate = int(soundfile.info(str(path)).samplerate)
-        return Waveform(load_audio(path, rate), rate)
+        samples, rate = read_audio(path)
+        return Waveform(samples, rate)
 
     def write(self, path: Path, signal: Any, codec: Codec[Any]) -> None:
         write_wav(path, signal.samples, signal.rate)
