@@ -7,8 +7,7 @@ more of everything: 24 kills, every kind of file with 8 kinds of damage plus ran
 3,600 fuzz cases, a 2-rank DDP job killed on each rank, foreign files in an output folder, every
 lying WAV header (plus 200 random ones), multi-frame/EXIF/ICC images, and the data-safety scenarios
 (decode into the input folder, overwrites, links to inputs, prior refits: data lost must be 0). Prints the
-figures, then
-every failing case with its command and stderr, then the undetectable cases with their reason.
+figures, then every failing case with its command and stderr, then the undetectable cases with their reason.
 Exits 1 if anything failed. About 5-10 minutes on 2 CPU cores.
 
     .venv/bin/python scripts/fault_campaign.py                   # everything
