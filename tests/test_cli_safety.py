@@ -162,3 +162,23 @@ def test_a_speech_file_with_the_image_default_says_what_to_do(tmp_path: Path,
     assert main(["encode", str(wav), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "encodes images only" in err and "vqkit train --preset speech-cpu" in err
+
+
+def test_encode_check_goes_on_after_a_too_short_utterance(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`encode --check` used to abort the whole batch, unnamed, on one utterance too short to measure."""
+    sf = pytest.importorskip("soundfile")
+    from test_speech_pipeline import RATE, speech_like
+    from test_speech_pipeline import tokenizer as speech_tokenizer
+
+    speech_tokenizer().save_pretrained(tmp_path / "m")
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", speech_like(0.5, 1), RATE)
+    sf.write(tmp_path / "in" / "b.wav", speech_like(0.005, 2), RATE)  # 80 samples
+    argv = ["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "m"),
+            "--prior", "uniform", "--check"]
+    code = main(argv)
+    out = capsys.readouterr()
+    assert (tmp_path / "out" / "a.vqt").is_file() and "SI-SDR" in out.out  # the others go on
+    assert code == 1 and "b.wav: mel_distance needs more than" in out.err and "Traceback" not in out.err
+    assert "1 written, 0 skipped (exist), 1 failed" in out.out
