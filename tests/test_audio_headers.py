@@ -15,8 +15,8 @@ import soundfile as sf
 import torch
 
 from faults.harness import media
-from vqkit.data import audio
 from vqkit.data.files import BadFileError
+from vqkit.modalities.audio import io as audio
 from vqkit.modalities.audio.io import check_audio, load_audio, read_audio
 
 
