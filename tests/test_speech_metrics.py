@@ -227,6 +227,8 @@ def test_other_rates_end_to_end(other_rate: tuple[torch.Tensor, int]) -> None:
     assert metrics.values["pesq_wb"] == pytest.approx([expect], abs=1e-9)
     assert metrics.values["stoi"] == pytest.approx([stoi[False]], abs=1e-9)
     assert metrics.values["estoi"] == pytest.approx([stoi[True]], abs=1e-9)
+    mel = S.mel_distance(y, x, rate).item()  # the rate's own mel settings
+    assert metrics.values["mel_distance"] == [mel] and mel != S.mel_distance(y, x, SR).item()
     assert S.pesq_wb(x, x, rate)[0] > 4.0
 
 
