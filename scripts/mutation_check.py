@@ -7,7 +7,8 @@
 src/, tests/ and pyproject.toml are copied to a temporary folder (with ``shared`` linked beside it,
 where the tests look for the real data), each mutation replaces one exact snippet in one file there,
 and the mutation's tests run with PYTHONPATH pointing at the copy (``pytest -x``: the first failure
-is enough). "caught" means a test failed; "missed" means every test passed with the bug in place;
+is enough). "caught" means a test failed; "MISSED" means every test passed with the bug in place
+("missed (equivalent)" where the entry explains why the change cannot alter any result);
 "error" means pytest itself failed (collection, import) — a crash the bug causes, but not a test
 catching it. Each snippet must occur exactly once in its file, so a stale entry is reported, not
 silently skipped. To add one, append a :class:`Mutation` to ``MUTATIONS``.
@@ -44,6 +45,7 @@ class Mutation:
     old: str
     new: str
     tests: tuple[str, ...]
+    equivalent: str = ""  # why no test can catch it, for a mutation that cannot change any result
 
 
 MUTATIONS: list[Mutation] = [
@@ -56,7 +58,9 @@ MUTATIONS: list[Mutation] = [
              "return x.to(torch.bfloat16)\n    low = x.to(torch.bfloat16)\n", SEARCH_TESTS),
     Mutation("bound: threshold not rounded down to bf16 (call site)", BF16,
              "low = bound.round_down_bf16(bound.threshold(best, slack))",
-             "low = bound.threshold(best, slack).to(torch.bfloat16)", SEARCH_TESTS),
+             "low = bound.threshold(best, slack).to(torch.bfloat16)", SEARCH_TESTS,
+             equivalent="the group maxima are bf16: max >= thr iff max >= ceil_bf16(thr), so rounding thr to "
+                        "nearest keeps every group that can win (only round_down_bf16's own contract changes)"),
     Mutation("bound: gamma_{D+4} -> gamma_{D/8}", BOUND, "g = gamma(d + 4)", "g = gamma(d // 8)", SEARCH_TESTS),
     Mutation("bound: 2^-17 sq split term dropped", BOUND,
              "a = a + 2.0**-17 * sq_max", "a = a + 0.0 * sq_max", SEARCH_TESTS),
@@ -69,8 +73,7 @@ MUTATIONS: list[Mutation] = [
              SEARCH_TESTS),
     # -- the bf16 search around the bound
     Mutation("bf16: no depth limit (D > 512 runs bf16)", BF16, "_MAX_DIM = 512 ", "_MAX_DIM = 10**6 ", SEARCH_TESTS),
-    Mutation("bf16: rescore floor 2F instead of 4F", BF16,
-             "floor = top - (4 * fp32_err", "floor = top - (2 * fp32_err", SEARCH_TESTS),
+    Mutation("bf16: rescore floor 2F instead of 4F", BOUND, "return top - (4 * f", "return top - (2 * f", SEARCH_TESTS),
     Mutation("bf16: rerank ties to the highest index", BF16,
              "out[rerank] = union[dist.argmin(dim=1)][rerank]",
              "out[rerank] = union[dist.shape[1] - 1 - dist.flip(1).argmin(dim=1)][rerank]", SEARCH_TESTS),
@@ -138,7 +141,9 @@ def _pytest(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, st
     return done.returncode, lines[-1] if lines else done.stderr.strip()[-200:]
 
 
-def _verdict(rc: int) -> str:
+def _verdict(rc: int, mutation: Mutation) -> str:
+    if rc == 0 and mutation.equivalent:
+        return "missed (equivalent)"
     return {0: "MISSED", 1: "caught", -1: "timeout"}.get(rc, f"error (pytest rc {rc})")
 
 
@@ -174,15 +179,20 @@ def main(argv: list[str] | None = None) -> int:
                 rc, tail = _pytest(repo, m.tests, args.timeout)
             finally:
                 path.write_text(original)
-            rows.append((m.name, _verdict(rc), time.monotonic() - start, tail))
+            rows.append((m.name, _verdict(rc, m), time.monotonic() - start, tail))
             print(f"{rows[-1][1]:>8}  {rows[-1][2]:6.1f}s  {m.name}  ({tail})", flush=True)
     width = max(len(r[0]) for r in rows)
-    print(f"\n| {'mutation':<{width}} | result | seconds |\n|{'-' * (width + 2)}|--------|--------:|")
+    print(f"\n| {'mutation':<{width}} | result | seconds |\n|{'-' * (width + 2)}|---|--------:|")
     for name, verdict, seconds, _ in rows:
         print(f"| {name:<{width}} | {verdict} | {seconds:.0f} |")
     caught = sum(r[1] == "caught" for r in rows)
-    print(f"\n{caught} of {len(rows)} caught")
-    return 0 if caught == len(rows) else 1
+    equivalent = sum(r[1] == "missed (equivalent)" for r in rows)
+    tail = f", {equivalent} equivalent (cannot change a result)" if equivalent else ""
+    print(f"\n{caught} of {len(rows)} caught{tail}")
+    for m in chosen:
+        if m.equivalent:
+            print(f"  equivalent: {m.name}: {m.equivalent}")
+    return 0 if caught + equivalent == len(rows) else 1
 
 
 if __name__ == "__main__":

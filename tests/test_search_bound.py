@@ -190,6 +190,17 @@ def test_threshold_is_below_the_exact_window(best: float, a: float) -> None:
     assert got >= m - window * (1 + Fraction(1, 2**9)) - abs(m) / 2**19
 
 
+@pytest.mark.parametrize(("top", "f"), [(0.0, 1.0), (-524288.0, 0.03), (3.5, 2.0**-20), (-1e30, 1e22)])
+def test_rescore_floor_is_below_twice_the_two_errors(top: float, f: float) -> None:
+    """floor <= max v - 2·(F + F) exactly (a rescore and the float32 search's value each within F of the
+    exact z·c - sq/2), and not more than ~0.1% + 2^-19·|max v| below it."""
+    t32, f32 = torch.tensor([top]), torch.tensor([f])
+    got = Fraction(float(search_bound.rescore_floor(t32, f32)[0]))
+    m, err = Fraction(float(t32[0])), Fraction(float(f32[0]))
+    assert got <= m - 4 * err
+    assert got >= m - 4 * err * (1 + Fraction(1, 2**9)) - abs(m) / 2**19
+
+
 def test_threshold_rounds_down_to_bf16() -> None:
     """round_down_bf16(x): the largest bf16 <= x, including values that round-to-nearest sends up."""
     g = torch.Generator().manual_seed(0)

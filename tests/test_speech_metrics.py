@@ -268,6 +268,21 @@ def test_dnsmos_real_utterance(real: torch.Tensor) -> None:
     assert clean["bak"] > noisy["bak"] + 1.0 and clean["ovrl"] > noisy["ovrl"], scores
 
 
+def test_dnsmos_resamples_other_rates() -> None:
+    """24 kHz audio is scored as its 16 kHz resampling (soxr), not as if it were 16 kHz already."""
+    soxr = pytest.importorskip("soxr")
+    scorer = S._dnsmos_scorer()
+    if isinstance(scorer, str):
+        pytest.skip(f"DNSMOS unavailable: {scorer}")
+    x = add_noise(speechlike(2.0, sr=24000), 10.0)
+    got = S.dnsmos(x, 24000)
+    assert not isinstance(got, str)
+    expect = scorer(np.clip(soxr.resample(_np(x), 24000, SR, "VHQ"), -1, 1).astype(np.float32))
+    assert got[0] == pytest.approx(expect, abs=1e-6)
+    as_if_16k = scorer(_np(x).astype(np.float32))
+    assert max(abs(as_if_16k[k] - expect[k]) for k in ("ovrl", "sig", "bak")) > 0.05
+
+
 @pytest.fixture
 def fresh_scorer() -> Iterator[None]:
     """Clears the cached DNSMOS scorer before and after, and forgets any speechmos.dnsmos imported meanwhile."""

@@ -248,7 +248,7 @@ class Bf16Search:
             rescore[j : j + 512] = dots - self.sq.index_select(0, idx).view(-1, g) / 2
         rescore.masked_fill_(~valid, -float("inf"))
         top = torch.full((r,), -float("inf"), device=z.device).scatter_reduce_(0, t, rescore.amax(dim=1), "amax")
-        floor = top - (4 * fp32_err * (1 + 2.0**-10) + top.abs() * 2.0**-20)
+        floor = bound.rescore_floor(top, fp32_err)
         pick = (rescore >= floor[t][:, None]).nonzero(as_tuple=True)
         return t[pick[0]], members[pick]
 

@@ -86,6 +86,15 @@ def threshold(best: Tensor, slack_t: Tensor) -> Tensor:
     return best - (width * (1 + 2.0**-10) + best.abs() * 2.0**-20)
 
 
+def rescore_floor(top: Tensor, f: Tensor) -> Tensor:
+    """Lowest float32 rescore a candidate may have and still be the float32 argmin: max v - 4·F_t, rounded down.
+
+    A rescore v and the float32 search's y are each within F_t of z·c - sq/2, so y_j >= y_best implies
+    v_j >= max v - 2·(F_t + F_t); widened like :func:`threshold`.
+    """
+    return top - (4 * f * (1 + 2.0**-10) + top.abs() * 2.0**-20)
+
+
 def round_down_bf16(x: Tensor) -> Tensor:
     """The largest bf16 value <= each float32 ``x``: a bf16 group maximum is >= x iff it is >= this."""
     low = x.to(torch.bfloat16)  # to nearest: may round up
