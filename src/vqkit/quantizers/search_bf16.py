@@ -67,10 +67,11 @@ def reduced_precision_available(device: torch.device | str = "cpu") -> bool:
     """Whether the exact bf16 search can run on ``device`` (CPU only); measured once per process.
 
     Two facts the exactness rests on are checked on small products: the bf16 matrix product
-    accumulates in float32 over depths up to 514 (1 + 127·2^-9 survives; a bf16 accumulator, or bf16
-    partial sums between depth blocks, would lose it), and the float32 ``addmm`` gives an entry the
-    same value whatever the number of columns (>= 16) of the call, at D = 37 and D = 512. CUDA is not
-    enabled: cuBLAS chooses kernels (split-K among them) by shape, so the second fact does not hold there.
+    accumulates in float32 (1 + 127·2^-9 survives, where a bf16 accumulator would return 1; over a
+    depth of 514, 1 + 3·2^-9 survives, where bf16 partial sums between depth blocks would drop each
+    term), and the float32 ``addmm`` gives an entry the same value whatever the number of columns
+    (>= 16) of the call, at D = 37 and D = 512. CUDA is not enabled: cuBLAS chooses kernels (split-K
+    among them) by shape, so the second fact does not hold there.
     """
     device = torch.device(device)
     if device.type != "cpu":
@@ -83,12 +84,18 @@ def reduced_precision_available(device: torch.device | str = "cpu") -> bool:
 
 def _probe_cpu() -> bool:
     try:
-        for rows, cols, depth in ((16, 64, 132), (128, 1024, 132), (64, 256, _MAX_DIM + 2)):
-            a = torch.zeros(rows, depth, dtype=torch.bfloat16)  # 1 and 127 terms of 2^-9 spread over the depth:
-            a[:, 0], a[:, 1 : depth : (depth - 1) // 127][:, :127] = 1.0, 2.0**-9  # lost by any bf16 partial sum
+        for rows, cols, depth in ((16, 64, 132), (128, 1024, 132)):
+            a = torch.zeros(rows, depth, dtype=torch.bfloat16)
+            a[:, 0], a[:, 1:128] = 1.0, 2.0**-9
             got = torch.mm(a, torch.ones(cols, depth, dtype=torch.bfloat16).t())
             if not bool((got.float() == 1.25).all()):  # 1 + 127/512 = 1.248..., rounded to bf16
                 return False
+        depth = _MAX_DIM + 2  # 1 and three terms of 2^-9, 256 apart: a bf16 partial sum per depth block
+        a = torch.zeros(64, depth, dtype=torch.bfloat16)  # of <= 256 would drop each (1 + 2^-9 -> 1)
+        a[:, 0], a[:, [1, depth // 2, depth - 1]] = 1.0, 2.0**-9
+        got = torch.mm(a, torch.ones(256, depth, dtype=torch.bfloat16).t())
+        if not bool((got.float() == 1 + 2.0**-7).all()):  # 1 + 3/512 = 1.0059, rounded to bf16
+            return False
         g = torch.Generator().manual_seed(0)
         for rows, k, d in ((48, 300, 37), (256, 2048, _MAX_DIM)):  # d = 512: MKL blocks the depth (>= 192)
             z, codes = torch.randn(rows, d, generator=g), torch.randn(k, d, generator=g) + 1
