@@ -34,6 +34,13 @@ BF16 = "src/vqkit/quantizers/search_bf16.py"
 SEARCH = "src/vqkit/quantizers/search.py"
 SPEECH = "src/vqkit/metrics/speech.py"
 DSP = "src/vqkit/dsp.py"
+CONTEXT = "src/vqkit/codec/priors/context.py"
+PRIOR_BASE = "src/vqkit/codec/priors/base.py"
+UNIFORM = "src/vqkit/codec/priors/uniform.py"
+TILED = "src/vqkit/codec/tiled.py"
+CLI_FILES = "src/vqkit/cli/files.py"
+CODEC_TESTS = ("tests/test_codec.py", "tests/test_compress.py")
+SAFETY_TESTS = ("tests/test_cli_safety.py", "tests/faults/test_safety.py")
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,27 @@ MUTATIONS: list[Mutation] = [
              SPEECH_TESTS),
     Mutation("speech: DNSMOS not resampled to 16 kHz", SPEECH,
              "np.clip(_resample(e, rate, DNSMOS_RATE), -1.0, 1.0)", "np.clip(e, -1.0, 1.0)", SPEECH_TESTS),
+    # -- the codec: rates, contexts, versions (issue 19) and what keeps a user's files (issue 18)
+    Mutation("codec: RVQ's previous-stage context reads the stage being coded", CONTEXT,
+             "cprev = prev_table[tokens[s - 1].reshape(-1)[flat]", "cprev = prev_table[tokens[s].reshape(-1)[flat]",
+             CODEC_TESTS),
+    Mutation("codec: reported rate from the float64 model, not the coded one", PRIOR_BASE,
+             "    return float(PRECISION * len(symbols) - np.log2(weights[symbols]).sum())",
+             "    return float(-np.log2(probs[symbols]).sum())", CODEC_TESTS),
+    Mutation("codec: uniform.v2's high digit uniform over its radix", UNIFORM,
+             "top = visit(s, 1, everywhere, counts / spec.size)", "top = visit(s, 1, everywhere, len(counts))",
+             CODEC_TESTS),
+    Mutation("codec: NaN side information decoded", TILED,
+             "if not np.isfinite(side).all():", "if False:", SAFETY_TESTS),
+    Mutation("codec: archived prior tables never consulted", TILED,
+             "for tables in self.archived():", "for tables in ():", SAFETY_TESTS),
+    Mutation("codec: encode skips the size limits decode applies", TILED,
+             "self.adapter.spatial(shape)  # what no file", "pass  # what no file", SAFETY_TESTS),
+    Mutation("cli: existing outputs replaced without --overwrite", CLI_FILES,
+             'if present and existing == "refuse":', "if False:", SAFETY_TESTS),
+    Mutation("cli: a target that is an input written through", CLI_FILES,
+             "if job.target.exists() and any(_same_file(job.target, s) for s in sources):", "if False:",
+             SAFETY_TESTS),
 ]
 
 
@@ -154,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
     args = parser.parse_args(argv)
     chosen = [m for m in MUTATIONS if args.only in m.name]
+    if not chosen:
+        print(f"no mutation's name contains {args.only!r} (--list shows them)")
+        return 2
     if args.list:
         for m in chosen:
             print(f"{m.name}  [{m.file}]")

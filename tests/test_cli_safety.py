@@ -117,11 +117,19 @@ def test_refitting_a_prior_never_strands_old_files(model_dir: Path, tmp_path: Pa
     assert (model_dir / PRIOR_FILE).is_file()
 
 
-def test_encode_refuses_what_decode_would_refuse(model_dir: Path) -> None:
-    """An image above the decode cap used to encode (exit 0) into a file that could never be decoded."""
+def test_encode_refuses_what_decode_would_refuse(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image above the decode cap used to encode (exit 0) into a file that could never be decoded. The
+    cap is lowered here so that the check, not an hour of encoding, decides."""
+    from vqkit.modalities.image import codec as image_codec_module
+
     codec, _ = open_codec(model_dir)
+    data = codec.encode(photo(20, 20)).data
+    monkeypatch.setattr(image_codec_module, "MAX_PIXELS", 399)
     with pytest.raises(TokenFileError, match=r"a \.vqt file may hold"):
-        codec.tokens(np.zeros((1, (1 << 27) + 1, 3), np.uint8))
+        codec.tokens(photo(20, 20))
+    with pytest.raises(TokenFileError, match=r"a \.vqt file may hold"):
+        codec.decode(data)  # the same limit, both ways
+    assert codec.tokens(photo(19, 21))[0].shape[1:] == (5, 6)  # 399 pixels: at the limit, fine
 
 
 def test_nan_side_information_is_refused_not_decoded_to_black(tmp_path: Path) -> None:

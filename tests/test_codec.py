@@ -44,8 +44,8 @@ def smooth_grids(specs: list[StageSpec], n: int, shape: tuple[int, ...], seed: i
 
 
 def overhead_bits(model: PriorTables | Uniform, grid: np.ndarray, prior: str) -> float:
-    """The stated coding overhead: 64 bits of stream end plus, per symbol, the fixed-point floor of
-    constriction's 24-bit probabilities ((R-1)·2^-24 of mass taken from the likeliest symbol)."""
+    """The ideal (float64) model's coding overhead: 64 bits of stream end plus, per symbol, the fixed-point
+    floor of constriction's 24-bit probabilities ((R-1)·2^-24 of mass taken from the likeliest symbol)."""
     n = grid[0].size
     per_token = sum(sum((r - 1) for r in spec.radices) for spec in model.specs)
     return 64 + n * per_token * 2.0**-24 / math.log(2) + 1e-3 * n * len(model.specs)
@@ -75,8 +75,7 @@ def test_round_trip_every_prior(name: str, shape: tuple[int, ...]) -> None:
         payload, ce = encode(model.prior(prior), grid)
         assert np.array_equal(decode(model.prior(prior), payload, grid.shape), grid), prior
         assert encode(model.prior(prior), grid)[0] == payload  # deterministic bytes
-        assert 8 * len(payload) <= ce + overhead_bits(model, grid, prior), (prior, 8 * len(payload), ce)
-        assert ce == pytest.approx(model.prior(prior).cross_entropy_bits(grid))
+        assert ce - 1 <= 8 * len(payload) <= ce + 64, (prior, 8 * len(payload), ce)  # what is coded, + stream end
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -112,6 +111,60 @@ def test_degenerate_priors_code_unseen_symbols(name: str) -> None:
     payload, ce = encode(model.prior("static"), zeros)  # the one seen symbol costs almost nothing
     assert 8 * len(payload) <= ce + overhead_bits(model, zeros, "static")
     assert 8 * len(payload) < 0.05 * zeros[0].size * math.log2(specs[0].size) + 64
+
+
+def test_reported_rate_is_the_coded_one_for_a_large_skewed_alphabet() -> None:
+    """K = 2^20 with a skewed prior: every rare symbol gets at least 2^-24 in the coder's fixed-point model,
+    so the float64 model's code length is far from the payload; the reported one is the coded model's."""
+    specs = [StageSpec.nominal(1 << 20)]
+    rng = np.random.default_rng(0)
+    train = [np.where(rng.random((1, 64, 64)) < 0.9, 7, rng.integers(0, 1 << 20, (1, 64, 64))) for _ in range(4)]
+    tables = PriorTables.fit(specs, train)
+    grid = np.where(rng.random((1, 64, 64)) < 0.9, 7, rng.integers(0, 1 << 20, (1, 64, 64)))
+    for name in ("static", "context"):
+        prior = tables.prior(name)
+        payload, ce = encode(prior, grid)
+        ideal = prior.cross_entropy_bits(grid, ideal=True)
+        assert ce == pytest.approx(prior.cross_entropy_bits(grid))
+        assert ce <= 8 * len(payload) <= ce + 64, (name, 8 * len(payload), ce)
+        assert abs(8 * len(payload) - ideal) > 200  # the float model's figure would be off by this much
+
+
+@pytest.mark.parametrize("size", [(1 << 20) + 1, 3 << 19, (1 << 21) - 5])
+def test_split_codebooks_cost_log2_k_under_the_uniform_prior(size: int) -> None:
+    """A codebook split into digits (K > 2^20) codes its high digit over its valid range (uniform.v2):
+    log2 K bits per token, where version 1 spent log2 of the product of the radices."""
+    from vqkit.codec.priors import prior_of, uniform_name
+
+    specs = [StageSpec.nominal(size)]
+    rng = np.random.default_rng(1)
+    grid = rng.integers(0, size, (1, 50, 40))
+    grid[0, 0, :3] = [size - 1, 0, size - (1 << 20)]  # the edges of the valid range
+    assert uniform_name(specs) == "uniform.v2"
+    v2, v1 = prior_of("uniform.v2", specs, None), prior_of("uniform", specs, None)
+    payload, ce = encode(v2, grid)
+    assert np.array_equal(decode(v2, payload, grid.shape), grid)
+    nominal = grid.size * math.log2(size)
+    assert abs(ce - nominal) < 1e-6 * nominal + 2  # log2 K per token
+    assert 8 * len(payload) <= nominal + 64
+    old, _ = encode(v1, grid)  # version 1 still decodes the files it wrote
+    assert np.array_equal(decode(v1, old, grid.shape), grid)
+    spelled = grid.size * math.log2(math.prod(specs[0].radices))  # what version 1 spends
+    assert 8 * len(old) >= spelled - 64
+    if spelled - nominal > 128:
+        assert 8 * len(payload) < 8 * len(old) - 64
+
+
+def test_context_prior_uses_the_previous_stage_of_multistage_vq() -> None:
+    """RVQ/ResidualSimVQ stages are nominal: their context is the previous stage's code bucket at the same
+    position plus the neighbours'. On tokens correlated across stages and positions it beats the static
+    prior (2,176 vs 2,784 bits here); a context that read the stage being coded instead of the previous
+    one (zeros while coding) costs 4,128 — worse than static, and the round trip would still pass."""
+    specs = SPECS["rvq_3x256"]
+    tables = PriorTables.fit(specs, smooth_grids(specs, 20, (16, 16), seed=4))
+    (grid,) = smooth_grids(specs, 1, (16, 16), seed=5)
+    bits = {name: 8 * len(encode(tables.prior(name), grid)[0]) for name in ("static", "context")}
+    assert bits["context"] < 0.85 * bits["static"], bits
 
 
 def test_encode_refuses_out_of_range_tokens() -> None:

@@ -105,7 +105,9 @@ def test_rd_report(model_dir: Path, images: Path, tmp_path: Path) -> None:
     rows = {(r["codec"], r["setting"]) for r in result["summary"]}
     assert {(str(model_dir), "static"), (str(model_dir), "context"), ("JPEG", "20"), ("JPEG", "80")} <= rows
     tok = next(r for r in result["summary"] if r["codec"] == str(model_dir) and r["setting"] == "context")
-    assert tok["bpp_cross_entropy"] <= tok["bpp_payload"] + 0.01 <= tok["bpp_file"] + 0.01
+    pixels = 16 * 16  # the one image of images/sub
+    assert tok["bpp_cross_entropy"] - 1e-9 <= tok["bpp_payload"] <= tok["bpp_cross_entropy"] + 64 / pixels
+    assert tok["bpp_file"] - tok["bpp_payload"] >= 8 * 30 / pixels  # magic, ids, shapes, CRC: never free
     jpeg = sorted((r for r in result["summary"] if r["codec"] == "JPEG"), key=lambda r: r["bpp_file"])
     assert jpeg[0]["psnr"] < jpeg[1]["psnr"]  # more bits, better fidelity
     report = (out / "report.md").read_text()

@@ -95,8 +95,9 @@ def test_every_family_round_trips_bit_exactly(family: str) -> None:
         assert np.array_equal(codec.decode(encoded.data), expected), prior
         file = TokenFile.from_bytes(encoded.data)
         assert file.signal_shape == (3, 19, 27) and file.grid == grid.shape
-        bpp = encoded.bits_per_sample()
-        assert bpp["payload"] <= bpp["file"]
+        assert encoded.file_bits - encoded.payload_bits == 8 * file.header_bytes  # the header counted, exactly
+        assert encoded.cross_entropy_bits - 8 * len(file.side_info) <= encoded.payload_bits + 1
+        assert encoded.payload_bits <= encoded.cross_entropy_bits - 8 * len(file.side_info) + 64
         assert encoded.file_bits == 8 * len(encoded.data)
     assert (len(file.side_info) > 0) == (family == "rfsq_ln_instance")
 

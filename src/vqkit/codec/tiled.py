@@ -29,6 +29,7 @@ from ..quantizers.base import SymbolLayout
 from . import coders
 from .container import MODEL_ID_BYTES, ModelMismatchError, TokenFile, TokenFileError
 from .priors import Prior, PriorTables, digest_of, prior_of
+from .priors.uniform import uniform_name
 from .symbols import StageSpec
 
 CODE_VECTORS_LIMIT = 1 << 20
@@ -89,7 +90,8 @@ class Encoded:
     nominal_bits: float
     """tokens × Σ log2 K (what the papers quote), plus side information."""
     cross_entropy_bits: float
-    """ideal code length under the prior's model, plus side information"""
+    """code length under the prior's model as the coder codes it (24-bit fixed point), plus side information:
+    the payload is this plus at most a 32-bit word of stream end"""
     payload_bits: int
     file_bits: int
 
@@ -213,6 +215,8 @@ class Codec(Generic[Signal]):
 
     def pack(self, grid: np.ndarray, side: bytes, shape: tuple[int, ...], prior: str) -> Encoded:
         """Tokens (S, *positions) and side information of a signal of stored ``shape`` -> file and rates."""
+        if prior == "uniform":
+            prior = uniform_name(self.specs)  # the current version (what coding split codebooks needs)
         payload, ce = coders.encode(self.prior(prior), grid)
         f = self.model.downsample_factor
         file = TokenFile(self.adapter.modality, prior, self.model_id, shape, tuple(grid.shape),

@@ -2,15 +2,16 @@
 tables), :class:`Static` and :class:`Context` (fitted together as :class:`PriorTables` and saved beside
 the model). ``PRIORS`` maps the names ``--prior`` takes to the classes; a learned prior is one more entry."""
 
-from .base import Prior, Visit, check_grid, code_length
+from .base import Prior, Visit, check_grid, code_length, ideal_code_length, quantized_weights
 from .context import Context
 from .counts import BACKOFF, DigitTable
 from .static import JOINT_MAX, Static, static_spec
 from .tables import PRIOR_FILE, PriorTables, digest_of, load_prior, prior_of, save_prior
-from .uniform import Uniform
+from .uniform import Uniform, uniform_name
 
 PRIORS: dict[str, type[Prior]] = {cls.name: cls for cls in (Uniform, Static, Context)}
 PRIOR_NAMES = tuple(PRIORS)
+"""What ``--prior`` takes (``uniform`` writes its current version, ``uniform.v2`` for split codebooks)."""
 
 __all__ = [
     "BACKOFF",
@@ -28,8 +29,11 @@ __all__ = [
     "check_grid",
     "code_length",
     "digest_of",
+    "ideal_code_length",
     "load_prior",
     "prior_of",
+    "quantized_weights",
     "save_prior",
     "static_spec",
+    "uniform_name",
 ]

@@ -24,8 +24,34 @@ Visit = Callable[[int, int, np.ndarray, "np.ndarray | int"], np.ndarray]
 -> that digit's symbols at those positions."""
 
 
+PRECISION = 24
+"""Bits of constriction's fixed-point probabilities (its default categorical and uniform models)."""
+
+
+def quantized_weights(probs: np.ndarray) -> np.ndarray:
+    """The integer weights (summing to 2^24, each at least 1) that constriction's
+    ``Categorical(probs, perfect=False)`` codes with: left cumulative ``floor(P_<i · (2^24 − R) / ΣP) + i``
+    with the running sums taken in order, as its fast quantizer computes them. What a symbol costs in a
+    file is ``-log2(w / 2^24)``, not ``-log2(p)``: the two differ most for large skewed alphabets."""
+    n = len(probs)
+    cum = np.cumsum(probs)  # sequential, left to right, as constriction accumulates
+    scale = float((1 << PRECISION) - n) / float(cum[-1])
+    left = np.floor(np.concatenate(([0.0], cum[:-1])) * scale).astype(np.int64) + np.arange(n)
+    weights: np.ndarray = np.diff(np.append(left, 1 << PRECISION))
+    return weights
+
+
 def code_length(symbols: np.ndarray, probs: np.ndarray | int) -> float:
-    """Ideal bits of ``symbols`` under ``probs`` (R,) — or a uniform model over ``probs`` symbols."""
+    """Bits of ``symbols`` under ``probs`` (R,) as the coder codes them (24-bit fixed point) — or under a
+    uniform model over ``probs`` symbols (log2 R each: exact for powers of two, within R·2^-24 otherwise)."""
+    if isinstance(probs, int):
+        return len(symbols) * math.log2(probs)
+    weights = quantized_weights(probs)
+    return float(PRECISION * len(symbols) - np.log2(weights[symbols]).sum())
+
+
+def ideal_code_length(symbols: np.ndarray, probs: np.ndarray | int) -> float:
+    """Bits of ``symbols`` under the float64 model itself (what an ideal coder would spend)."""
     if isinstance(probs, int):
         return len(symbols) * math.log2(probs)
     return float(-np.log2(probs[symbols]).sum())
@@ -68,13 +94,14 @@ class Prior(ABC):
 
         return visit
 
-    def cross_entropy_bits(self, tokens: np.ndarray) -> float:
-        """Ideal code length (bits) of ``tokens`` (S, *positions) under this prior's float64 model."""
-        read, bits = self.reader(tokens), [0.0]
+    def cross_entropy_bits(self, tokens: np.ndarray, ideal: bool = False) -> float:
+        """Code length (bits) of ``tokens`` (S, *positions) under this prior as the coder codes it (the payload
+        is this plus at most a word of stream end); ``ideal=True``: under the float64 model instead."""
+        read, bits, length = self.reader(tokens), [0.0], ideal_code_length if ideal else code_length
 
         def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
             symbols = read(s, j, where, probs)
-            bits[0] += code_length(symbols, probs)
+            bits[0] += length(symbols, probs)
             return symbols
 
         self.walk(np.zeros_like(tokens), visit)

@@ -105,10 +105,10 @@ class PriorTables:
 
 def prior_of(name: str, specs: Sequence[StageSpec], tables: PriorTables | None) -> Prior:
     """The prior ``name`` for a model of ``specs`` with ``tables`` (None: only ``uniform`` exists)."""
-    if name == Uniform.name:
-        return Uniform(specs)
+    if name in (Uniform.name, "uniform.v2"):
+        return Uniform(specs, valid_top=name == "uniform.v2")
     if name not in (Static.name, Context.name):
-        raise ValueError(f"unknown prior {name!r}; known: {(Uniform.name, Static.name, Context.name)}")
+        raise ValueError(f"unknown prior {name!r}; known: {(Uniform.name, 'uniform.v2', Static.name, Context.name)}")
     if tables is None:
         raise ValueError(f"the {name} prior needs fitted tables ({PRIOR_FILE}): use --prior uniform, "
                          "or fit them with `vqkit fit-prior RUN_DIR --data DIR`")
