@@ -1,2 +1,3 @@
-"""Data sources: image and speech folders (their shared file rules in :mod:`.files`) and the scikit-image photos
-bundled for offline demos."""
+"""What every modality's datasets share: file walks that never visit a file twice, the flat-folder
+hold-out, the bad-file policy, seeded loaders (:mod:`.files`). The datasets themselves live with their
+modality (:mod:`vqkit.modalities.image`, :mod:`vqkit.modalities.audio`)."""

@@ -3,7 +3,8 @@
 Per step: a batch of signals -> Tokenizer -> the modality's reconstruction losses (+ its adversary
 after ``gan_start``) + the quantizer's own loss -> Adam, warm-up + linear decay, gradient clipping,
 optional weight EMA. What differs between images and speech (datasets, losses, discriminators,
-validation) comes in as values (:mod:`.modality`); the loop has no branch on the kind of signal.
+validation scorer) comes from the run's :class:`~vqkit.modalities.Modality`; the loop has no branch on
+the kind of signal.
 Rank 0 alone logs, evaluates and writes checkpoints; codebook statistics are all-reduced inside the
 quantizers (``broadcast_buffers=False``). A run resumes from its last
 checkpoint at the same step, data order and crop randomness (both derive from seed and epoch).

@@ -1,4 +1,4 @@
-"""Turn a sweep's ``results.json`` into ``report.md`` plus PNG plots (:mod:`.report_plots`).
+"""Turn a sweep's ``results.json`` into ``report.md`` plus PNG plots (:mod:`vqkit.reporting.plots`).
 
 Why: a sweep's raw JSON is hard to compare against the papers; this lays every config out in one
 table shaped like the papers' (with their numbers beside ours where the preset has them), ranks
@@ -6,10 +6,10 @@ them by PSNR and links the plots. Everything missing (a log file, a reconstructi
 without weights, paper numbers) is skipped or shown as "n/a", so a partial sweep still gets a report.
 
 What a reader must not be misled by: the evaluation set's size is stated and PSNR carries a standard
-error, with configurations within noise of each other sharing a rank (the rules: :mod:`.noise`;
+error, with configurations within noise of each other sharing a rank (the rules: :mod:`vqkit.reporting.noise`;
 paired, image by image, when every configuration holds per-image PSNR of the same images, else
 unpaired, and the report says why). Whole-codebook and per-stage usage never share a column
-(:mod:`.cells`); every file is written atomically. Paths in ``results.json`` are relative to its
+(:mod:`vqkit.reporting.cells`); every file is written atomically. Paths in ``results.json`` are relative to its
 folder (older files hold absolute paths; both are read).
 """
 
