@@ -12,6 +12,7 @@ against what this machine has.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -44,7 +45,14 @@ _STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
-    """A configuration value of the wrong type, out of range, unknown, or not available here."""
+    """A configuration value of the wrong type, out of range, unknown, or not available here.
+
+    ``problems`` holds ``(field, explanation)`` pairs when the error comes from :func:`check_fields`, so that a
+    config made of sections can name each bad field by its path (``optim.lr``)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 _ADAPTERS: dict[type[Any], dict[str, TypeAdapter[Any]]] = {}
@@ -84,12 +92,33 @@ def check_fields(config: Any, exclude: tuple[str, ...] = ()) -> None:
         try:
             checked = adapter.validate_python(value)
         except ValidationError as err:
-            problems.append(f"{name} = {value!r} ({type(value).__name__}): {_explain(err)}")
+            problems.append((name, f"{value!r} ({type(value).__name__}): {_explain(err)}"))
             continue
         if checked is not getattr(config, name):
             object.__setattr__(config, name, checked)
     if problems:
-        raise ConfigError(f"{cls.__name__}: invalid " + "; ".join(problems))
+        raise ConfigError(f"{cls.__name__}: invalid " + "; ".join(f"{n} = {text}" for n, text in problems), problems)
+
+
+_VALUE_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def check_value(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit ``annotation`` under the same strict rules as :func:`check_fields` (None: it
+    fits); for values checked against a signature rather than a dataclass (a quantizer's arguments)."""
+    try:
+        adapter = _VALUE_ADAPTERS.get(annotation)
+    except TypeError:  # an unhashable annotation
+        adapter = None
+    if adapter is None:
+        adapter = TypeAdapter(annotation, config=_STRICT)
+        with contextlib.suppress(TypeError):  # an unhashable annotation is not cached
+            _VALUE_ADAPTERS[annotation] = adapter
+    try:
+        adapter.validate_python(value)
+    except ValidationError as err:
+        return _explain(err)
+    return None
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
@@ -127,4 +156,4 @@ def resolve_device(name: str) -> torch.device:
 
 
 __all__ = ["ConfigError", "Count", "Device", "Fraction", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
-           "PositiveFloat", "PositiveInt", "Width", "check_fields", "from_mapping", "resolve_device"]
+           "PositiveFloat", "PositiveInt", "Width", "check_fields", "check_value", "from_mapping", "resolve_device"]
