@@ -65,7 +65,7 @@ from _common import check_device, fmt, load_vqp
 from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.quantizers import QuantizerOutput
 from vqkit.quantizers.base import CodeMetrics, code_statistics
-from vqkit.train.config import load_config
+from vqkit.train import load_config
 
 ARCH_PRESET = {"rfsq_conv": "rfsq-cpu", "vqgan": "simvq-cpu", "speech": "speech-cpu"}
 MODES = ("eager", "channels_last", "compile")

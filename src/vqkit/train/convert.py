@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import typing
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,6 @@ _JSON_OBJECTS = {"quantizer_args": "quantizer.args", "arch_args": "model.args"}
 
 def options() -> dict[str, Option]:
     """Every option, in section order, from the section classes and the registered modalities and archs."""
-    import typing
-
     found: dict[str, Option] = {}
 
     def add(section: str, cls: type[Any], kind: str = "common", owner: str | None = None,
@@ -189,7 +188,8 @@ def build(flat: Mapping[str, Any], *, explicit: Collection[str] = (), stored: bo
     """A :class:`TrainConfig` from option names; every bad value is reported at once, by section and field."""
     arch = flat.get("arch", DEFAULT_ARCH)
     if not isinstance(arch, str) or arch not in ARCH_MODALITY:
-        raise ConfigError(f"TrainConfig: invalid model.arch = {arch!r} ({type(arch).__name__}): unknown arch; "
+        why = check_value(typing.get_type_hints(ModelConfig, include_extras=True)["arch"], arch) or "unknown arch"
+        raise ConfigError(f"TrainConfig: invalid model.arch = {arch!r} ({type(arch).__name__}): {why}; "
                           f"known: {sorted(ARCH_MODALITY)}")
     modality, opts = modality_of(arch), options()
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
