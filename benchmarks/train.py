@@ -160,7 +160,7 @@ def preset_config(case: Case, args: argparse.Namespace) -> tuple[TokenizerConfig
     tok = dataclasses.replace(train.tokenizer_config(), quantizer=case.quantizer, quantizer_args=case.args)
     if case.arch == "vqgan":
         tok = dataclasses.replace(tok, ch=args.vqgan_ch)
-    return tok, train.grad_clip
+    return tok, train.optim.grad_clip
 
 
 def make_batch(model: Tokenizer, args: argparse.Namespace, device: torch.device) -> Tensor:

@@ -12,7 +12,7 @@ import os
 import sys
 import textwrap
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,22 +69,30 @@ def add_train_options(parser: argparse.ArgumentParser, shown: dict[str, Any] | N
 
     docs: dict[type[Any], dict[str, str]] = {}
     groups: dict[str, Any] = {}
-    for opt in options().values():
+    found = options().values()
+    for opt in found:
         if opt.cls not in docs:
             docs[opt.cls] = {k: v for base in reversed(opt.cls.__mro__) for k, v in field_docs(base).items()}
         section = opt.path.split(".")[0]
         if section not in groups:
-            groups[section] = parser.add_argument_group(f"{section} section", _SECTION_HELP.get(section))
+            groups[section] = parser.add_argument_group(f"{section} section", _section_help(section, found))
         value = (shown or {}).get(opt.name, opt.default)
         _add_option(groups[section], opt.name, opt.aliases, opt.annotation, argparse.SUPPRESS, value,
                     docs[opt.cls].get(opt.field, ""))
 
 
-_SECTION_HELP = {"crop": "the modality's: image archs take --image-size/--resize, speech --segment",
-                 "model": "the arch and its own options (--conv-channels: rfsq_conv, fsq_conv; --ch, --ch-mult, "
-                          "--num-res-blocks: vqgan; --arch-args: speech)",
-                 "objective": "the modality's losses: --mse-weight, --lpips-weight for images; --mel-weight, "
-                              "--stft-weight, --fm-weight for speech"}
+def _section_help(section: str, found: Collection[Any]) -> str | None:
+    """Which options of ``section`` belong to some modalities or archs only, e.g. 'audio: --segment'."""
+    modalities = {m for opt in found if opt.kind == "modality" for m in opt.owners}
+    owned: dict[str, list[str]] = {}
+    for opt in found:
+        if opt.path.split(".")[0] == section and opt.owners and not (opt.kind == "modality"
+                                                                     and set(opt.owners) == modalities):
+            owned.setdefault(", ".join(opt.owners), []).append("--" + opt.name.replace("_", "-"))
+    if not owned:
+        return None
+    parts = "; ".join(f"{who}: {' '.join(flags)}" for who, flags in owned.items())
+    return f"options of some modalities or archs only, refused for the others ({parts})"
 
 
 def _add_option(parser: Any, name: str, aliases: Sequence[str], kind: Any, default: Any,

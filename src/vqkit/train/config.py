@@ -61,7 +61,7 @@ class TrainConfig:
             if type(getattr(self, name)) is not cls:
                 given = type(getattr(self, name)).__name__
                 raise ConfigError(f"TrainConfig: invalid {name}: arch {self.model.arch} trains {modality.items}, "
-                                  f"whose {name} section is a {cls.__name__}, not a {given}")
+                                  f"whose {name} section is {cls.__name__}, not {given}")
         try:
             self.tokenizer_config()  # the arch's own checks (conv widths per layer, vqgan's group norm)
         except ValueError as err:

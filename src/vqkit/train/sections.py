@@ -127,11 +127,12 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The architecture and its own section (``args``: an instance of ``ARCH_CONFIGS[arch]``)."""
+    """The architecture and its own section (``args``: an instance of ``ARCH_CONFIGS[arch]``; None = the
+    arch's defaults)."""
 
     arch: NonEmptyStr = "rfsq_conv"
     """Tokenizer architecture: rfsq_conv, fsq_conv, vqgan or speech."""
-    args: Any = field(default_factory=ConvArgs)
+    args: Any = None
 
     def __post_init__(self) -> None:
         check_fields(self, exclude=("args",))
@@ -139,6 +140,8 @@ class ModelConfig:
             raise ConfigError(f"unknown arch {self.arch!r}; known: {sorted(ARCHITECTURES)}",
                               [("arch", f"unknown arch {self.arch!r}; known: {sorted(ARCHITECTURES)}")])
         cls = arch_config(self.arch)
+        if self.args is None:
+            object.__setattr__(self, "args", cls())
         if type(self.args) is not cls:
             raise ConfigError(f"arch {self.arch} takes {cls.__name__}, got {type(self.args).__name__}",
                               [("args", f"arch {self.arch} takes {cls.__name__}, got {type(self.args).__name__}")])
