@@ -16,7 +16,7 @@ from vqkit.cli.main import build_parser, main
 from vqkit.experiments.compare import CompareConfig, _check_same_settings, entry_config
 from vqkit.experiments.presets import PRESETS as SWEEPS
 from vqkit.models import Tokenizer, TokenizerConfig
-from vqkit.runs import run_config
+from vqkit.runs import evaluate_run, run_config
 from vqkit.storage import unseal
 from vqkit.train import PRESETS, TrainConfig, load_config, read_run_config, train
 from vqkit.train.checkpoint import CHECKPOINT, MAGIC, load_checkpoint, save_checkpoint
@@ -54,6 +54,8 @@ def test_an_old_flat_run_folder_and_checkpoint_resume(tmp_path: Path) -> None:
     save_checkpoint(run, {k: v for k, v in payload.items() if k not in ("format", "version")})
 
     cfg = run_config(run)  # vqkit eval / compare read the old config.json
+    metrics = evaluate_run(run, None, "val", tmp_path / "eval", max_items=2, device="cpu")
+    assert metrics["images"] == 2 and json.loads((tmp_path / "eval" / "metrics.json").read_text())["image_size"] == 32
     assert cfg.data.max_val_items == 8 and cfg.run.prior_items == 0 and cfg.model.args.conv_channels == (16, 32)
     assert dict(cfg.quantizer.args) == {**QUANTIZER_ARGS, "levels": (8, 5, 5, 5)}
     assert cfg.crop.image_size == 32  # type: ignore[attr-defined]
@@ -139,6 +141,28 @@ def test_the_cli_refuses_a_flag_of_the_other_modality(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert "--mel-weight (objective.mel_weight) is an audio option; arch vqgan trains images" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_preset_help_shows_the_presets_values_under_the_new_names() -> None:
+    parser = build_parser("speech-cpu")
+    text = " ".join(parser._subparsers._group_actions[0].choices["train"].format_help().split())  # type: ignore[union-attr]
+    assert "--max-val-items INT, --max-val-images INT Validation items" in text and "(default: 100)" in text
+    assert '(default: {"dim": 64, "codebook_size": 4096})' in text  # --quantizer-args, as JSON
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_nested_file_sets_the_arch_and_quantizer_sections(tmp_path: Path, suffix: str) -> None:
+    nested = {"model": {"arch": "vqgan", "args": {"ch": 64, "ch_mult": [1, 2]}},
+              "quantizer": {"name": "fsq", "args": {"levels": [8, 5, 5]}}, "optim": {"steps": 3}}
+    if suffix == ".yaml":
+        yaml = pytest.importorskip("yaml")
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(nested))
+    else:
+        path = _write(tmp_path / "cfg.json", nested)
+    cfg = load_config(None, path)
+    assert cfg.model.args.ch == 64 and cfg.model.args.ch_mult == (1, 2) and cfg.optim.steps == 3
+    assert dict(cfg.quantizer.args) == {"levels": (8, 5, 5)}
 
 
 def test_old_and_new_flag_names_are_one_option() -> None:
