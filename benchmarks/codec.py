@@ -40,7 +40,7 @@ def phases(codec: Codec[np.ndarray], image: np.ndarray, prior: str) -> dict[str,
     expected, side_info = codec.check(file)
     tokens = coders.decode(codec.prior(prior), file.payload, expected)
     t3 = time.perf_counter()
-    codec.adapter.from_tensor(codec.render(tokens, side_info), shape)
+    codec.render(tokens, side_info, shape)
     t4 = time.perf_counter()
     assert np.array_equal(tokens, grid)
     return {"tokens": t1 - t0, "entropy_encode": t2 - t1, "entropy_decode": t3 - t2, "render": t4 - t3,

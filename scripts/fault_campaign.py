@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""The fault campaign at full size: how vqkit survives kills, corrupt files, fuzzed input and a dead DDP rank.
+"""The fault campaign at full size: how vqkit survives kills, corrupt files, fuzzed input and a dead DDP rank,
+and whether it keeps the user's files and reads inputs faithfully.
 
 The same campaign as ``pytest tests/faults`` (the same machinery, ``tests/faults/harness/``), with
 more of everything: 24 kills, every kind of file with 8 kinds of damage plus random flips, about
-3,600 fuzz cases, a 2-rank DDP job killed on each rank. Prints the figures, then every failing case
-with its command and stderr, then the undetectable cases with their reason. Exits 1 if anything
-failed. About 5-10 minutes on 2 CPU cores.
+3,600 fuzz cases, a 2-rank DDP job killed on each rank, foreign files in an output folder, every
+lying WAV header (plus 200 random ones), multi-frame/EXIF/ICC images, and the data-safety scenarios
+(decode into the input folder, overwrites, links to inputs, prior refits: data lost must be 0). Prints the
+figures, then every failing case with its command and stderr, then the undetectable cases with their reason.
+Exits 1 if anything failed. About 5-10 minutes on 2 CPU cores.
 
     .venv/bin/python scripts/fault_campaign.py                   # everything
     .venv/bin/python scripts/fault_campaign.py --parts kill,ddp --kills 30
@@ -30,8 +33,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from faults import harness as h  # noqa: E402
+from faults.harness.safety import SafetyResult, run_safety  # noqa: E402
 
-PARTS = ("kill", "corrupt", "fuzz", "ddp")
+PARTS = ("kill", "corrupt", "fuzz", "inputs", "safety", "ddp")
 
 
 def say(text: str = "") -> None:
@@ -106,6 +110,35 @@ def fuzz_part(args: argparse.Namespace, work: Path, server: h.CliServer) -> tupl
     return results, time.monotonic() - began
 
 
+def inputs_part(args: argparse.Namespace, work: Path, server: h.CliServer) -> tuple[list[h.InputResult], float]:
+    began = time.monotonic()
+    cases = h.input_cases(full=True, random_wavs=args.random_wavs, seed=args.seed)
+    say(f"== faithful inputs, kept outputs: {len(cases)} cases")
+    results = []
+    for i, case in enumerate(cases):
+        result = h.run_input_case(case, work / "inputs", server, i)
+        results.append(result)
+        if not result.ok:
+            say(f"   FAILED {case.group}: {case.label} (expected {case.expect})")
+            say_problems(result.problems)
+    groups = sorted({r.group for r in results})
+    for group in groups:
+        mine = [r for r in results if r.group == group]
+        say(f"   {group:<16} {len(mine):4d} cases: {sum(r.ok for r in mine)} as documented")
+    return results, time.monotonic() - began
+
+
+def safety_part(work: Path, server: h.CliServer) -> tuple[list[SafetyResult], float]:
+    began = time.monotonic()
+    say("== data safety: command sequences in folders of the user's own files")
+    results = run_safety(server, work / "safety")
+    for r in results:
+        say(f"   {r.name:<44} {r.clean}/{r.commands} commands clean, {len(r.lost)} files lost: "
+            f"{'ok' if r.ok else 'FAILED'}")
+        say_problems([*(f"lost {p}" for p in r.lost), *r.problems])
+    return results, time.monotonic() - began
+
+
 def ddp_part(args: argparse.Namespace, work: Path) -> tuple[h.DdpSame, list[h.DdpKill], float]:
     began = time.monotonic()
     say("== DDP: 2-rank gloo torchrun")
@@ -124,7 +157,9 @@ def ddp_part(args: argparse.Namespace, work: Path) -> tuple[h.DdpSame, list[h.Dd
 
 
 def figures(kills: Sequence[h.KillResult] | None, corrupt: Sequence[h.CaseResult] | None,
-            fuzz: Sequence[h.FuzzResult] | None, ddp: tuple[h.DdpSame, list[h.DdpKill]] | None) -> list[str]:
+            fuzz: Sequence[h.FuzzResult] | None, ddp: tuple[h.DdpSame, list[h.DdpKill]] | None,
+            inputs: Sequence[h.InputResult] | None = None, safety: Sequence[SafetyResult] | None = None
+            ) -> list[str]:
     lines = []
     if kills is not None:
         lines.append(f"kills survived / tried:          {sum(r.survived for r in kills)} / {len(kills)}")
@@ -138,6 +173,15 @@ def figures(kills: Sequence[h.KillResult] | None, corrupt: Sequence[h.CaseResult
         lines.append(f"fuzz cases / clean errors:       {len(fuzz)} / {sum(r.clean for r in fuzz)}"
                      f"   ({counts.get('refused', 0)} documented errors, {counts.get('accepted', 0)} valid inputs "
                      f"accepted, {counts.get('FAILED', 0)} not clean)")
+    if inputs is not None:
+        refused = sum(r.ok and r.expect == "refused" for r in inputs)
+        lines.append(f"inputs+outputs cases / clean:    {len(inputs)} / {sum(r.ok for r in inputs)}   ({refused} lies "
+                     f"refused as documented, {sum(not r.ok for r in inputs)} failed; user files lost: "
+                     f"{sum(r.lost for r in inputs)})")
+    if safety is not None:
+        lines.append(f"safety scenarios / clean:        {len(safety)} / {sum(r.ok for r in safety)}   "
+                     f"({sum(r.commands for r in safety)} commands, {sum(r.clean for r in safety)} with their "
+                     f"documented exit code; data lost: {sum(len(r.lost) for r in safety)})")
     if ddp is not None:
         same, ddp_kills = ddp
         parts = []
@@ -217,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flag-fuzz", type=int, default=80, help="fuzzed `vqkit train` command lines")
     parser.add_argument("--image-fuzz", type=int, default=400, help="fuzzed image files through read_image + encode")
     parser.add_argument("--image-cli", type=int, default=40, help="fuzzed image files through `vqkit encode`")
+    parser.add_argument("--random-wavs", type=int, default=200, help="WAVs with one random lie in their header")
     parser.add_argument("--ddp-bound", type=float, default=60.0, help="seconds a DDP job may take to fail")
     parser.add_argument("--ddp-kill-ranks", default="1,0", help="ranks to SIGKILL, one job each")
     parser.add_argument("--seed", type=int, default=0)
@@ -233,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"fault campaign: {', '.join(parts)}; work folder {work}")
     began = time.monotonic()
     kills = corrupt = fuzz = None
+    inputs: list[h.InputResult] | None = None
+    safety: list[SafetyResult] | None = None
     ddp = None
     controls: list[str] = []
     timings: dict[str, float] = {}
@@ -244,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 corrupt, controls, timings["corrupt"] = corrupt_part(args, work, server)
             if "fuzz" in parts:
                 fuzz, timings["fuzz"] = fuzz_part(args, work, server)
+            if "inputs" in parts:
+                inputs, timings["inputs"] = inputs_part(args, work, server)
+            if "safety" in parts:
+                safety, timings["safety"] = safety_part(work, server)
         if "ddp" in parts:
             same, ddp_kills, timings["ddp"] = ddp_part(args, work)
             ddp = (same, ddp_kills)
@@ -252,17 +303,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     total = time.monotonic() - began
     say("")
-    for line in figures(kills, corrupt, fuzz, ddp):
+    for line in figures(kills, corrupt, fuzz, ddp, inputs, safety):
         say(line)
     for line in details(kills, corrupt, fuzz, ddp, controls):
         say(line)
     say("\ntimings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
     if args.json:
-        record = {"kills": kills, "corrupt": corrupt, "fuzz": fuzz, "ddp": ddp, "controls": controls,
-                  "timings": timings}
+        record = {"kills": kills, "corrupt": corrupt, "fuzz": fuzz, "inputs": inputs, "safety": safety, "ddp": ddp,
+                  "controls": controls, "timings": timings}
         Path(args.json).write_text(json.dumps(_jsonable(record), indent=1) + "\n")
     ok = (all(r.survived for r in kills or []) and all(r.status != "FAILED" for r in corrupt or [])
-          and all(r.clean for r in fuzz or []) and not controls
+          and all(r.clean for r in fuzz or []) and all(r.ok for r in inputs or []) and not controls
+          and all(r.ok for r in safety or [])
           and (ddp is None or (ddp[0].identical and all(k.ok for k in ddp[1]))))
     return 0 if ok else 1
 

@@ -76,7 +76,7 @@ def fitted_codec(family: str, **options: int) -> Codec[np.ndarray]:
 
 def render(codec: Codec[np.ndarray], grid: np.ndarray, side: np.ndarray | None, shape: tuple[int, ...]
            ) -> np.ndarray:
-    return codec.adapter.from_tensor(codec.render(grid, side), shape)
+    return codec.render(grid, side, shape)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -578,11 +578,13 @@ def test_constructor_validation() -> None:
     [
         (lambda: VQ(0, 8), r"VQ: dim must be >= 1, got 0"),
         (lambda: VQ(4, 1), r"VQ: codebook_size must be >= 2, got 1"),
-        (lambda: VQ(4, 2**63), r"VQ: codebook_size × dim = 9223372036854775808 × 4 = .* over the limit of "
+        (lambda: VQ(4, 2**63), r"VQ: invalid codebook_size = 9223372036854775808 .*less than 9223372036854775808"),
+        (lambda: VQ(4, 2**62), r"VQ: codebook_size × dim = 4611686018427387904 × 4 = .* over the limit of "
                                 r"1099511627776 \(2\^40"),
         (lambda: VQ(4, 8, search_bytes=3), r"VQ: search_bytes must be an integer >= 4 .*got 3"),
         (lambda: Q.EMAVQ(-3, 8), r"EMAVQ: dim must be >= 1, got -3"),
-        (lambda: Q.EMAVQ(2**20, 2**21), r"EMAVQ: codebook_size × dim = 2097152 × 1048576 .* over the limit"),
+        (lambda: Q.EMAVQ(2**16, 2**25), r"EMAVQ: codebook_size × dim = 33554432 × 65536 .* over the limit"),
+        (lambda: Q.EMAVQ(2**20, 8), r"EMAVQ: invalid dim = 1048576 .*less than or equal to 65536"),
         (lambda: Q.EMAVQ(4, 8, eps=0.0), r"EMAVQ: eps .* must be > 0, got 0.0"),
         (lambda: Q.EMAVQ(4, 8, kmeans_iters=-1), r"EMAVQ: kmeans_iters must be >= 0, got -1"),
         (lambda: Q.SimVQ(8, 2**40), r"SimVQ: codebook_size × dim = 1099511627776 × 8 .* over the limit"),

@@ -20,6 +20,7 @@ from vqkit.models import (
     TokenizerConfig,
     hinge_d_loss,
     hinge_g_loss,
+    pretrained,
 )
 from vqkit.quantizers import ResidualQuantizer
 
@@ -266,7 +267,7 @@ def test_config_of_another_architecture(saved: Path) -> None:
     config = saved / "config.json"
     meta = json.loads(config.read_text())
     meta["config"]["arch"], meta["config"]["conv_channels"] = "fsq_conv", [16, 32, 32]
-    config.write_text(json.dumps(meta))
+    config.write_bytes(pretrained.config_json(meta))  # re-sealed: the weights, not the digest, must object
     with pytest.raises(ValueError, match=r"does not match this architecture \(arch='fsq_conv'.*missing keys"):
         Tokenizer.from_pretrained(saved)
 
@@ -290,7 +291,7 @@ def test_weights_of_another_run_same_shapes(saved: Path, tmp_path: Path) -> None
     ("edit", "match"),
     [
         (lambda p: p.unlink(), "config.json: missing"),
-        (lambda p: p.write_text("{not json"), "not valid JSON"),
+        (lambda p: p.write_text("{not json"), "corrupt or unreadable JSON"),
         (lambda p: p.write_text(json.dumps({"format": "other"})), "not a vqkit tokenizer config"),
         (lambda p: p.write_text(json.dumps([1, 2])), "not a vqkit tokenizer config"),
     ],
@@ -316,7 +317,7 @@ def test_invalid_config_fields(saved: Path, key: str, value: Any, match: str) ->
     meta = json.loads(config.read_text())
     node, *rest = key.split(".")
     (meta[node] if rest else meta)[rest[0] if rest else node] = value
-    config.write_text(json.dumps(meta))
+    config.write_bytes(pretrained.config_json(meta))  # re-sealed: the field's own check must object
     with pytest.raises(ValueError, match=match):
         Tokenizer.from_pretrained(saved)
 

@@ -92,7 +92,7 @@ def test_uniform_init_ablation() -> None:
     codes0 = q.codes().clone()
     _adam_steps(q, steps=3)
     assert ((q.codes() - codes0).norm(dim=1) > 0).all()
-    with pytest.raises(ValueError, match="init must be"):
+    with pytest.raises(ValueError, match=r"SimVQ: invalid init = .normal."):
         SimVQ(16, 256, init="normal")  # type: ignore[arg-type]
 
 

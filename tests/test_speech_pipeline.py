@@ -18,7 +18,7 @@ from vqkit.codec.priors import save_prior
 from vqkit.codec.tiled import Codec
 from vqkit.evaluate import evaluate
 from vqkit.modalities import AUDIO, Evaluation, modality_of, open_codec
-from vqkit.modalities.audio.codec import AudioAdapter
+from vqkit.modalities.audio.codec import AudioAdapter, Waveform, resample
 from vqkit.modalities.audio.report import write_audio_report
 from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.train import load_config, train
@@ -179,7 +179,7 @@ def test_evaluate_audio_and_report(corpus: Path, tmp_path: Path) -> None:
                                              ("rfsq", {"levels": [4, 4, 4], "num_stages": 2})])
 def test_audio_codec_round_trip(quantizer: str, args: dict[str, Any]) -> None:
     model = tokenizer(quantizer, args)
-    codec = Codec(model, AudioAdapter(), None, tile=20, margin=4)
+    codec = Codec(model, AudioAdapter(RATE), None, tile=20, margin=4)
     codec.tables = codec.fit_prior([torch.from_numpy(speech_like(1.0, s)) for s in range(3)])
     audio = torch.from_numpy(speech_like(1.57, 7))  # not a multiple of the hop, several chunks
     grid, _, shape = codec.tokens(audio)
@@ -187,9 +187,24 @@ def test_audio_codec_round_trip(quantizer: str, args: dict[str, Any]) -> None:
         encoded = codec.encode(audio, prior)
         file = TokenFile.from_bytes(encoded.data)
         assert file.modality == "audio" and file.signal_shape == (1, len(audio))
-        assert torch.equal(codec.decode(encoded.data), codec.adapter.from_tensor(codec.render(grid, None), shape))
-    whole = Codec(model, AudioAdapter(), None, tile=1000, margin=0)
+        decoded = codec.decode(encoded.data)
+        rendered = codec.render(grid, None, shape)
+        assert decoded.rate == RATE and torch.equal(decoded.samples, rendered.samples)
+    whole = Codec(model, AudioAdapter(RATE), None, tile=1000, margin=0)
     assert (whole.tokens(audio)[0] == grid).mean() > 0.95  # chunks with a margin ≈ the whole signal
+
+
+def test_the_input_rate_is_stored_and_restored() -> None:
+    """A waveform at 22.05 kHz is coded at the model's 16 kHz and decodes at 22.05 kHz, at its own length."""
+    codec = Codec(tokenizer(), AudioAdapter(RATE), None, tile=1000, margin=100)
+    audio = torch.from_numpy(speech_like(0.7, 2))
+    native = Waveform(resample(audio, RATE, 22050, 15435), 22050)  # the same speech at 22.05 kHz
+    file = TokenFile.from_bytes(codec.encode(native, "uniform").data)
+    assert file.signal_shape == (1, len(audio), 22050, 15435) and file.grid[1] == -(-len(audio) // HOP)
+    decoded = codec.decode(codec.encode(native, "uniform").data)
+    assert decoded.rate == 22050 and decoded.samples.shape == (15435,)
+    plain = codec.decode(codec.encode(audio, "uniform").data)  # a tensor is at the model's rate, as before
+    assert plain.rate == RATE and plain.samples.shape == audio.shape
 
 
 def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,9 +221,9 @@ def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "kbps" in out and "SI-SDR" in out
     assert main(["decode", str(tmp_path / "vqt"), "-o", str(tmp_path / "wav"), "--model", model_dir]) == 0
     a, rate = sf.read(tmp_path / "wav" / "a.wav")
-    b, _ = sf.read(tmp_path / "wav" / "b.wav")
+    b, rate_b = sf.read(tmp_path / "wav" / "b.wav")
     assert rate == RATE and len(a) == int(0.9 * RATE)
-    assert len(b) == round(8000 * RATE / 22050)  # 8000 samples were written at 22.05 kHz
+    assert rate_b == 22050 and len(b) == 8000  # decoded at the rate and length it came in
     tokenizer(seed=3).save_pretrained(tmp_path / "other")  # same config and prior tables, other weights
     (tmp_path / "other" / "prior.safetensors").write_bytes((tmp_path / "m" / "prior.safetensors").read_bytes())
     with pytest.raises(ModelMismatchError):
@@ -220,8 +235,8 @@ def test_real_utterance_through_the_codec() -> None:
     from vqkit.modalities.audio.io import find_audio, load_audio
 
     audio = load_audio(find_audio(LIBRISPEECH / "librispeech-test-other")[0], RATE)
-    codec = Codec(tokenizer(), AudioAdapter(), None, tile=1000, margin=100)
-    decoded = codec.decode(codec.encode(audio, "uniform").data)
+    codec = Codec(tokenizer(), AudioAdapter(RATE), None, tile=1000, margin=100)
+    decoded = codec.decode(codec.encode(audio, "uniform").data).samples
     assert decoded.shape == audio.shape and torch.isfinite(decoded).all()
 
 

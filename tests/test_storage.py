@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vqkit import storage
-from vqkit.models import Tokenizer, TokenizerConfig
+from vqkit.models import Tokenizer, TokenizerConfig, pretrained
 from vqkit.storage import IntegrityError, atomic_write, remove_debris, seal, unseal
 from vqkit.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 
@@ -43,21 +43,61 @@ def test_seal_round_trip_and_every_damage_is_refused() -> None:
         unseal(sealed + b"\0", MAGIC, "f")
 
 
+def _tmp(target: str, pid: int, host: str = storage._HOST) -> str:
+    return f"{storage.TMP_PREFIX}{target}-{host}-{pid}-0123456789abcdef"
+
+
 def test_atomic_write_removes_the_debris_of_killed_writers_only(tmp_path: Path) -> None:
     storage._SWEPT.clear()  # other tests of this process swept other folders
     target = tmp_path / "checkpoint.pt"
     dead, alive = _dead_pid(), os.getpid()
-    debris = [tmp_path / f".checkpoint.pt.{dead}.0123abcd.tmp", tmp_path / f".checkpoint.pt.{dead}.tmp"]
-    debris.append(tmp_path / f".other.pt.{dead}.0123abcd.tmp")  # any target's, once per folder and process
-    keep = [tmp_path / f".checkpoint.pt.{alive}.0123abcd.tmp",  # a live writer's file
+    debris = [tmp_path / _tmp("checkpoint.pt", dead), tmp_path / _tmp("other-name.pt", dead)]  # any target's
+    keep = [tmp_path / _tmp("checkpoint.pt", alive),  # a live writer's file
+            tmp_path / _tmp("checkpoint.pt", dead, host="0badc0de"),  # another machine's (a shared folder)
+            tmp_path / (_tmp("checkpoint.pt", dead) + "x"),  # not exactly the pattern
             tmp_path / "notes.tmp", tmp_path / ".notes.tmp"]  # not a writer's temporary file
     for path in debris + keep:
         path.write_bytes(b"partial")
+    (tmp_path / _tmp("link", dead)).symlink_to(tmp_path / "notes.tmp")  # a link is never followed nor removed
     atomic_write(target, b"new")
     assert target.read_bytes() == b"new"
     assert not any(p.exists() for p in debris)
-    assert all(p.exists() for p in keep)
+    assert all(p.exists() for p in keep) and (tmp_path / _tmp("link", dead)).is_symlink()
     assert remove_debris(tmp_path) == []
+
+
+def test_a_write_never_removes_the_users_own_hidden_files(tmp_path: Path) -> None:
+    """Issue 18: `.notes.20240101.tmp` (digits read as a dead PID) and an old `.thesis.draft_v2.tmp` were
+    deleted by the sweep of an encode into their folder."""
+    storage._SWEPT.clear()
+    dead = _dead_pid()
+    users = [".notes.20240101.tmp", ".thesis.draft_v2.tmp", f".x.png.{dead}.tmp", f".x.png.{dead}.0123abcd.tmp",
+             f".vqkit-tmp-x.png-{dead}", f"vqkit-tmp-x.png-{storage._HOST}-{dead}-0123456789abcdef"]
+    for name in users:
+        (tmp_path / name).write_bytes(b"mine")
+        os.utime(tmp_path / name, (0, 0))  # 1970: as old as a file gets
+    atomic_write(tmp_path / "x.vqt", b"tokens")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*users, "x.vqt"])
+
+
+def test_temporary_names_fit_the_file_system_and_are_recognised(tmp_path: Path) -> None:
+    for target in ("a", "x-1-2", "é" * 127, "n" * 255):  # up to 255 bytes, the most a name holds
+        name = storage.temporary_name(target)
+        assert len(name.encode()) <= 255 and name.startswith(storage.TMP_PREFIX) and storage.is_temporary(name)
+        atomic_write(tmp_path / target, b"ok")
+        assert (tmp_path / target).read_bytes() == b"ok"
+    assert not storage.is_temporary(".notes.20240101.tmp")
+    assert storage.temporary_name("a") != storage.temporary_name("a")  # a random part
+
+
+def test_only_one_scan_per_folder_and_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage._SWEPT.clear()
+    scans: list[Path] = []
+    real = storage.remove_debris
+    monkeypatch.setattr(storage, "remove_debris", lambda folder: scans.append(folder) or real(folder))
+    for i in range(20):
+        atomic_write(tmp_path / f"{i}.vqt", b"x")
+    assert scans == [tmp_path]
 
 
 def test_a_writer_killed_mid_write_leaves_the_old_file_and_its_debris_is_removed_later(tmp_path: Path) -> None:
@@ -72,10 +112,10 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_its_debris_is_removed
     done = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert done.returncode == -9
     assert target.read_bytes() == b"old"
-    assert len(list(tmp_path.glob(".data.bin.*.tmp"))) == 1  # the kill left its temporary file
+    assert len(list(tmp_path.glob(".vqkit-tmp-data.bin-*"))) == 1  # the kill left its temporary file
     storage._SWEPT.clear()  # as a new process would
     atomic_write(target, b"newer")
-    assert target.read_bytes() == b"newer" and not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    assert target.read_bytes() == b"newer" and sorted(p.name for p in tmp_path.iterdir()) == ["data.bin"]
 
 
 def _checkpoint(tmp_path: Path) -> tuple[Path, dict[str, object]]:
@@ -117,9 +157,12 @@ def test_a_saved_model_without_its_weights_digest_is_refused(tmp_path: Path) -> 
     for bad in (None, "abc", 5):
         meta["weights_sha256"] = bad
         (tmp_path / "config.json").write_text(json.dumps(meta))
+        with pytest.raises(IntegrityError, match="config_sha256"):  # an edit: the config's own digest sees it
+            Tokenizer.from_pretrained(tmp_path)
+        (tmp_path / "config.json").write_bytes(pretrained.config_json(meta))  # digest recomputed: the weights' check
         with pytest.raises(IntegrityError, match="no valid weights_sha256"):
             Tokenizer.from_pretrained(tmp_path)
     del meta["weights_sha256"]
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+    (tmp_path / "config.json").write_bytes(pretrained.config_json(meta))
     with pytest.raises(IntegrityError, match="cannot be verified"):
         Tokenizer.from_pretrained(tmp_path)

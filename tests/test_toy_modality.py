@@ -74,9 +74,15 @@ class VolumeAdapter:
             raise ValueError(f"expected a (D, H, W) volume, got {signal.shape}")
         return torch.from_numpy(np.ascontiguousarray(signal, np.float32))[None, None], (1, *signal.shape)
 
-    def from_tensor(self, x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
-        _, d, h, w = shape
-        out: np.ndarray = x[0, 0, :d, :h, :w].clamp(-1, 1).numpy()
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape[1:], np.float32)
+
+    def place(self, out: np.ndarray, piece: Tensor, where: tuple[slice, ...]) -> None:
+        size = [min(s.stop, n) - s.start for s, n in zip(where, out.shape, strict=True)]
+        dst = tuple(slice(s.start, s.start + k) for s, k in zip(where, size, strict=True))
+        out[dst] = piece[0, 0, : size[0], : size[1], : size[2]].clamp(-1, 1).numpy()
+
+    def finish(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         return out
 
     def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -231,7 +237,7 @@ def test_a_third_modality_trains_encodes_decodes_and_evaluates(volume_modality: 
     assert modality is volume_modality
     original = _volume(100)
     grid, side, shape = codec.tokens(original)
-    assert np.array_equal(decoded, codec.adapter.from_tensor(codec.render(grid, side), shape))
+    assert np.array_equal(decoded, codec.render(grid, side, shape))
     with torch.no_grad():
         whole = codec.model.decode_tokens(codec.model.encode_tokens(torch.from_numpy(original)[None, None])[0], None)
     assert np.allclose(decoded, whole[0, 0].clamp(-1, 1).numpy(), atol=1e-6)  # tiles == whole volume

@@ -9,11 +9,13 @@ every rank must then call it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from .codec.tiled import Codec
 from .metrics import CodeUsage
@@ -24,17 +26,20 @@ from .models import Tokenizer
 @torch.no_grad()
 def evaluate(model: Tokenizer, batches: Iterable[Tensor], device: torch.device | str, scorer: Scorer, *,
              amp_dtype: torch.dtype | None = None, distributed: bool = False, keep_samples: int = 0,
-             codec: Codec[Any] | None = None) -> Evaluation:
+             codec: Codec[Any] | None = None, progress: str = "") -> Evaluation:
     """Evaluate ``model`` (eval mode for the duration) on every batch of ``batches`` (the modality's
     ``eval_loader``). ``amp_dtype`` runs the model under autocast (scores are always float32); ``codec``
     (this model's) adds real ``.vqt`` file rates per prior, header included; ``keep_samples`` keeps that
-    many (original, reconstruction) pairs for pictures and sounds."""
+    many (original, reconstruction) pairs for pictures and sounds; ``progress`` names a progress bar shown on a
+    terminal (none when empty, or when output is piped)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     usage = CodeUsage(model.quantizer.codebook_sizes)
     rates = FileRates() if codec is not None else None
     samples: list[tuple[Tensor, Tensor]] = []
+    if progress:
+        batches = tqdm(batches, desc=progress, unit="batch", file=sys.stderr, disable=None, leave=False)
     try:
         for batch in batches:
             rec = scorer.reconstruct(model, batch, device, amp_dtype)

@@ -56,7 +56,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str | None = None, split
         print(f"vqkit eval: {split_note(dataset)}", flush=True)
     scorer = modality.scorer(model, dev, full=True)  # type: ignore[arg-type]
     result = evaluate(model, modality.eval_loader(dataset, batch_size), dev, scorer,  # type: ignore[arg-type]
-                      amp_dtype=cfg.amp_dtype(dev), keep_samples=modality.keep_samples, codec=codec)
+                      amp_dtype=cfg.amp_dtype(dev), keep_samples=modality.keep_samples, codec=codec, progress="eval")
     target = Path(out) if out is not None else run / f"eval-{split}"
     target.mkdir(parents=True, exist_ok=True)
     modality.write_artifacts(result, model, target)  # type: ignore[arg-type]

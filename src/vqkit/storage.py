@@ -2,8 +2,11 @@
 
 :func:`atomic_write` writes to a temporary file beside the target (named after it and the writing
 process), flushes it to disk and renames it over the target, so a reader sees the old file or
-the new one, never a part. A writer killed mid-write leaves its temporary file behind; the next
-write of the same target removes such debris once its process is gone.
+the new one, never a part. The temporary file is named ``.vqkit-tmp-<target>-<host>-<pid>-<random>``,
+a name no user file has; a writer killed mid-write leaves it behind, and the next write into that
+folder removes it once it is *provably* vqkit's debris (see :func:`is_debris`). Nothing else in the
+folder is ever touched: not a user's ``.notes.tmp``, not another user's or another machine's
+temporary file, not the ``.NAME.PID.HEX.tmp`` files of vqkit 0.1 (left in place: remove by hand).
 
 :func:`seal` / :func:`unseal` frame a payload whose format has no checksum of its own (torch's
 zip checkpoints: a flipped byte in tensor data loads silently) with a magic, the payload length
@@ -18,8 +21,8 @@ import json
 import os
 import re
 import secrets
+import socket
 import struct
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,39 +32,64 @@ class IntegrityError(ValueError):
     """A file is truncated, corrupt, or not the kind of file expected."""
 
 
-_STALE_S = 600.0  # debris without a process id (older vqkit) is removed once this old
+TMP_PREFIX = ".vqkit-tmp-"
+"""Start of every temporary file vqkit writes: no user file is expected to carry it."""
+_HOST = hashlib.sha256(socket.gethostname().encode(errors="replace")).hexdigest()[:8]
+_NAME_MAX = 255  # bytes in one file name on every common file system
+_TMP = re.compile(r"^\.vqkit-tmp-(?P<name>.+)-(?P<host>[0-9a-f]{8})-(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{16}$", re.DOTALL)
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists here (another user's counts: it cannot be signalled but exists)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except (PermissionError, OverflowError):  # another user's process; a PID beyond this system's range
         return True
     return True
 
 
-_DEBRIS = re.compile(r"^\..+?\.(?:(\d+)\.[0-9a-f]{8}|(\d+)|[a-z0-9_]{8})\.tmp$")
-""".NAME.PID.HEX.tmp (this writer), .NAME.PID.tmp (older checkpoints), .NAME.XXXXXXXX.tmp (older mkstemp)."""
+def temporary_name(target: str) -> str:
+    """The name of a fresh temporary file for ``target`` (a file name): ``.vqkit-tmp-<target>-<host>-<pid>-
+    <16 random hex>``, the target shortened if needed so that the whole fits in 255 bytes."""
+    tail = f"-{_HOST}-{os.getpid()}-{secrets.token_hex(8)}"
+    room = _NAME_MAX - len(TMP_PREFIX) - len(tail)
+    name = target.encode(errors="surrogateescape")[:room].decode(errors="ignore") or "_"
+    return f"{TMP_PREFIX}{name}{tail}"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is the name of a vqkit temporary file (:func:`temporary_name`), whoever wrote it."""
+    return _TMP.match(name) is not None
+
+
+def is_debris(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is provably left by a killed vqkit writer and may be deleted: a regular file
+    (not a link) named by :func:`temporary_name` on this machine, owned by this user, whose writing
+    process no longer exists. A name that merely looks like it from another host (a shared folder),
+    another user, or a PID that is alive (the writer, or a new process that reuses its PID) is left
+    alone: a leftover costs disk space, a wrong deletion costs a user's file or a running write."""
+    match = _TMP.match(entry.name)
+    if match is None or match["host"] != _HOST or not entry.is_file(follow_symlinks=False):
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid() or _alive(pid):
+        return False
+    try:
+        owner = entry.stat(follow_symlinks=False).st_uid
+    except FileNotFoundError:
+        return False
+    return not hasattr(os, "getuid") or owner == os.getuid()
 
 
 def remove_debris(folder: Path) -> list[Path]:
-    """Delete the temporary files that killed writers left in ``folder``; returns them."""
-    pattern = _DEBRIS
+    """Delete the temporary files that killed vqkit writers left in ``folder`` (:func:`is_debris`);
+    returns them. One directory scan."""
     removed = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
-            match = pattern.match(entry.name)
-            if match is None or not entry.is_file(follow_symlinks=False):
-                continue
-            pid_text = match.group(1) or match.group(2)
-            if pid_text is not None:
-                pid = int(pid_text)
-                stale = pid != os.getpid() and not _alive(pid)
-            else:
-                stale = time.time() - entry.stat().st_mtime > _STALE_S
-            if stale:
+            if entry.name.startswith(TMP_PREFIX) and is_debris(entry):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                 removed.append(Path(entry.path))
@@ -74,13 +102,14 @@ _SWEPT: set[tuple[int, str]] = set()  # (pid, folder) already swept: one scan pe
 def atomic_write(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview]) -> None:
     """Write ``data`` (bytes, or chunks written one after the other) to ``path`` so that a reader sees
     the old file or the new one, never a part. The first write into a folder by this process removes
-    the debris of killed writers there (one scan per folder, not per file: batch encodes stay linear)."""
+    the debris of killed vqkit writers there (one scan per folder, not per file: batch encodes stay
+    linear)."""
     path = Path(path)
     folder = (os.getpid(), os.path.abspath(path.parent))
     if folder not in _SWEPT:
         remove_debris(path.parent)
         _SWEPT.add(folder)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = path.parent / temporary_name(path.name)
     chunks = [data] if isinstance(data, bytes | memoryview) else list(data)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -137,7 +166,8 @@ def unseal(data: bytes, magic: bytes, where: str) -> memoryview:
     return payload
 
 
-__all__ = ["IntegrityError", "atomic_write", "is_sealed", "read_json", "remove_debris", "seal", "unseal"]
+__all__ = ["LOG_FILE", "TMP_PREFIX", "IntegrityError", "atomic_write", "is_debris", "is_sealed", "is_temporary",
+           "read_json", "read_records", "remove_debris", "seal", "temporary_name", "unseal"]
 
 
 LOG_FILE = "log.jsonl"

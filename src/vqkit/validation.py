@@ -7,7 +7,8 @@ A config dataclass states what each field may hold in its annotation (``Positive
 ``config.json`` of a saved model), and all bad fields are reported at once in a :class:`ConfigError`
 naming the field, the value and what is expected, before any work starts.
 :func:`from_mapping` also refuses unknown keys, and :func:`resolve_device` checks a device string
-against what this machine has.
+against what this machine has. :func:`check_args` applies the same strict checks to the keyword
+arguments of a public constructor (the quantizers), once, at construction: never on the hot path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import numbers
+import operator
 import re
 import typing
 from collections.abc import Mapping
@@ -37,6 +40,11 @@ PositiveFloat = Annotated[float, at.Gt(0)]
 NonNegativeFloat = Annotated[float, at.Ge(0)]
 Fraction = Annotated[float, at.Ge(0), at.Lt(1)]
 """A share in [0, 1): warm-up fractions, EMA decays."""
+Dim = Annotated[int, at.Le(2**16)]
+"""A quantizer's vector width (its lower bound is the quantizer's own check): beyond 65,536 it is a typo,
+and a projection of that width would not fit in memory."""
+Size = Annotated[int, at.Lt(2**63)]
+"""A count that must fit int64 (its lower bound and any product limit are the quantizer's own checks)."""
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 Device = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 """'auto', 'cpu', 'mps', 'cuda' or 'cuda:N' (availability is checked by :func:`resolve_device`)."""
@@ -121,6 +129,52 @@ def check_value(annotation: Any, value: Any) -> str | None:
     return None
 
 
+_ARG_ADAPTERS: dict[tuple[str, str], TypeAdapter[Any]] = {}
+
+
+def _integral(value: Any) -> Any:
+    """A numpy or torch integer scalar as ``int``, a numpy float as ``float`` (bools and everything else
+    unchanged), so that strict checking refuses ``"8"``, ``8.0`` and ``True`` but not ``np.int64(8)``."""
+    if isinstance(value, bool | int | float | str | bytes):
+        return value
+    if not hasattr(type(value), "__index__"):
+        return float(value) if isinstance(value, numbers.Real) else value
+    try:
+        return operator.index(value)
+    except TypeError:
+        return value
+
+
+def _plain(value: Any) -> Any:
+    """Lists, and 1-d numpy arrays or tensors, as tuples of plain integers; scalars through :func:`_integral`."""
+    if isinstance(value, list | tuple):
+        return tuple(_integral(v) for v in value)
+    if not isinstance(value, str | bytes) and getattr(value, "ndim", None) == 1 and hasattr(value, "tolist"):
+        return tuple(_integral(v) for v in value.tolist())
+    return _integral(value)
+
+
+def check_args(owner: str, types: Mapping[str, Any], **values: Any) -> dict[str, Any]:
+    """``values`` (a constructor's keyword arguments) checked strictly against ``types`` (annotations, as
+    for a config dataclass): returns them normalised (lists as tuples, numpy/torch integers as ``int``),
+    or raises :class:`ConfigError` naming every bad argument, its value and what it should be. Why:
+    ``FSQ("88")`` must not build levels [8, 8], nor ``VQ(beta=nan)`` train on NaN."""
+    problems, out = [], {}
+    for name, value in values.items():
+        key = (owner, name)
+        if key not in _ARG_ADAPTERS:
+            _ARG_ADAPTERS[key] = TypeAdapter(types[name], config=_STRICT)
+        plain = _plain(value)
+        try:
+            out[name] = _ARG_ADAPTERS[key].validate_python(plain)
+        except ValidationError as err:
+            why = _explain(err).replace("a valid tuple", "a list or tuple")
+            problems.append(f"{name} = {value!r} ({type(value).__name__}): {why}")
+    if problems:
+        raise ConfigError(f"{owner}: invalid " + "; ".join(problems))
+    return out
+
+
 def from_mapping(cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
     """``cls(**values)`` for a config dataclass, refusing unknown keys with the known ones listed."""
     if not isinstance(values, Mapping):
@@ -155,5 +209,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-__all__ = ["ConfigError", "Count", "Device", "Fraction", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
-           "PositiveFloat", "PositiveInt", "Width", "check_fields", "check_value", "from_mapping", "resolve_device"]
+__all__ = ["ConfigError", "Count", "Device", "Dim", "Fraction", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
+           "PositiveFloat", "PositiveInt", "Size", "Width", "check_args", "check_fields", "check_value", "from_mapping",
+           "resolve_device"]

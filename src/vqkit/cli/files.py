@@ -1,118 +1,184 @@
-"""``vqkit encode`` / ``vqkit decode`` / ``vqkit fit-prior``: files in, token files out, files back.
+"""``vqkit encode`` / ``vqkit decode`` / ``vqkit fit-prior`` / ``vqkit info``: files in, token files out,
+files back.
 
-A failing file is reported (its name and the cause) and the others go on; the command then exits
-non-zero. Output files are written atomically, so an interrupted batch never leaves half a file.
+Outputs never destroy inputs: every target is planned before any work, an output that exists already is
+refused unless the user says ``--overwrite`` (replace it) or ``--skip-existing`` (keep it), and a target
+that is one of the inputs (the same file, through any path or link) is refused even then. ``-o`` must be a
+folder (or not exist yet). A failing input is reported (its name and the cause) and the others go on.
+Every batch ends with one line: written, skipped, failed. Exit codes: 0 every input done, 1 some inputs
+failed, 2 a usage error (nothing was written). Output files are written atomically.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from tqdm import tqdm
 
-from ..codec.tiled import Encoded
-from ..data.files import find_images
-from ..modalities import MODALITIES, open_codec
+from ..codec.tiled import Codec, Encoded
+from ..data.files import find_files
+from ..modalities import MODALITIES, Modality, open_codec
 from ..runs import fit_run_prior
 from ..storage import atomic_write
 from ..validation import resolve_device
 
 SUFFIX = ".vqt"
+Existing = Literal["refuse", "overwrite", "skip"]
+
+
+class UsageError(ValueError):
+    """A command line that cannot be carried out as given (exit code 2, nothing written)."""
 
 
 @dataclass(frozen=True)
 class Job:
     source: Path
     target: Path
+    skip: bool = False
 
 
-def plan(inputs: Sequence[str], out: str, extensions: Sequence[str], suffix: str) -> list[Job]:
-    """Files (or every matching file under folders) -> OUT/relative-path with ``suffix``."""
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def plan(inputs: Sequence[str], out: str, extensions: Sequence[str], suffix: str,
+         existing: Existing = "refuse") -> list[Job]:
+    """Files (or every matching file under folders) -> OUT/relative-path with ``suffix``, checked before
+    any work: ``out`` a folder, no two inputs onto one target, no target that is an input, and existing
+    targets refused, overwritten or skipped as ``existing`` says. UsageError naming the problem."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {out}: is a file; -o names the output folder")
     jobs: list[Job] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             root = path
-            files = find_images(path, extensions)
+            files = find_files(path, extensions)
         elif path.is_file():
             root, files = path.parent, [path]
         else:
-            raise ValueError(f"{path}: no such file or folder")
-        jobs += [Job(f, Path(out) / f.relative_to(root).with_suffix(suffix)) for f in files]
+            raise UsageError(f"{path}: no such file or folder")
+        jobs += [Job(f, out_dir / f.relative_to(root).with_suffix(suffix)) for f in files]
+    if not jobs:
+        raise UsageError(f"no input files ({', '.join(extensions)}) in {', '.join(inputs)}")
     seen: dict[Path, Path] = {}
+    sources = [job.source for job in jobs]
     for job in jobs:
         if job.target in seen:
-            raise ValueError(f"{seen[job.target]} and {job.source} would both be written to {job.target}")
+            raise UsageError(f"{seen[job.target]} and {job.source} would both be written to {job.target}")
         seen[job.target] = job.source
+        if job.target.exists() and any(_same_file(job.target, s) for s in sources):
+            raise UsageError(f"{job.target} is one of the inputs: choose another -o folder")
+    present = [job.target for job in jobs if job.target.exists()]
+    if present and existing == "refuse":
+        shown = ", ".join(str(p) for p in present[:3]) + (f" and {len(present) - 3} more" if len(present) > 3 else "")
+        raise UsageError(f"{len(present)} output file(s) exist already ({shown}): pass --overwrite to replace them "
+                         "or --skip-existing to keep them")
+    if existing == "skip":
+        jobs = [Job(job.source, job.target, job.target.exists()) for job in jobs]
     return jobs
 
 
 def _progress(jobs: list[Job], what: str) -> Iterator[Job]:
-    yield from tqdm(jobs, desc=what, unit="file", file=sys.stderr, disable=len(jobs) < 2, leave=False)
+    """A progress bar on a terminal (none when output is piped or for one file)."""
+    yield from tqdm(jobs, desc=what, unit="file", file=sys.stderr, disable=None if len(jobs) > 1 else True,
+                    leave=False)
 
 
 def _fail(job: Job, err: Exception) -> None:
     tqdm.write(f"vqkit: error: {job.source}: {err}", file=sys.stderr)
 
 
+def _summary(what: str, jobs: list[Job], failed: int, extra: str = "") -> int:
+    skipped = sum(job.skip for job in jobs)
+    print(f"{what}: {len(jobs) - skipped - failed} written, {skipped} skipped (exist), {failed} failed{extra}")
+    return 1 if failed else 0
+
+
 def _extensions() -> tuple[str, ...]:
     return tuple(ext for modality in MODALITIES.values() for ext in modality.extensions)
 
 
-def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: bool, device: str) -> int:
-    jobs = plan(inputs, out, _extensions(), SUFFIX)
+def _wrong_kind(path: Path, codec: Codec[Any], media: Modality) -> str:
+    """Why ``codec`` cannot encode ``path``, and what to do instead."""
+    owner = next((m for m in MODALITIES.values() if path.suffix.lower() in m.extensions), None)
+    if owner is None:
+        return f"{codec.name} encodes {', '.join(media.extensions)} files"
+    if codec.name == "default":
+        return (f"a {owner.name} file; the default model shipped with vqkit encodes images only: train a "
+                f"{owner.name} model (e.g. `vqkit train --preset speech-cpu --data DIR --out RUN`) and pass "
+                "--model RUN")
+    return f"a {owner.name} file; {codec.name} is a {media.name} model ({', '.join(media.extensions)})"
+
+
+def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: bool, device: str,
+               existing: Existing = "refuse") -> int:
+    jobs = plan(inputs, out, _extensions(), SUFFIX, existing)
     codec, media = open_codec(model, resolve_device(device))
+    if prior not in codec.fitted_priors and prior != "uniform":
+        raise UsageError(f"{codec.name} has no prior tables for --prior {prior}: use --prior uniform, or fit them "
+                         "with `vqkit fit-prior RUN_DIR --data DIR`")
     failed, total_bits, total_units = 0, 0.0, 0.0
     start = time.perf_counter()
     for job in _progress(jobs, "encode"):
+        if job.skip:
+            continue
         try:
             if job.source.suffix.lower() not in media.extensions:
-                raise ValueError(f"{codec.name} encodes {', '.join(media.extensions)} files")
+                raise ValueError(_wrong_kind(job.source, codec, media))
             signal = media.read(job.source, codec)
             encoded = codec.encode(signal, prior)
+            line = (f"{job.source} -> {job.target}: {len(encoded.data):,} bytes, {media.rate(encoded, codec)}, "
+                    f"{media.describe(signal, codec)}")
+            if check:
+                line += ", " + media.fidelity(signal, codec.decode(encoded.data), codec)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(job.target, encoded.data)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, RuntimeError) as err:
             failed += 1
             _fail(job, err)
             continue
-        line = (f"{job.source} -> {job.target}: {len(encoded.data):,} bytes, {media.rate(encoded, codec)}, "
-                f"{media.describe(signal, codec)}")
-        if check:
-            line += ", " + media.fidelity(signal, codec.decode(encoded.data), codec)
         tqdm.write(line)
         total_bits += encoded.file_bits
         total_units += encoded.samples
+    extra = ""
     if total_units:
         overall = Encoded(b"", int(total_units), 0.0, 0.0, 0, int(total_bits))
-        print(f"encoded {len(jobs) - failed} file(s) with {codec.name} ({prior} prior): "
-              f"{media.rate(overall, codec).split(' (')[0]} overall, {time.perf_counter() - start:.1f} s")
-    return 1 if failed else 0
+        extra = (f" ({codec.name}, {prior} prior: {media.rate(overall, codec).split(' (')[0]} overall, "
+                 f"{time.perf_counter() - start:.1f} s)")
+    return _summary("encode", jobs, failed, extra)
 
 
-def run_decode(inputs: Sequence[str], out: str, model: str, device: str) -> int:
-    jobs = plan(inputs, out, (SUFFIX,), ".out")
+def run_decode(inputs: Sequence[str], out: str, model: str, device: str, existing: Existing = "refuse") -> int:
     codec, media = open_codec(model, resolve_device(device))
+    jobs = plan(inputs, out, (SUFFIX,), media.decoded_suffix, existing)
     failed = 0
     for job in _progress(jobs, "decode"):
-        target = job.target.with_suffix(media.decoded_suffix)
+        if job.skip:
+            continue
         try:
             signal = codec.decode(job.source.read_bytes())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            media.write(target, signal, codec)
-        except (ValueError, OSError) as err:
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+            media.write(job.target, signal, codec)
+        except (ValueError, OSError, RuntimeError) as err:
             failed += 1
             _fail(job, err)
             continue
-        tqdm.write(f"{job.source} -> {target} ({media.describe(signal, codec)})")
-    return 1 if failed else 0
+        tqdm.write(f"{job.source} -> {job.target} ({media.describe(signal, codec)})")
+    return _summary("decode", jobs, failed)
 
 
 def run_fit_prior(run: str, data: str, max_images: int, device: str) -> Path:
     """Fit the static and context tables of ``run``'s model on up to ``max_images`` training items of its
-    modality; returns the path of ``prior.safetensors``."""
+    modality; returns the path of ``prior.safetensors`` (tables it replaces stay in ``prior-archive/``)."""
     return fit_run_prior(run, data, max_images, device)

@@ -185,13 +185,30 @@ def _compare(args: argparse.Namespace) -> int:
 def _encode(args: argparse.Namespace) -> int:
     from .files import run_encode
 
-    return run_encode(args.inputs, args.out, args.model, args.prior, args.check, args.device)
+    return run_encode(args.inputs, args.out, args.model, args.prior, args.check, args.device, _existing(args))
 
 
 def _decode(args: argparse.Namespace) -> int:
     from .files import run_decode
 
-    return run_decode(args.inputs, args.out, args.model, args.device)
+    return run_decode(args.inputs, args.out, args.model, args.device, _existing(args))
+
+
+def _existing(args: argparse.Namespace) -> Any:
+    return "overwrite" if args.overwrite else "skip" if args.skip_existing else "refuse"
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .info import run_info
+
+    return run_info(args.files, args.model, args.json)
+
+
+def _output_policy(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
+    group.add_argument("--skip-existing", action="store_true", help="keep output files that exist already "
+                       "(default: refuse to start when any exists)")
 
 
 def _fit_prior(args: argparse.Namespace) -> int:
@@ -227,6 +244,7 @@ def _add_codec_commands(sub: Any) -> None:
     enc.add_argument("--check", action="store_true",
                      help="decode each file again and print its fidelity (PSNR; SI-SDR and mel distance for speech)")
     enc.add_argument("--device", default="cpu", help=device_help)
+    _output_policy(enc)
     enc.set_defaults(func=_encode)
     dec = sub.add_parser("decode", help=".vqt token files -> PNG images (WAV for a speech model)",
                          description="Decode .vqt files with the model that encoded them (checked by model id).")
@@ -234,7 +252,15 @@ def _add_codec_commands(sub: Any) -> None:
     dec.add_argument("-o", "--out", required=True, help="output folder for the PNGs (WAVs)")
     dec.add_argument("--model", default="default", help=model_help)
     dec.add_argument("--device", default="cpu", help=device_help)
+    _output_policy(dec)
     dec.set_defaults(func=_decode)
+    info = sub.add_parser("info", help="what a .vqt file holds: modality, size, tokens, prior, model id, rate",
+                          description="Read .vqt headers (no model needed); with --model, also say whether that "
+                                      "model decodes each file.")
+    info.add_argument("files", nargs="+", metavar="FILE", help=".vqt files")
+    info.add_argument("--model", default=None, help=model_help)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=_info)
     fit = sub.add_parser("fit-prior", help="fit a model's static and context prior tables on training images",
                          description="Count the tokens of whole training images; writes prior.safetensors "
                                      "beside the model (this changes the model id of files encoded after).")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -68,8 +68,13 @@ class SignalAdapter(Protocol[Signal]):
 
     def to_tensor(self, signal: Signal) -> tuple[Tensor, tuple[int, ...]]:
         """(float (1, C, *spatial) in [-1, 1], the shape the file stores); ValueError for a bad signal."""
-    def from_tensor(self, x: Tensor, shape: tuple[int, ...]) -> Signal:
-        """(1, C, *padded spatial) -> the signal of stored ``shape``, cropped."""
+    def allocate(self, shape: tuple[int, ...]) -> Any:
+        """The output of a decode of a signal of stored ``shape``, filled tile by tile by :meth:`place`."""
+    def place(self, out: Any, piece: Tensor, where: tuple[slice, ...]) -> None:
+        """Write a decoded tile (1, C, *tile) at spatial ``where`` (slices of the padded signal; the part
+        beyond the stored shape is dropped)."""
+    def finish(self, out: Any, shape: tuple[int, ...]) -> Signal:
+        """The decoded signal of stored ``shape``."""
     def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The spatial sizes of a stored shape; TokenFileError if no signal of this modality has it."""
 
@@ -109,6 +114,8 @@ class Codec(Generic[Signal]):
         self.device = next(iter(model.parameters())).device
         self._identity = model.identity()
         self._ids: tuple[PriorTables | None, bytes] | None = None
+        self.archived: Callable[[], Iterable[PriorTables]] = tuple
+        """Earlier prior tables of this model (``prior-archive/``): files they coded still decode."""
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -121,11 +128,27 @@ class Codec(Generic[Signal]):
         """First 16 bytes of SHA-256 over the model's identity and the prior tables: what decoding needs.
         Recomputed when ``tables`` is replaced (e.g. after :meth:`fit_prior`)."""
         if self._ids is None or self._ids[0] is not self.tables:
-            h = hashlib.sha256(b"vqkit.model-id.v1\0")
-            h.update(self._identity)
-            h.update(digest_of(self.tables).encode())
-            self._ids = (self.tables, h.digest()[:MODEL_ID_BYTES])
+            self._ids = (self.tables, self._id_with(self.tables))
         return self._ids[1]
+
+    def _id_with(self, tables: PriorTables | None) -> bytes:
+        h = hashlib.sha256(b"vqkit.model-id.v1\0")
+        h.update(self._identity)
+        h.update(digest_of(tables).encode())
+        return h.digest()[:MODEL_ID_BYTES]
+
+    def tables_for(self, model_id: bytes) -> PriorTables | None:
+        """The prior tables that coded a file of ``model_id``: this model's current ones or an archived set;
+        ModelMismatchError if the file is another model's."""
+        if model_id == self.model_id:
+            return self.tables
+        for tables in self.archived():
+            if self._id_with(tables) == model_id:
+                return tables
+        raise ModelMismatchError(
+            f"this file was encoded with model {model_id.hex()}, not with {self.name} ({self.model_id.hex()}) "
+            "nor with its archived prior tables: decode it with the model (and prior tables) that encoded it"
+        )
 
     def prior(self, name: str) -> Prior:
         return prior_of(name, self.specs, self.tables)
@@ -146,6 +169,7 @@ class Codec(Generic[Signal]):
         """A signal -> (tokens (S, *positions) int64, side information (tiles, *side_shape) float32 or None,
         the stored shape)."""
         x, shape = self.adapter.to_tensor(signal)
+        self.adapter.spatial(shape)  # what no file may hold is not encoded either (one set of limits)
         f = self.model.downsample_factor
         pad = [p for n in reversed(x.shape[2:]) for p in (0, -n % f)]
         if any(pad):
@@ -166,22 +190,20 @@ class Codec(Generic[Signal]):
         return grid, (np.stack(sides).astype("<f4") if sides else None), shape
 
     @torch.no_grad()
-    def render(self, grid: np.ndarray, side: np.ndarray | None) -> Tensor:
-        """Tokens (S, *positions) -> float (1, C, *positions·f) on the CPU, tile by tile with a margin."""
+    def render(self, grid: np.ndarray, side: np.ndarray | None, shape: tuple[int, ...]) -> Signal:
+        """Tokens (S, *positions) -> the signal of stored ``shape``, tile by tile with a margin, each tile
+        written into the output as it is decoded: memory is the output plus one tile, whatever the size."""
         f, positions = self.model.downsample_factor, grid.shape[1:]
         tokens = torch.from_numpy(np.moveaxis(grid, 0, -1)).to(self.device)  # (*positions, S)
-        out: Tensor | None = None
+        out = self.adapter.allocate(shape)
         for t, inner in enumerate(self._tiles(positions)):
             region = self._region(inner, positions)
             side_t = None if side is None else torch.from_numpy(side[t][None].astype(np.float32)).to(self.device)
-            piece = self.model.decode_tokens(tokens[region][None], side_t).float().cpu()
-            if out is None:
-                out = torch.zeros(1, piece.shape[1], *(n * f for n in positions))
+            piece = self.model.decode_tokens(tokens[region][None], side_t)
             src = tuple(slice((a - r.start) * f, (b - r.start) * f) for (a, b), r in zip(inner, region, strict=True))
-            dst = tuple(slice(a * f, b * f) for a, b in inner)
-            out[(slice(None), slice(None), *dst)] = piece[(slice(None), slice(None), *src)]
-        assert out is not None
-        return out
+            self.adapter.place(out, piece[(slice(None), slice(None), *src)].float().cpu(),
+                               tuple(slice(a * f, b * f) for a, b in inner))
+        return self.adapter.finish(out, shape)
 
     # -- files -----------------------------------------------------------------------------------
     def encode(self, signal: Signal, prior: str = "context") -> Encoded:
@@ -203,18 +225,16 @@ class Codec(Generic[Signal]):
     def decode(self, data: bytes) -> Signal:
         """``.vqt`` bytes -> the signal; TokenFileError (a ValueError) naming what is wrong."""
         file = TokenFile.from_bytes(data)
-        grid, side = self.check(file)
-        tokens = coders.decode(self.prior(file.prior), file.payload, grid)
-        return self.adapter.from_tensor(self.render(tokens, side), file.signal_shape)
+        tables = self.tables_for(file.model_id)
+        grid, side = self.check(file, check_id=False)
+        tokens = coders.decode(prior_of(file.prior, self.specs, tables), file.payload, grid)
+        return self.render(tokens, side, file.signal_shape)
 
-    def check(self, file: TokenFile) -> tuple[tuple[int, ...], np.ndarray | None]:
+    def check(self, file: TokenFile, check_id: bool = True) -> tuple[tuple[int, ...], np.ndarray | None]:
         """(the token grid ``file`` must hold, its side information) for this codec; TokenFileError if the
-        file cannot be ours."""
-        if file.model_id != self.model_id:
-            raise ModelMismatchError(
-                f"this file was encoded with model {file.model_id.hex()}, not with {self.name} "
-                f"({self.model_id.hex()}): decode it with the model (and prior tables) that encoded it"
-            )
+        file cannot be ours (another model, modality or tiling, a grid or side information that does not fit)."""
+        if check_id:
+            self.tables_for(file.model_id)
         if file.modality != self.adapter.modality:
             raise TokenFileError(f"this is an {file.modality} token file; {self.name} decodes {self.adapter.modality}")
         f = self.model.downsample_factor
@@ -233,7 +253,10 @@ class Codec(Generic[Signal]):
         expected = 4 * tiles * math.prod(side_shape)
         if len(file.side_info) != expected:
             raise TokenFileError(f"side information is {len(file.side_info)} bytes, expected {expected}")
-        return grid, np.frombuffer(file.side_info, "<f4").reshape(tiles, *side_shape)
+        side = np.frombuffer(file.side_info, "<f4").reshape(tiles, *side_shape)
+        if not np.isfinite(side).all():  # a decoder would turn it into NaN pixels: never garbage out
+            raise TokenFileError("side information holds NaN or Inf: corrupt or forged file")
+        return grid, side
 
     def file_bits(self, tokens: Tensor, shape: tuple[int, ...]) -> dict[str, list[float]]:
         """Whole-file bits, per prior the model has, of each item's tokens (B, *positions, S) as a tokenizer's

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal
 import annotated_types as at
 import numpy as np
 from PIL import Image, features
+from tqdm import tqdm
 
 from ..data.files import find_images, spread
 from ..metrics import psnr, ssim
@@ -90,12 +92,12 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
     classical = classical_codecs()
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for path in files:
+    for path in tqdm(files, desc="rd", unit="image", file=sys.stderr, disable=None):
         image = read_image(path)
         pixels = image.shape[0] * image.shape[1]
         for model, (codec, _) in zip(models, codecs, strict=True):
             grid, side, shape = codec.tokens(image)
-            decoded = codec.adapter.from_tensor(codec.render(grid, side), shape)
+            decoded = codec.render(grid, side, shape)
             p, s = _quality(image, decoded)
             for prior in cfg.priors:
                 encoded = codec.pack(grid, b"" if side is None else side.tobytes(), shape, prior)

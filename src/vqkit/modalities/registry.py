@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..codec import container
-from ..codec.priors import load_prior, save_prior
+from ..codec.priors import PRIOR_FILE, PriorTables, load_prior, save_prior
 from ..codec.tiled import Codec
 from ..models import Tokenizer, pretrained
+from ..storage import atomic_write
 from ..validation import resolve_device
 from .base import Modality
 
@@ -56,7 +57,32 @@ def open_codec(model: str | os.PathLike[str], device: str | torch.device = "cpu"
     modality = modality_of(tokenizer.config.arch)
     codec = codec_for(tokenizer, modality, name=str(model))
     codec.tables = load_prior(directory, codec.specs)
+    codec.archived = lambda: archived_priors(directory)
     return codec, modality
+
+
+ARCHIVE = "prior-archive"
+"""Beside a model: every prior table set it had before a refit, named by its digest (content-addressed)."""
+
+
+def archived_priors(directory: Path) -> Iterator[PriorTables]:
+    """The archived prior tables of the model in ``directory`` (read when a file's model id asks for them)."""
+    for path in sorted((directory / ARCHIVE).glob("*.safetensors")):
+        yield PriorTables.from_bytes(path.read_bytes(), path)
+
+
+def archive_prior(directory: Path) -> Path | None:
+    """Keep the model's current prior tables in ``prior-archive/`` (named by their digest) before they are
+    replaced, so that every file they coded still decodes; returns the archived path (None: no tables)."""
+    current = directory / PRIOR_FILE
+    if not current.is_file():
+        return None
+    blob = current.read_bytes()
+    target = directory / ARCHIVE / f"{PriorTables.from_bytes(blob, current).digest()[:16]}.safetensors"
+    if not target.is_file():
+        target.parent.mkdir(exist_ok=True)
+        atomic_write(target, blob)
+    return target
 
 
 def codec_for(tokenizer: Tokenizer, modality: Modality | None = None, name: str = "tokenizer") -> Codec[Any]:
@@ -81,4 +107,10 @@ def fit_and_save_prior(model: str | os.PathLike[str], data: str, max_items: int 
 
         signals = tqdm(signals, desc="fit-prior", unit=modality.items.rstrip("s"), total=max_items or None,
                        file=sys.stderr)
-    return save_prior(pretrained.resolve(model), codec.fit_prior(signals))
+    tables = codec.fit_prior(signals)
+    directory = pretrained.resolve(model)
+    kept = archive_prior(directory)
+    if kept is not None and progress:
+        print(f"vqkit fit-prior: the previous tables are kept in {kept}: files encoded with them still decode",
+              file=sys.stderr)
+    return save_prior(directory, tables)

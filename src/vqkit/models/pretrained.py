@@ -1,10 +1,14 @@
 """The on-disk form of a tokenizer: ``config.json`` + ``model.safetensors`` in one directory.
 
-``config.json`` holds a format marker, the vqkit version, the resolved :class:`TokenizerConfig`
-and the SHA-256 of the weights file. safetensors has no checksum of its own: a flipped byte in
-the tensor data loads silently, so the digest is what turns such damage into an error. Both files
-are written atomically (temporary file in the same directory, then ``os.replace``), weights first:
-a crash in between leaves new weights next to an old digest, which loading then refuses.
+``config.json`` holds a format marker, the vqkit version, the resolved :class:`TokenizerConfig`,
+the SHA-256 of the weights file and ``config_sha256``, the SHA-256 of all its other fields as
+canonical JSON (:func:`config_digest`). safetensors has no checksum of its own: a flipped byte in
+the tensor data loads silently, so the digest is what turns such damage into an error; and a config
+edited by hand (``"symmetric": true`` added to an FSQ's arguments loads and costs 1.6 dB) is refused
+by its own digest. A ``config.json`` written by vqkit 0.1, without ``config_sha256``, still loads,
+with a warning that its config cannot be verified. Both files are written atomically (temporary
+file in the same directory, then ``os.replace``), weights first: a crash in between leaves new
+weights next to an old digest, which loading then refuses.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,19 +27,49 @@ import torch
 from torch import Tensor
 
 from .. import __version__
-from ..storage import IntegrityError, atomic_write
+from ..storage import IntegrityError, atomic_write, read_json
 from .config import TokenizerConfig
 
 FORMAT = "vqkit.tokenizer"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CONFIG_DIGEST = "config_sha256"
 _SHOW = 6  # key names listed per kind of mismatch
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def config_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of ``meta`` (a ``config.json`` object) without its own ``config_sha256``, as canonical JSON
+    (sorted keys, no spaces, ASCII): re-indenting the file keeps it, changing any value does not."""
+    body = {k: v for k, v in meta.items() if k != CONFIG_DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_json(meta: dict[str, Any]) -> bytes:
+    """The bytes of ``config.json`` for ``meta``, with its ``config_sha256`` (re)computed."""
+    sealed = {k: v for k, v in meta.items() if k != CONFIG_DIGEST}
+    sealed[CONFIG_DIGEST] = config_digest(sealed)
+    return (json.dumps(sealed, indent=2, allow_nan=False) + "\n").encode()
+
+
+def check_directory(directory: object) -> str | os.PathLike[str]:
+    """``directory`` if it can name a model folder (a non-empty path or ``"default"``), else a ValueError
+    naming the argument (``from_pretrained(None)`` was a TypeError from deep inside pathlib)."""
+    if isinstance(directory, str):
+        if directory.strip() and "\0" not in directory:
+            return directory
+    elif isinstance(directory, os.PathLike) and isinstance(os.fspath(directory), str):
+        return directory
+    raise ValueError(f"directory = {directory!r} ({type(directory).__name__}): expected the path of a model saved "
+                     "by save_pretrained, a run directory, or 'default'")
 
 
 def resolve(directory: str | os.PathLike[str]) -> Path:
     """``"default"`` -> the tokenizer shipped inside the package; a run directory -> its ``final/``;
     anything else is taken as a ``save_pretrained`` directory."""
+    directory = check_directory(directory)
     if str(directory) == "default":
         return Path(str(resources.files("vqkit") / "assets" / "default"))
     path = Path(directory)
@@ -69,7 +105,7 @@ def save(directory: str | os.PathLike[str], config: TokenizerConfig, state: dict
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "config": config.to_dict(),
     }
-    atomic_write(root / CONFIG_NAME, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write(root / CONFIG_NAME, config_json(meta))
     return root
 
 
@@ -81,10 +117,7 @@ def read_config(directory: str | os.PathLike[str]) -> tuple[TokenizerConfig, str
     path = root / CONFIG_NAME
     if not path.is_file():
         raise ValueError(f"{path}: missing; a tokenizer directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    try:
-        meta: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    meta: Any = read_json(path, "a tokenizer directory is written by Tokenizer.save_pretrained")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{path}: not a vqkit tokenizer config (format {got!r}, expected {FORMAT!r})")
@@ -94,15 +127,35 @@ def read_config(directory: str | os.PathLike[str]) -> tuple[TokenizerConfig, str
             f"{path}: format version {version!r} is not supported (this vqkit {__version__} reads "
             f"1..{FORMAT_VERSION}; it was written by vqkit {meta.get('vqkit_version')!r})"
         )
+    _check_config_digest(path, meta)
     try:
         config = TokenizerConfig.from_dict(meta.get("config", {}))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RecursionError) as err:
         raise ValueError(f"{path}: invalid tokenizer config: {err}") from err
     digest = meta.get("weights_sha256")
     if not isinstance(digest, str) or len(digest) != 64:
         raise IntegrityError(f"{path}: no valid weights_sha256 ({digest!r}), so {WEIGHTS_NAME} cannot be verified; "
                              "a tokenizer directory is written by Tokenizer.save_pretrained, which records it")
     return config, digest
+
+
+def _check_config_digest(path: Path, meta: dict[str, Any]) -> None:
+    """IntegrityError unless ``meta`` matches its ``config_sha256``; a warning if it has none (vqkit 0.1)."""
+    if CONFIG_DIGEST not in meta:
+        warnings.warn(f"{path}: written by vqkit {meta.get('vqkit_version')!r}, without {CONFIG_DIGEST}: its config "
+                      "cannot be verified (save the model again with save_pretrained to record it)",
+                      UserWarning, stacklevel=4)
+        return
+    recorded = meta[CONFIG_DIGEST]
+    try:
+        actual = config_digest(meta)
+    except (ValueError, TypeError, RecursionError) as err:
+        raise IntegrityError(f"{path}: its config cannot be hashed ({type(err).__name__}): corrupt") from err
+    if not isinstance(recorded, str) or _HEX64.fullmatch(recorded) is None:
+        raise IntegrityError(f"{path}: {CONFIG_DIGEST} is not a SHA-256 ({str(recorded)[:80]!r}); the file is corrupt")
+    if recorded != actual:
+        raise IntegrityError(f"{path}: contents differ from the {CONFIG_DIGEST} recorded in it: the file was edited "
+                             "or is corrupt (a model's config is written by save_pretrained, never by hand)")
 
 
 def read_weights(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torch import nn
 
 from ..quantizers import EMAVQ, FSQ, LFQ, VQ, FactorizedVQ, Quantizer, ResidualFSQ, ResidualSimVQ, ResidualVQ, SimVQ
+from ..validation import ConfigError
 from .conv import FSQ_CONV_CHANNELS, RFSQ_CONV_CHANNELS, ConvDecoder, ConvEncoder
 from .speech import SpeechConfig, SpeechDecoder, SpeechEncoder
 from .vqgan import VQGANDecoder, VQGANEncoder
@@ -59,7 +60,7 @@ def build_quantizer(name: str, args: Mapping[str, Any]) -> Quantizer:
         raise ValueError(f"quantizer {name!r}: bad arguments {kwargs}: {err}") from err
     try:
         return ctor(**kwargs)
-    except TypeError as err:  # e.g. an unknown stage option passed through **stage_options
+    except (TypeError, ConfigError) as err:  # a wrong type, an unknown stage option passed through **stage_options
         raise ValueError(f"quantizer {name!r}: bad arguments {kwargs}: {err}") from err
 
 

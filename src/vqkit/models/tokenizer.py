@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..quantizers import QuantizerOutput, ResidualQuantizer, SymbolLayout
+from ..validation import ConfigError, resolve_device
 from . import pretrained
 from .config import TokenizerConfig
 from .registry import build_backbone, build_quantizer
@@ -178,9 +179,12 @@ class Tokenizer(nn.Module):
         """Rebuild a tokenizer saved by :meth:`save_pretrained`, in eval mode on ``device``.
         ``"default"`` loads the tokenizer shipped with vqkit; a run directory, its ``final/`` model.
 
-        Raises ValueError, naming the file, for a missing or malformed ``config.json``, unknown
-        arch or quantizer names, weights of another architecture, and corrupt weights.
+        Raises ValueError, naming the file, for a missing, malformed or edited ``config.json``, unknown
+        arch or quantizer names, weights of another architecture, and corrupt weights; naming the
+        argument for a ``directory`` that is not a path and a ``device`` this machine lacks (checked
+        first, before anything is read).
         """
+        target = _device(device)
         directory = pretrained.resolve(directory)
         config, digest = pretrained.read_config(directory)
         try:
@@ -190,8 +194,21 @@ class Tokenizer(nn.Module):
         what = f"arch={config.arch!r}, quantizer={config.quantizer!r}"
         tensors = pretrained.read_weights(directory, model.state_dict(), digest, what)
         model.load_state_dict(tensors, strict=True)
-        return model.to(device).eval()
+        return model.to(target).eval()
 
     def extra_repr(self) -> str:
         c = self.config
         return f"arch={c.arch!r}, quantizer={c.quantizer!r}, f={self.downsample_factor}"
+
+
+def _device(device: object) -> torch.device:
+    """``device`` (a string such as ``"cuda:0"`` or a ``torch.device``) checked against this machine
+    (:func:`vqkit.validation.resolve_device`): a ValueError naming it, never torch's AssertionError."""
+    if isinstance(device, torch.device):
+        if device.type not in ("cuda", "mps"):
+            return device  # cpu (or another backend torch was built with): nothing to check here
+        device = str(device)
+    if not isinstance(device, str):
+        raise ConfigError(f"device = {device!r} ({type(device).__name__}): expected a string such as 'cpu' or "
+                          "'cuda:0', or a torch.device")
+    return resolve_device(device)

@@ -11,8 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validation import Dim, NonNegativeFloat, Size, check_args
 from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
-from .search import DEFAULT_MAX_BYTES, SearchPrecision, check_search_bytes, check_search_precision, nearest_code
+from .search import (
+    DEFAULT_MAX_BYTES,
+    SEARCH_ARGS,
+    SearchPrecision,
+    check_search_bytes,
+    check_search_precision,
+    nearest_code,
+)
+
+ARGS = {"dim": Dim, "codebook_size": Size, "code_dim": Dim, "beta": NonNegativeFloat, **SEARCH_ARGS}
+"""Types of FactorizedVQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
 class FactorizedVQ(Quantizer):
@@ -34,6 +45,9 @@ class FactorizedVQ(Quantizer):
     ) -> None:
         super().__init__()
         owner = "FactorizedVQ"
+        args = check_args(owner, ARGS, dim=dim, codebook_size=codebook_size, code_dim=code_dim, beta=beta,
+                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision)
+        beta, check_finite = args["beta"], args["check_finite"]
         dim, code_dim = check_size(owner, "dim", dim, 1), check_size(owner, "code_dim", code_dim, 1)
         codebook_size = check_size(owner, "codebook_size", codebook_size, 2)
         check_codebook(owner, codebook_size, code_dim)

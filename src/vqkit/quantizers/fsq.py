@@ -30,17 +30,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
+import annotated_types as at
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from ..validation import Dim, check_args
 from .base import MAX_INDEX_SPACE, Quantizer, SymbolLayout, check_size
 
 _EPS = 1e-3
 MAX_LEVEL = 2**22
 """Largest level whose every digit float32 FSQ reaches (checked for both grids; 2^23 is not)."""
+ARGS = {"levels": Annotated[tuple[int, ...], at.MinLen(1)], "dim": Dim | None, "symmetric": bool,
+        "check_finite": bool}
+"""Types of FSQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 _FLOAT_INDEX_LIMIT = 2**24
 """Up to this many codes, indices are summed in float32: every digit·basis and partial sum is an exact integer."""
 _TILE = 8
@@ -116,7 +121,9 @@ class FSQ(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        levels = [int(v) for v in levels]
+        args = check_args("FSQ", ARGS, levels=levels, dim=dim, symmetric=symmetric, check_finite=check_finite)
+        levels = list(args["levels"])
+        symmetric, check_finite = args["symmetric"], args["check_finite"]
         if not levels or any(v < 2 for v in levels):
             raise ValueError(f"FSQ: every level must be an integer >= 2, got {levels}")
         if max(levels) > MAX_LEVEL:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validation import Dim, NonNegativeFloat, Size, check_args
 from .base import Quantizer, SymbolLayout, check_size, straight_through
 
 EntropyMode = Literal["exact", "factorized"]
@@ -44,6 +45,9 @@ MAX_BITS = 62
 """2^62 codes: the largest power-of-two codebook whose size, like its indices, is an int64."""
 MAX_LOGIT = 200.0
 """|logit| above which σ is 0 or 1 in float32 (σ(-104) underflows): clipping there changes nothing."""
+ARGS = {"dim": Dim, "bits": Size | None, "entropy_weight": NonNegativeFloat, "commitment_weight": NonNegativeFloat,
+        "gamma": float, "temperature": float, "codebook_entropy": EntropyMode | None, "check_finite": bool}
+"""Types of LFQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
 def binary_entropy_from_logits(logits: Tensor) -> Tensor:
@@ -102,8 +106,13 @@ class LFQ(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
+        args = check_args("LFQ", ARGS, dim=dim, bits=bits, entropy_weight=entropy_weight,
+                          commitment_weight=commitment_weight, gamma=gamma, temperature=temperature,
+                          codebook_entropy=codebook_entropy, check_finite=check_finite)
+        entropy_weight, commitment_weight, gamma = args["entropy_weight"], args["commitment_weight"], args["gamma"]
+        temperature, check_finite = args["temperature"], args["check_finite"]
         self.dim = check_size("LFQ", "dim", dim, 1)
-        self.bits = self.dim if bits is None else int(bits)
+        self.bits = self.dim if args["bits"] is None else args["bits"]
         if not 1 <= self.bits <= MAX_BITS:
             raise ValueError(
                 f"LFQ: bits must be in [1, {MAX_BITS}] (2^bits codes, an int64 size and index), got {self.bits}"

@@ -42,13 +42,16 @@ stage.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+import inspect
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal
 
+import annotated_types as at
 import torch
 from torch import Tensor, nn
 
 from .. import distributed
+from ..validation import ConfigError, check_args
 from .base import Quantizer, SymbolLayout, check_size, float32_math
 from .fsq import FSQ
 from .simvq import SimVQ
@@ -57,6 +60,24 @@ from .vq import EMAVQ, VQ
 Conditioning = Literal["none", "scale", "layernorm"]
 ScaleParam = Literal["exp", "softplus"]
 LayerNormStats = Literal["running", "instance"]
+MAX_STAGES = 1024
+"""Most stages a residual quantizer may have (a typo of 10**9 stages would build modules for ever)."""
+ARGS = {"conditioning": Conditioning, "scale_param": ScaleParam, "layernorm_stats": LayerNormStats,
+        "momentum": float, "eps": float, "check_finite": bool,
+        "num_stages": Annotated[int, at.Le(MAX_STAGES)], "symmetric": bool, "ema": bool}
+"""Types of the residual quantizers' arguments (:func:`vqkit.validation.check_args`); ranges checked after."""
+
+
+def _check(owner: str, **values: Any) -> dict[str, Any]:
+    return check_args(owner, ARGS, **values)
+
+
+def _check_stage_options(owner: str, stage: type[Quantizer], options: dict[str, Any]) -> None:
+    """A ConfigError naming keyword arguments that ``stage`` does not take (instead of a TypeError)."""
+    known = set(inspect.signature(stage).parameters) - {"dim", "codebook_size"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"{owner}: unknown stage option(s) {unknown} for {stage.__name__}; known: {sorted(known)}")
 
 
 class ResidualQuantizer(Quantizer):
@@ -81,6 +102,17 @@ class ResidualQuantizer(Quantizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
+        args = _check("ResidualQuantizer", conditioning=conditioning, scale_param=scale_param,
+                      layernorm_stats=layernorm_stats, momentum=momentum, eps=eps, check_finite=check_finite)
+        momentum, eps, check_finite = args["momentum"], args["eps"], args["check_finite"]
+        if not isinstance(stages, Iterable) or isinstance(stages, str | bytes | Quantizer):
+            raise ConfigError(f"ResidualQuantizer: invalid stages = {stages!r} ({type(stages).__name__}): "
+                              "expected a list of quantizers")
+        stages = list(stages)
+        bad = [i for i, s in enumerate(stages) if not isinstance(s, Quantizer)]
+        if bad:
+            raise ConfigError(f"ResidualQuantizer: invalid stages: item {bad[0]} is a {type(stages[bad[0]]).__name__}, "
+                              "not a vqkit quantizer")
         if not stages:
             raise ValueError("ResidualQuantizer: needs at least one stage")
         dims = {s.dim for s in stages}
@@ -320,6 +352,7 @@ def ResidualFSQ(
     check_finite: bool = True,
 ) -> ResidualQuantizer:
     """RFSQ: ``num_stages`` FSQ stages over ``levels`` (dim = len(levels))."""
+    _check("ResidualFSQ", num_stages=num_stages, symmetric=symmetric, conditioning=conditioning)
     num_stages = check_size("ResidualFSQ", "num_stages", num_stages, 1)
     stages = [FSQ(levels, symmetric=symmetric) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
@@ -339,8 +372,10 @@ def ResidualVQ(
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual VQ (EnCodec / SoundStream): EMAVQ stages, or gradient VQ with ``ema=False``."""
+    _check("ResidualVQ", num_stages=num_stages, ema=ema, conditioning=conditioning)
     num_stages = check_size("ResidualVQ", "num_stages", num_stages, 1)
     cls = EMAVQ if ema else VQ
+    _check_stage_options("ResidualVQ", cls, stage_options)
     stages = [cls(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
                              check_finite=check_finite)
@@ -358,7 +393,9 @@ def ResidualSimVQ(
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual SimVQ: each stage its own frozen codebook and linear layer."""
+    _check("ResidualSimVQ", num_stages=num_stages, conditioning=conditioning)
     num_stages = check_size("ResidualSimVQ", "num_stages", num_stages, 1)
+    _check_stage_options("ResidualSimVQ", SimVQ, stage_options)
     stages = [SimVQ(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
                              check_finite=check_finite)

@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..validation import Size
 from .base import float32_math
 from .search_bf16 import Bf16Search, use_bf16
 from .search_bf16 import reduced_precision_available as reduced_precision_available
@@ -45,6 +46,8 @@ cores; blocks of fewer than ~256 rows lose matrix-product efficiency."""
 _MIN_ROWS = 64  # below this many tokens per block the matrix product loses efficiency
 
 SearchPrecision = Literal["auto", "bf16", "fp32"]
+SEARCH_ARGS = {"search_bytes": Size, "check_finite": bool, "search_precision": SearchPrecision}
+"""Types of the arguments every nearest-code quantizer takes (:func:`vqkit.validation.check_args`)."""
 SEARCH_PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
 
 

@@ -27,8 +27,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..validation import Dim, NonNegativeFloat, Size, check_args
 from .base import Quantizer, check_codebook, check_size, straight_through
-from .search import DEFAULT_MAX_BYTES, SearchPrecision, check_search_bytes, check_search_precision, nearest_code
+from .search import (
+    DEFAULT_MAX_BYTES,
+    SEARCH_ARGS,
+    SearchPrecision,
+    check_search_bytes,
+    check_search_precision,
+    nearest_code,
+)
+
+ARGS = {"dim": Dim, "codebook_size": Size, "beta": NonNegativeFloat, "train_codebook": bool,
+        "init": Literal["gaussian", "uniform"], **SEARCH_ARGS}
+"""Types of SimVQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
 class SimVQ(Quantizer):
@@ -46,6 +58,10 @@ class SimVQ(Quantizer):
         search_precision: SearchPrecision = "auto",
     ) -> None:
         super().__init__()
+        args = check_args("SimVQ", ARGS, dim=dim, codebook_size=codebook_size, beta=beta, train_codebook=train_codebook,
+                          init=init, search_bytes=search_bytes, check_finite=check_finite,
+                          search_precision=search_precision)
+        beta, train_codebook, check_finite = args["beta"], args["train_codebook"], args["check_finite"]
         dim, codebook_size = check_size("SimVQ", "dim", dim, 1), check_size("SimVQ", "codebook_size", codebook_size, 2)
         check_codebook("SimVQ", codebook_size, dim)
         if init not in ("gaussian", "uniform"):

@@ -30,8 +30,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import distributed
+from ..validation import Dim, NonNegativeFloat, Size, check_args
 from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
-from .search import DEFAULT_MAX_BYTES, SearchPrecision, check_search_bytes, check_search_precision, nearest_code
+from .search import (
+    DEFAULT_MAX_BYTES,
+    SEARCH_ARGS,
+    SearchPrecision,
+    check_search_bytes,
+    check_search_precision,
+    nearest_code,
+)
+
+VQ_ARGS = {"dim": Dim, "codebook_size": Size, "beta": NonNegativeFloat, "l2_normalize": bool, **SEARCH_ARGS}
+EMAVQ_ARGS = {"dim": Dim, "codebook_size": Size, "decay": float, "beta": NonNegativeFloat, "eps": float,
+              "dead_code_threshold": NonNegativeFloat, "kmeans_init": bool, "kmeans_iters": Size, **SEARCH_ARGS}
+"""Types of the arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
 def cluster_statistics(flat: Tensor, indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
@@ -79,6 +92,9 @@ class VQ(Quantizer):
         search_precision: SearchPrecision = "auto",
     ) -> None:
         super().__init__()
+        args = check_args("VQ", VQ_ARGS, dim=dim, codebook_size=codebook_size, beta=beta, l2_normalize=l2_normalize,
+                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision)
+        beta, l2_normalize, check_finite = args["beta"], args["l2_normalize"], args["check_finite"]
         dim, codebook_size = check_size("VQ", "dim", dim, 1), check_size("VQ", "codebook_size", codebook_size, 2)
         check_codebook("VQ", codebook_size, dim)
         self.dim, self.codebook_size = dim, codebook_size
@@ -142,6 +158,11 @@ class EMAVQ(Quantizer):
         search_precision: SearchPrecision = "auto",
     ) -> None:
         super().__init__()
+        args = check_args("EMAVQ", EMAVQ_ARGS, dim=dim, codebook_size=codebook_size, decay=decay, beta=beta, eps=eps,
+                          dead_code_threshold=dead_code_threshold, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
+                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision)
+        decay, beta, eps, check_finite = args["decay"], args["beta"], args["eps"], args["check_finite"]
+        dead_code_threshold, kmeans_init = args["dead_code_threshold"], args["kmeans_init"]
         dim, codebook_size = check_size("EMAVQ", "dim", dim, 1), check_size("EMAVQ", "codebook_size", codebook_size, 2)
         check_codebook("EMAVQ", codebook_size, dim)
         if not 0.0 <= decay < 1.0:

@@ -357,6 +357,11 @@ class Trainer:
             "bits_per_token": self.model.bits_per_token, **self.objective.notes, "modality": self.modality.name,
             "val": last_eval or None,
         }
+        warning = collapse_warning(last_eval)
+        if warning:
+            summary["warnings"] = [warning]
+            if self.ctx.main:
+                print(f"vqkit train: warning: {warning}", flush=True)
         if self.ctx.main:
             final = self.ema if self.ema is not None else self.model
             final.save_pretrained(self.run_dir / "final")
@@ -370,6 +375,22 @@ class Trainer:
     def _barrier(self) -> None:
         if self.ctx.world > 1 and dist.is_initialized():
             dist.barrier()
+
+
+COLLAPSED_USAGE = 0.01
+COLLAPSED_PERPLEXITY = 2.0
+
+
+def collapse_warning(val: dict[str, float]) -> str:
+    """A sentence when the final validation shows a collapsed codebook (< 1% of codes used, or perplexity
+    < 2: the tokens carry almost no information), else ''."""
+    usage, perplexity = val.get("usage"), val.get("perplexity")
+    if usage is None or perplexity is None:
+        return ""
+    if usage < COLLAPSED_USAGE or perplexity < COLLAPSED_PERPLEXITY:
+        return (f"the codebook collapsed: {usage:.2%} of codes used, perplexity {perplexity:.2f} on the validation "
+                "set; check the learning rate, the quantizer's settings and the data, or train longer")
+    return ""
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

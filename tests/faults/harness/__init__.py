@@ -9,7 +9,9 @@ the tests assert on the records, the script counts them.
 - :mod:`.corpus`, :mod:`.corrupt`, :mod:`.kinds`: every file kind vqkit reads, damaged (:func:`run_corrupt_case`);
 - :mod:`.oracle`, :mod:`.fuzz`, :mod:`.fuzz_config`, :mod:`.fuzz_images`: hypothesis-fuzzed configs,
   flags and images against an independent validity oracle;
-- :mod:`.ddp`: a 2-rank gloo job with a rank killed (:func:`ddp_kill`) or not (:func:`ddp_identical`).
+- :mod:`.ddp`: a 2-rank gloo job with a rank killed (:func:`ddp_kill`) or not (:func:`ddp_identical`);
+- :mod:`.inputs`, :mod:`.media`: foreign files in an output folder, lying WAV headers, multi-frame, EXIF and
+  ICC images (:func:`run_input_case`).
 """
 
 from .checks import indent
@@ -19,6 +21,7 @@ from .ddp import DdpKill, DdpSame, ddp_identical, ddp_kill
 from .fuzz import FuzzResult, describe_groups, fuzz_outcomes
 from .fuzz_config import fuzz_configs_api, fuzz_configs_cli, fuzz_flags_cli
 from .fuzz_images import fuzz_images_api, fuzz_images_cli
+from .inputs import InputCase, InputResult, input_cases, run_input_case
 from .kills import KillPlan, KillResult, kill_plans, run_kill_trial
 from .kinds import KINDS, available_kinds
 from .process import CliServer, Runner, SubprocessRunner
@@ -26,8 +29,9 @@ from .runs import KILL_STEPS, Reference, reference_run
 
 __all__ = [
     "KILL_STEPS", "KINDS", "QUICK_DAMAGES", "CaseResult", "CliServer", "Corpus", "Damage", "DdpKill", "DdpSame",
-    "FuzzResult", "KillPlan", "KillResult", "Kind", "Reference", "Runner", "SubprocessRunner", "available_kinds",
-    "build_corpus", "damages", "ddp_identical", "ddp_kill", "describe_groups", "fuzz_configs_api", "fuzz_configs_cli",
-    "fuzz_flags_cli", "fuzz_images_api", "fuzz_images_cli", "fuzz_outcomes", "have", "indent", "intact_problem",
-    "kill_plans", "reference_run", "run_corrupt_case", "run_kill_trial",
+    "FuzzResult", "InputCase", "InputResult", "KillPlan", "KillResult", "Kind", "Reference", "Runner",
+    "SubprocessRunner", "available_kinds", "build_corpus", "damages", "ddp_identical", "ddp_kill", "describe_groups",
+    "fuzz_configs_api", "fuzz_configs_cli", "fuzz_flags_cli", "fuzz_images_api", "fuzz_images_cli", "fuzz_outcomes",
+    "have", "indent", "input_cases", "intact_problem", "kill_plans", "reference_run", "run_corrupt_case",
+    "run_input_case", "run_kill_trial",
 ]

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vqkit.storage import TMP_PREFIX
+
 from .process import SIGKILL, Runner, alive
 from .runs import (
     KILL_STEPS,
@@ -84,7 +86,7 @@ class KillResult:
 
 def _writing_checkpoint(run: Path) -> bool:
     try:
-        return any(n.endswith(".tmp") and "checkpoint" in n for n in os.listdir(run))
+        return any(n.startswith(f"{TMP_PREFIX}checkpoint") for n in os.listdir(run))
     except FileNotFoundError:
         return False
 

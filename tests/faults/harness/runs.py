@@ -79,10 +79,12 @@ def cli_config() -> dict[str, Any]:
 
 
 def tmp_files(run: Path) -> list[str]:
-    """Temporary files anywhere under ``run`` (hidden ones included), relative paths."""
+    """Temporary files anywhere under ``run`` (hidden ones included; vqkit's and older ``*.tmp``), relative paths."""
+    from vqkit.storage import is_temporary
+
     found = []
     for folder, _, files in os.walk(run):
-        found += [os.path.relpath(os.path.join(folder, f), run) for f in files if f.endswith(".tmp")]
+        found += [os.path.relpath(os.path.join(folder, f), run) for f in files if is_temporary(f) or f.endswith(".tmp")]
     return sorted(found)
 
 

@@ -12,6 +12,14 @@ Every waveform is float32 mono in **[-1, 1]**, the range vqkit's speech models, 
 - **A real resampler.** Rates are converted with libsoxr's high-quality filter (``soxr``), not by
   linear interpolation, which aliases and dulls the highs that a codec is judged on. LibriSpeech
   (16 kHz) and LJSpeech (22.05 kHz) then train one model at one rate.
+- **Headers are checked before anything is allocated.** A RIFF/WAVE header is read against the
+  file's size (:func:`check_wav_header`: sample rate within :data:`MIN_SAMPLE_RATE`..
+  :data:`MAX_SAMPLE_RATE`, at most :data:`MAX_CHANNELS` channels, a ``data`` chunk of whole frames
+  that the file really holds, neither shorter nor longer than declared), and every format's rate,
+  channels and length (libsndfile's header reading) are bounded, decoded and resampled lengths by
+  :data:`MAX_SAMPLES`: a 64 kB WAV claiming 1 Hz no longer asks for 512 M samples.
+- **The file's own rate.** :func:`read_audio` returns the samples at the rate the file was recorded
+  at, with that rate, so that a codec can store it; :func:`load_audio` resamples.
 - **Errors name the file.** A corrupt, empty or NaN-filled file raises a :class:`BadFileError` (a
   ``ValueError``) with its path at once, instead of a NaN loss hours later. :class:`AudioFolder`'s
   ``bad_files`` decides what a dataset does with one: ``"skip"`` (default) it, warn once and
@@ -21,6 +29,7 @@ Every waveform is float32 mono in **[-1, 1]**, the range vqkit's speech models, 
 from __future__ import annotations
 
 import io
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +50,17 @@ from ...data.files import BadFileError, _BadFileMixin, _EpochMixin, _index, chec
 from ...storage import atomic_write
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
+MIN_SAMPLE_RATE = 1_000
+"""Lowest sample rate a file may declare (Hz): below it a header is lying, not recording speech."""
+MAX_SAMPLE_RATE = 768_000
+"""Highest sample rate a file may declare (Hz): the highest rate audio hardware records at."""
+MAX_CHANNELS = 64
+"""Most channels a file may declare (libsndfile's WAV limit is 1024; 64 covers every real recording)."""
+MAX_SAMPLES = 1 << 31
+"""Most samples decoded from one file (all channels together) and most samples a resampling may produce
+(37 h at 16 kHz; the speech codec's own limit): checked before the buffer is allocated."""
+_MAX_CHUNKS = 4096  # chunks read in one header: a file of millions of empty chunks is refused, not walked
+_PCM_TAGS = {1: "PCM", 3: "IEEE float", 6: "A-law", 7: "mu-law", 0xFFFE: "extensible"}  # block_align = C x bytes
 
 
 def find_audio(root: str | os.PathLike[str], extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
@@ -64,74 +84,190 @@ def split_folder(data: str | os.PathLike[str], split: str) -> Path:
     return root / split if (root / split).is_dir() else root
 
 
-def check_wav_length(path: str | os.PathLike[str]) -> None:
-    """Refuse a RIFF/WAVE file whose ``data`` chunk is shorter than its header declares.
+def _printable(tag: bytes) -> bool:
+    return len(tag) == 4 and all(0x20 <= b <= 0x7E for b in tag)
 
-    libsndfile reads such a truncated file without complaint (the frames that are there); PCM has no
-    checksum, so the declared length is the only evidence of a cut. Streamed WAVs that declare an
-    unknown length (0 or 0xFFFFFFFF) and non-RIFF files are left to libsndfile.
+
+def _chunks_fill(f: io.BufferedReader, offset: int, size: int) -> bool:
+    """Whether the bytes from ``offset`` to the end are whole RIFF chunks (printable ids, lengths that
+    fit), as after a ``data`` chunk; a lone pad byte at the end is allowed."""
+    for _ in range(_MAX_CHUNKS):
+        if offset + 8 > size:
+            return size - offset <= 1
+        f.seek(offset)
+        head = f.read(8)
+        length = int.from_bytes(head[4:8], "little")
+        if not _printable(head[:4]) or offset + 8 + length > size:
+            return False
+        offset += 8 + length + (length & 1)
+    return False
+
+
+def check_wav_header(path: str | os.PathLike[str]) -> None:
+    """Refuse a RIFF/WAVE file whose header does not describe the file, before a sample is decoded.
+
+    Checked against the file's size: the ``fmt `` chunk (present before ``data``; sample rate in
+    :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE`; 1..:data:`MAX_CHANNELS` channels; for PCM, float
+    and G.711 a block size of channels x bytes per sample) and the ``data`` chunk: whole frames, at
+    least one, neither cut (declared longer than the file: truncated) nor followed by bytes that are
+    not chunks (declared shorter than what the file holds: libsndfile would silently read the first
+    few samples only). Streamed WAVs that declare an unknown length (0 or 0xFFFFFFFF) are measured by
+    the file's size. Non-RIFF files are left to libsndfile (and :func:`check_audio`'s bounds).
+    Raises :class:`BadFileError` naming the file and the field.
     """
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return
-        offset = 12
+        fmt: tuple[int, int, int, int, int] | None = None
+        offset, chunks = 12, 0
         while offset + 8 <= size:
+            chunks += 1
+            if chunks > _MAX_CHUNKS:
+                raise BadFileError(f"audio {path}: more than {_MAX_CHUNKS} chunks before its 'data' chunk", path)
             f.seek(offset)
             chunk = f.read(8)
             name, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
+            if name == b"fmt ":
+                body = f.read(min(length, 16))
+                if length < 16 or len(body) < 16:
+                    raise BadFileError(f"audio {path}: its 'fmt ' chunk is {length} bytes, shorter than 16", path)
+                tag, channels = int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little")
+                rate, align = int.from_bytes(body[4:8], "little"), int.from_bytes(body[12:14], "little")
+                fmt = (tag, channels, rate, align, int.from_bytes(body[14:16], "little"))
+                _check_fmt(path, *fmt)
             if name == b"data":
+                if fmt is None:
+                    raise BadFileError(f"audio {path}: no 'fmt ' chunk before its 'data' chunk", path)
                 held = size - offset - 8
-                if length not in (0, 0xFFFFFFFF) and held < length:
+                if length in (0, 0xFFFFFFFF):
+                    length = held - (held % max(1, fmt[3])) if fmt[0] in _PCM_TAGS else held
+                if held < length:
                     raise BadFileError(f"audio {path} is truncated: its header declares {length} bytes of "
                                        f"samples, the file holds {held}", path)
+                if not _chunks_fill(f, offset + 8 + length + (length & 1), size):
+                    raise BadFileError(f"audio {path}: its 'data' chunk declares {length} bytes of samples but "
+                                       f"{held - length} more bytes follow it that are not chunks: a header that "
+                                       "understates its data", path)
+                tag, channels, _, align, _ = fmt
+                if length == 0:
+                    raise BadFileError(f"audio {path} has no samples (an empty 'data' chunk)", path)
+                if tag in _PCM_TAGS and (length < align or length % align):
+                    raise BadFileError(f"audio {path}: its 'data' chunk of {length} bytes is not a whole number "
+                                       f"(at least one) of {channels}-channel frames of {align} bytes", path)
                 return
             offset += 8 + length + (length & 1)  # chunks are padded to an even size
         raise BadFileError(f"audio {path} is truncated: no complete 'data' chunk", path)
 
 
-def check_audio(path: str | os.PathLike[str]) -> None:
-    """A cheap check of one audio file from its header alone (``soundfile.info``): it exists, is a
-    format libsndfile reads, and holds samples. NaN/Inf samples are only found when it is decoded.
-    Raises :class:`BadFileError`."""
-    try:
-        info = sf.info(os.fspath(path))
-    except MemoryError:  # the machine's state, not the file's fault
-        raise
-    except Exception as err:  # whatever libsndfile raises on one file is that file's fault
-        raise BadFileError(f"cannot read audio {path}: {err}", path) from err
-    check_wav_length(path)
-    if info.frames <= 0 or info.channels <= 0:
+def _check_fmt(path: str | os.PathLike[str], tag: int, channels: int, rate: int, align: int, bits: int) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise BadFileError(f"audio {path}: its header declares {channels} channels (vqkit reads 1..{MAX_CHANNELS})",
+                           path)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise BadFileError(f"audio {path}: its header declares a sample rate of {rate} Hz (vqkit reads "
+                           f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz)", path)
+    if tag in _PCM_TAGS and not 1 <= bits <= 64:
+        raise BadFileError(f"audio {path}: its header declares {bits} bits per sample (PCM holds 1..64)", path)
+    if tag in _PCM_TAGS and align != channels * ((bits + 7) // 8):
+        raise BadFileError(f"audio {path}: its header is inconsistent ({_PCM_TAGS[tag]}: block_align {align} for "
+                           f"{channels} channels of {bits} bits, expected {channels * ((bits + 7) // 8)})", path)
+
+
+check_wav_length = check_wav_header
+"""vqkit 0.1's name of :func:`check_wav_header` (which then checked the data length only)."""
+
+
+def check_audio_info(path: str | os.PathLike[str], rate: int, channels: int, frames: int) -> None:
+    """Bounds on what any format's header declares (libsndfile's reading of it), checked before
+    decoding: rate, channel count, and samples to decode (:data:`MAX_SAMPLES`). :class:`BadFileError`."""
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise BadFileError(f"audio {path}: {channels} channels (vqkit reads 1..{MAX_CHANNELS})", path)
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise BadFileError(f"audio {path}: a sample rate of {rate} Hz (vqkit reads {MIN_SAMPLE_RATE}.."
+                           f"{MAX_SAMPLE_RATE} Hz)", path)
+    if frames <= 0:
         raise BadFileError(f"audio {path} has no samples", path)
+    if frames * channels > MAX_SAMPLES:
+        raise BadFileError(f"audio {path}: {frames:,} frames of {channels} channels, more than the {MAX_SAMPLES:,} "
+                           "samples vqkit decodes from one file", path)
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int) -> Tensor:
-    """One audio file as float32 mono ``(T,)`` in [-1, 1] at ``sample_rate`` Hz.
-
-    Channels are mixed down by their mean; the rate is converted with ``soxr`` (quality ``"HQ"``)
-    when it differs from the file's. Float files may hold values past ±1 and the resampler may
-    overshoot slightly near full scale, so the result is clipped to [-1, 1]. A :class:`BadFileError`
-    (a ``ValueError``) naming the file is raised when it cannot be decoded, holds no samples, or
-    holds NaN/Inf.
-    """
-    if sample_rate < 1:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+def _info(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """(rate, channels, frames) from the header, every check of :func:`check_wav_header` and
+    :func:`check_audio_info` passed."""
     try:
-        data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+        check_wav_header(path)
+        info = sf.info(os.fspath(path))
+    except (MemoryError, BadFileError):  # the machine's state; our own refusal
+        raise
+    except Exception as err:  # whatever libsndfile raises on one file is that file's fault
+        raise BadFileError(f"cannot read audio {path}: {err}", path) from err
+    rate, channels, frames = int(info.samplerate), int(info.channels), int(info.frames)
+    check_audio_info(path, rate, channels, frames)
+    return rate, channels, frames
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """(float32 mono samples, not clipped; the file's rate), the header checked before decoding."""
+    rate, _, _ = _info(path)
+    try:
+        data, _ = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except MemoryError:  # the machine's state, not the file's fault
         raise
     except Exception as err:  # whatever libsndfile raises on one file is that file's fault
         raise BadFileError(f"cannot read audio {path}: {err}", path) from err
-    check_wav_length(path)
     samples: np.ndarray = np.asarray(data, dtype=np.float32)  # (T, C)
     if samples.shape[0] == 0 or samples.shape[1] == 0:
         raise BadFileError(f"audio {path} has no samples", path)
     if not np.isfinite(samples).all():
         raise BadFileError(f"audio {path} contains NaN or infinite samples", path)
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if int(rate) != sample_rate:
-        mono = soxr.resample(np.ascontiguousarray(mono), int(rate), sample_rate, quality="HQ")
+    return (samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]), rate
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[Tensor, int]:
+    """One audio file as float32 mono ``(T,)`` in [-1, 1] **at the file's own rate**, and that rate (Hz).
+
+    Channels are mixed down by their mean; float files may hold values past ±1, which are clipped.
+    The header is checked before the samples are allocated (:func:`check_wav_header`,
+    :func:`check_audio_info`). A :class:`BadFileError` (a ``ValueError``) naming the file is raised
+    when its header lies, it cannot be decoded, holds no samples, or holds NaN/Inf.
+    """
+    mono, rate = _read(path)
+    return torch.from_numpy(np.ascontiguousarray(np.clip(mono, -1.0, 1.0))), rate
+
+
+def check_audio(path: str | os.PathLike[str]) -> None:
+    """A cheap check of one audio file from its header alone (``soundfile.info``): it exists, is a
+    format libsndfile reads, and holds samples. NaN/Inf samples are only found when it is decoded.
+    Its header is checked as :func:`read_audio` does. Raises :class:`BadFileError`."""
+    _info(path)
+
+
+def load_audio(path: str | os.PathLike[str], sample_rate: int) -> Tensor:
+    """One audio file as float32 mono ``(T,)`` in [-1, 1] at ``sample_rate`` Hz: :func:`read_audio`, resampled.
+
+    Channels are mixed down by their mean; the rate is converted with ``soxr`` (quality ``"HQ"``)
+    when it differs from the file's. Float files may hold values past ±1 and the resampler may
+    overshoot slightly near full scale, so the result is clipped to [-1, 1]. A :class:`BadFileError`
+    (a ``ValueError``) naming the file is raised when its header lies, it cannot be decoded, holds no
+    samples, holds NaN/Inf, or would resample to more than :data:`MAX_SAMPLES` samples.
+    """
+    try:
+        rate_out = -1 if isinstance(sample_rate, bool) else operator.index(sample_rate)  # numpy ints too
+    except TypeError:
+        rate_out = -1
+    if rate_out < 1:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    sample_rate = rate_out
+    mono, rate = _read(path)
+    if rate != sample_rate:
+        length = -(-mono.shape[0] * sample_rate // rate)
+        if length > MAX_SAMPLES:
+            raise BadFileError(f"audio {path}: {mono.shape[0]:,} samples at {rate} Hz resample to {length:,} at "
+                               f"{sample_rate} Hz, more than the {MAX_SAMPLES:,} vqkit holds", path)
+        mono = soxr.resample(np.ascontiguousarray(mono), rate, sample_rate, quality="HQ")
         if mono.shape[0] == 0:
             raise BadFileError(f"audio {path} has no samples left after resampling {rate} → {sample_rate} Hz", path)
     out = np.clip(np.asarray(mono, dtype=np.float32), -1.0, 1.0)

@@ -16,9 +16,9 @@ from ...models import Tokenizer
 from ...models.speech import sample_rate_of
 from ...reporting.evaluation import format_metrics, save_code_usage_plot
 from ..base import Adversary, Evaluation, Modality, Objective, Scorer
-from .codec import MARGIN_TOKENS, TILE_TOKENS, AudioAdapter
+from .codec import MARGIN_TOKENS, TILE_TOKENS, AudioAdapter, Waveform
 from .config import AudioCrop, AudioObjectiveConfig
-from .io import AudioFolder, load_audio, split_folder, write_wav
+from .io import AudioFolder, read_audio, split_folder, write_wav
 from .objective import AudioAdversary, AudioObjective, rate_of
 from .report import write_audio_report
 from .scorer import HEADLINE, AudioScorer, save_spectrograms
@@ -101,7 +101,7 @@ class AudioModality(Modality):
 
     # -- codec ---------------------------------------------------------------------------------
     def adapter(self, model: Tokenizer) -> AudioAdapter:
-        return AudioAdapter()
+        return AudioAdapter(sample_rate_of(model.config.arch_args))
 
     def tile(self, model: Tokenizer) -> tuple[int, int]:
         return TILE_TOKENS, MARGIN_TOKENS
@@ -112,24 +112,27 @@ class AudioModality(Modality):
                             max_items=max_items or None, bad_files=cfg.data.bad_files if cfg is not None else "skip")
         return (clips[i].reshape(-1) for i in range(len(clips)))
 
-    def read(self, path: Path, codec: Codec[Any]) -> Tensor:
-        return load_audio(path, _rate(codec))
+    def read(self, path: Path, codec: Codec[Any]) -> Waveform:
+        """The file at its own rate (mixed down to mono): the codec resamples it and decodes it back to it."""
+        samples, rate = read_audio(path)
+        return Waveform(samples, rate)
 
     def write(self, path: Path, signal: Any, codec: Codec[Any]) -> None:
-        write_wav(path, signal, _rate(codec))
+        write_wav(path, signal.samples, signal.rate)
 
     def describe(self, signal: Any, codec: Codec[Any]) -> str:
-        return f"{len(signal) / _rate(codec):.2f} s at {_rate(codec)} Hz"
+        return f"{len(signal.samples) / signal.rate:.2f} s at {signal.rate} Hz"
 
     def rate(self, encoded: Encoded, codec: Codec[Any]) -> str:
-        seconds = encoded.samples / _rate(codec)
+        seconds = encoded.samples / _rate(codec)  # samples at the model's rate
         return f"{encoded.file_bits / seconds / 1000:.3f} kbps (nominal {encoded.nominal_bits / seconds / 1000:.3f})"
 
     def fidelity(self, original: Any, decoded: Any, codec: Codec[Any]) -> str:
         from ...metrics.speech import mel_distance, si_sdr
 
-        return (f"SI-SDR {float(si_sdr(decoded, original)[0]):.2f} dB, "
-                f"mel distance {float(mel_distance(decoded, original, _rate(codec))[0]):.3f}")
+        a, b = original.samples, decoded.samples  # both at the input's rate
+        return (f"SI-SDR {float(si_sdr(b, a)[0]):.2f} dB, "
+                f"mel distance {float(mel_distance(b, a, original.rate)[0]):.3f}")
 
     # -- reports ------------------------------------------------------------------------------------
     def write_report(self, out_dir: Path, results: dict[str, Any]) -> list[Path]:

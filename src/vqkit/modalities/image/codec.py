@@ -48,14 +48,23 @@ class ImageAdapter:
         height, width, channels = signal.shape
         return x, (channels, height, width)
 
-    def from_tensor(self, x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         channels, height, width = shape
-        return to_uint8(x[:, :, :height, :width], channels)
+        return np.empty((height, width, channels), np.uint8)
+
+    def place(self, out: np.ndarray, piece: Tensor, where: tuple[slice, ...]) -> None:
+        rows, cols = where
+        h, w = min(rows.stop, out.shape[0]) - rows.start, min(cols.stop, out.shape[1]) - cols.start
+        if h > 0 and w > 0:
+            out[rows.start : rows.start + h, cols.start : cols.start + w] = to_uint8(piece[:, :, :h, :w], out.shape[2])
+
+    def finish(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return out
 
     def spatial(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 3 or shape[0] not in (1, 3, 4):
             raise TokenFileError(f"not an image's shape: {shape}")
         if shape[1] * shape[2] > MAX_PIXELS:
-            raise TokenFileError(f"image of {shape[2]}x{shape[1]} pixels is larger than the "
-                                 f"{MAX_PIXELS:,} pixels vqkit decodes: corrupt or forged file")
+            raise TokenFileError(f"an image of {shape[2]}x{shape[1]} pixels is larger than the {MAX_PIXELS:,} pixels "
+                                 "a .vqt file may hold (vqkit encodes and decodes up to that size)")
         return shape[1], shape[2]

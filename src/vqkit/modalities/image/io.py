@@ -4,15 +4,22 @@ Why one path: every image file becomes pixels through :func:`image_to_array` (vi
 so training (:func:`load_image`), evaluation and the codec cannot disagree on what a 16-bit PNG or a
 CMYK JPEG looks like. A file that cannot be read raises a :class:`~vqkit.data.files.BadFileError`
 naming it and the cause, so the datasets' ``bad_files`` policy can skip it or stop on it.
+
+Pixels are read as a viewer shows them (:func:`read_image`): the EXIF orientation is applied (a
+portrait photo stays portrait), colours in a non-sRGB ICC profile (Display P3, Adobe RGB, a CMYK
+press profile) are converted to sRGB with LittleCMS (``PIL.ImageCms``), and a file of several
+frames (an animated GIF/WebP/PNG, a multipage TIFF) is refused rather than read as its first frame.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ...data.files import BadFileError
 
@@ -100,17 +107,83 @@ def _cause(err: BaseException, path: str | os.PathLike[str]) -> str:
     return text if isinstance(err, ValueError | OSError) else f"{type(err).__name__}: {text}"
 
 
+_ORIENTATION = 0x0112  # the EXIF tag; 1 is upright, 2..8 a flip and/or a rotation
+_AUXILIARY_FRAMES = ("MPO",)  # a camera JPEG's later frames are previews or depth maps, not the picture
+_ICC_MODES = {"RGB": "RGB", "RGBA": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "P": "RGB", "PA": "RGBA"}
+"""Modes whose ICC profile is applied (output mode); grey files keep their grey values."""
+
+
+def frame_count(image: Image.Image) -> int:
+    """How many pictures ``image``'s file holds (1 for a still image and for a camera MPO's previews)."""
+    if image.format in _AUXILIARY_FRAMES:
+        return 1
+    return int(getattr(image, "n_frames", 1))
+
+
+def _single_frame(image: Image.Image, path: str | os.PathLike[str]) -> None:
+    frames = frame_count(image)
+    if frames > 1:
+        raise BadFileError(f"cannot read image {path}: it holds {frames} frames (an animation or a multipage "
+                           f"{image.format} file); vqkit codes still images: save the frame you want as its own file",
+                           path)
+
+
+def oriented(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation tag says, as every viewer shows it (unchanged when upright)."""
+    if image.getexif().get(_ORIENTATION, 1) in (1, None):
+        return image
+    turned = ImageOps.exif_transpose(image)
+    return image if turned is None else turned
+
+
+@functools.lru_cache(maxsize=16)
+def _to_srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The LittleCMS transform from profile ``icc`` to sRGB for ``mode`` (None when the profile is sRGB
+    already or describes grey); built once per profile, as a photo collection shares a few."""
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    space = profile.profile.xcolor_space.strip()
+    if space == "GRAY" or "srgb" in (ImageCms.getProfileDescription(profile) or "").lower():
+        return None
+    expected = "CMYK" if mode == "CMYK" else "RGB"
+    if space != expected:
+        raise ValueError(f"its ICC profile is for {space} colours, its pixels are {mode}")
+    return ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), mode, _ICC_MODES[mode])
+
+
+def in_srgb(image: Image.Image) -> Image.Image:
+    """``image`` with the colours of its embedded ICC profile converted to sRGB (LittleCMS, perceptual
+    intent); unchanged without a profile, with an sRGB or a grey one, or for a grey or 16-bit mode. A
+    profile that cannot be read or does not fit the pixels raises ``ValueError``: the colours would be
+    guessed otherwise."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in _ICC_MODES:
+        return image
+    try:
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+        transform = _to_srgb_transform(bytes(icc), image.mode)
+    except (OSError, ImageCms.PyCMSError, TypeError) as err:
+        raise ValueError(f"its ICC colour profile cannot be read ({err})") from err
+    return image if transform is None else transform.apply(image)
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """An image file as uint8 ``(H, W, C)`` through :func:`image_to_array`: C = 1 for grey (1, L, LA,
-    16-bit, 32-bit and float grey, scaled, not clipped), 3 for everything else (alpha dropped).
+    16-bit, 32-bit and float grey, scaled, not clipped), 3 for everything else (alpha dropped), as a
+    viewer shows it: EXIF orientation applied (:func:`oriented`), colours of a non-sRGB ICC profile
+    converted to sRGB (:func:`in_srgb`).
 
     Raises :class:`BadFileError` (a ``ValueError``) naming the file and the cause: missing, empty,
-    not an image, truncated, an unsupported mode, or any other decoding error.
+    not an image, truncated, several frames (animated or multipage), an unreadable ICC profile, an
+    unsupported mode, or any other decoding error.
     """
     try:
         with Image.open(path) as image:
+            _single_frame(image, path)
             image.load()
-            return image_to_array(image)
+            return image_to_array(in_srgb(oriented(image)))
+    except BadFileError:
+        raise
     except MemoryError:  # the machine's state, not the file's fault
         raise
     except Exception as err:  # whatever a decoder raises on one file is that file's fault
@@ -129,15 +202,16 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
 def check_image(path: str | os.PathLike[str]) -> None:
     """A cheap check of one image file, without decoding it: it exists, PIL identifies its format,
     its mode is supported, and ``verify()`` passes (for PNG that reads every chunk and checks its
-    CRC, so a cut PNG is caught; a cut JPEG is only found when decoded). Raises
-    :class:`BadFileError`. Measured 35–75 µs a file from the page cache (0.3–0.7 s for Imagenette's
+    CRC, so a cut PNG is caught; a cut JPEG is only found when decoded), and it holds one frame.
+    Raises :class:`BadFileError`. Measured 35–75 µs a file from the page cache (0.3–0.7 s for Imagenette's
     9,469 training images), so about a minute for ImageNet-1k's 1.28 M, more from a cold disk."""
     try:
         with Image.open(path) as image:
             if image.mode not in SUPPORTED_MODES:
                 raise ValueError(f"unsupported image mode {image.mode!r}")
+            _single_frame(image, path)  # counting returns to frame 0, where verify() must start
             image.verify()
-    except MemoryError:  # the machine's state, not the file's fault
+    except (MemoryError, BadFileError):  # the machine's state; already a refusal naming the file
         raise
     except Exception as err:
         raise BadFileError(f"cannot read image {path}: {_cause(err, path)}", path) from err

@@ -1,0 +1,73 @@
+"""``vqkit info FILE.vqt``: what a token file holds, read from its header alone (no model needed): the
+modality and size of the signal, the token grid and codebooks, the prior, the model id and the rate.
+With ``--model`` it also says whether that model (or one of its archived prior tables) decodes it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..codec import TokenFile
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """The header of ``path`` as a JSON-ready dict; TokenFileError (a ValueError) if it is no valid file."""
+    data = path.read_bytes()
+    file = TokenFile.from_bytes(data)
+    tokens = math.prod(file.grid[1:])
+    samples = math.prod(file.signal_shape[1:])
+    nominal = tokens * sum(math.log2(k) for k in file.codebook_sizes)
+    return {
+        "file": str(path), "bytes": len(data), "modality": file.modality, "signal_shape": list(file.signal_shape),
+        "token_grid": list(file.grid), "stages": file.grid[0], "codebook_sizes": list(file.codebook_sizes),
+        "prior": file.prior, "model_id": file.model_id.hex(), "tile": file.tile,
+        "payload_bytes": len(file.payload), "side_info_bytes": len(file.side_info),
+        "header_bytes": len(data) - len(file.payload) - len(file.side_info),
+        "bits_per_sample": 8 * len(data) / samples, "nominal_bits_per_sample": nominal / samples,
+    }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    unit = "pixel" if info["modality"] == "image" else "sample"
+    lines = [f"{info['file']}: {info['bytes']:,} bytes, a {info['modality']} of shape "
+             f"{'x'.join(map(str, info['signal_shape']))}",
+             f"  tokens      {'x'.join(map(str, info['token_grid'][1:]))} positions x {info['stages']} stage(s), "
+             f"codebooks {info['codebook_sizes']}",
+             f"  prior       {info['prior']}; model id {info['model_id']}; tiles of {info['tile']}",
+             f"  rate        {info['bits_per_sample']:.4f} bits per {unit} "
+             f"(nominal {info['nominal_bits_per_sample']:.4f})",
+             f"  bytes       payload {info['payload_bytes']:,}, side information {info['side_info_bytes']:,}, "
+             f"header {info['header_bytes']}"]
+    if "decodes_with" in info:
+        lines.append(f"  model       {info['decodes_with']}")
+    return "\n".join(lines)
+
+
+def run_info(files: list[str], model: str | None, as_json: bool) -> int:
+    from ..modalities import open_codec
+
+    codec = open_codec(model)[0] if model else None
+    failed, infos = 0, []
+    for name in files:
+        try:
+            info = describe(Path(name))
+            if codec is not None:
+                file = TokenFile.from_bytes(Path(name).read_bytes())
+                try:
+                    codec.check(file)
+                    verdict = "yes"
+                except ValueError as err:
+                    verdict = f"no: {err}"
+                info["decodes_with"] = f"{model}: {verdict}"
+        except (ValueError, OSError) as err:
+            print(f"vqkit: error: {name}: {err}", flush=True)
+            failed += 1
+            continue
+        infos.append(info)
+        if not as_json:
+            print(format_info(info))
+    if as_json:
+        print(json.dumps(infos, indent=2))
+    return 1 if failed else 0
