@@ -121,11 +121,26 @@ def test_a_nested_file_overrides_a_preset_section_by_section(tmp_path: Path) -> 
     ({"arch": "speech", "mse_weight": 0.0}, "--mse-weight (objective.mse_weight) is an image option"),  # even at 0
     ({"ch": 64}, "--ch (model.args.ch) is an option of arch vqgan; rfsq_conv takes --conv-channels"),
     ({"arch": "vqgan", "arch_args": {"channels": 8}}, "--arch-args (model.args) is an option of arch speech"),
+    ({"channels": 16}, "--channels (model.args.channels) is an option of arch speech; rfsq_conv takes "
+                       "--conv-channels"),
 ])
 def test_an_option_of_another_modality_or_arch_is_refused_by_name(options: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, None, **options)
     assert words in str(info.value)
+
+
+def test_speech_fields_are_options_and_arch_args_still_replaces_them_all() -> None:
+    one = load_config("speech-cpu", None, channels=16, strides=(4, 80)).model.args
+    assert (one.channels, one.strides, one.backbone_dim) == (16, (4, 80), 192)  # the preset's other sizes kept
+    whole = load_config("speech-cpu", None, arch_args='{"channels": 16}').model.args
+    assert (whole.channels, whole.backbone_dim) == (16, 256)  # the object replaces the section, as it always did
+    both = load_config("speech-cpu", None, arch_args={"channels": 16}, backbone_dim=64).model.args
+    assert (both.channels, both.backbone_dim) == (16, 64)
+    with pytest.raises(ConfigError, match=r"model.args.channels = 0 \(int\): Input should be greater than or equal"):
+        load_config("speech-cpu", None, channels=0)
+    args = build_parser().parse_args(["train", "--arch", "speech", "--no-input-norm", "--channels", "8"])
+    assert (args.input_norm, args.channels) == (False, 8)
 
 
 def test_files_may_hold_other_options_at_their_defaults_and_stored_runs_drop_them(tmp_path: Path) -> None:

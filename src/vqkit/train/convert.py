@@ -80,8 +80,7 @@ def options() -> dict[str, Option]:
         add("crop", modality.crop_config, "modality", modality.name)
     found["arch"] = Option("arch", "model.arch", str, ModelConfig.arch, ModelConfig, "arch")
     for arch, cls in ARCH_CONFIGS.items():
-        if arch not in ARCH_ARGS:
-            add("model", cls, "arch", arch, "model.args")
+        add("model", cls, "arch", arch, "model.args")
     found["arch_args"] = Option("arch_args", "model.args", str, "{}", _ArgsDocs, "arch_args", (),
                                 tuple(ARCH_ARGS), "arch")
     found["quantizer"] = Option("quantizer", "quantizer.name", str, QuantizerConfig.name, QuantizerConfig, "name")
@@ -98,7 +97,8 @@ class _ArgsDocs:
     """Documents the ``arch_args`` option (the speech arch's section as one JSON object)."""
 
     arch_args: str = "{}"
-    """JSON object of the arch's options (the speech arch's SpeechConfig fields); {} = its defaults."""
+    """JSON object of the arch's options (the speech arch's SpeechConfig fields), replacing them all; {} = its
+    defaults (fields given one by one, e.g. --channels, override single fields)."""
 
 
 def to_flat(values: Any, where: str) -> dict[str, Any]:
@@ -204,8 +204,8 @@ def build(flat: Mapping[str, Any], *, explicit: Collection[str] = (), stored: bo
         elif name != "arch":
             section, _, field = opt.path.partition(".")
             values[section][field] = value
-    args_values = values["model"].get("args") if arch in ARCH_ARGS else {
-        k.removeprefix("args."): v for k, v in values["model"].items()}
+    args_values = {**(values["model"].get("args") or {}),  # --arch-args, then its fields one by one
+                   **{k.removeprefix("args."): v for k, v in values["model"].items() if k.startswith("args.")}}
     sections: dict[str, Any] = {
         "data": _make(DataConfig, "data", values["data"], problems),
         "crop": _make(modality.crop_config, "crop", values["crop"], problems),
@@ -257,12 +257,22 @@ def load_config(preset: str | None = None, file: str | Path | None = None, **ove
     if preset:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-        flat.update(to_flat(PRESETS[preset], f"preset {preset}"))
+        _layer(flat, to_flat(PRESETS[preset], f"preset {preset}"))
     if file:
-        flat.update(to_flat(read_file(Path(file)), str(file)))
+        _layer(flat, to_flat(read_file(Path(file)), str(file)))
     given = to_flat(overrides, "training config")
-    flat.update(given)
+    _layer(flat, given)
     return build(flat, explicit=set(given))
+
+
+def _layer(flat: dict[str, Any], layer: dict[str, Any]) -> None:
+    """``layer`` over ``flat``: an ``arch_args`` object replaces the arch's whole section, as it always did (the
+    fields set one by one in an earlier layer go with it); fields set one by one override single fields."""
+    if "arch_args" in layer:
+        owned = {o.name for o in options().values() if o.kind == "arch" and set(o.owners) <= set(ARCH_ARGS)}
+        for name in owned & set(flat) - set(layer):
+            del flat[name]
+    flat.update(layer)
 
 
 def read_run_config(path: str | Path) -> TrainConfig:

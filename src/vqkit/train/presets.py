@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# The speech tokenizer (SEANet encoder, Vocos decoder; vqkit.models.speech): its model.args section.
+# The speech tokenizer (SEANet encoder, Vocos decoder; vqkit.models.speech): fields of its model.args section
+# (a SpeechConfig), each its own option (--channels ...; --arch-args '{...}' replaces them all).
 _SPEECH_CPU = {"channels": 24, "backbone_dim": 192, "backbone_layers": 6, "intermediate": 576, "sample_rate": 16000}
 _SPEECH_PAPER = {"channels": 32, "max_channels": 512, "backbone_dim": 768, "backbone_layers": 12,
                  "intermediate": 2304, "sample_rate": 16000}
@@ -43,14 +44,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                       log_every=10, max_val_items=256),
     # Speech (SimVQ's audio model, WavTokenizer-style) scaled to a CPU: 16 kHz, hop 320 (50 tokens/s),
     # 1 s crops, mel + waveform L1, no GAN; SimVQ 4096 × 64 by default.
-    "speech-cpu": dict(arch="speech", arch_args=_SPEECH_CPU, quantizer="simvq",
+    "speech-cpu": dict(arch="speech", **_SPEECH_CPU, quantizer="simvq",
                        quantizer_args=dict(dim=64, codebook_size=4096), segment=16000, batch_size=8, steps=1500,
                        lr=5e-4, betas=(0.8, 0.9), weight_decay=0.0, warmup=0.01, schedule="linear", grad_clip=1.0,
                        l1_weight=0.1, mel_weight=1.0, eval_every=500, ckpt_every=100, log_every=25,
                        max_val_items=100, prior_items=251),
     # SimVQ / WavTokenizer recipe: ~1 s crops, AdamW-style betas (0.8, 0.9), lr 2e-4, mel 45 + GAN (MPD + MRD,
     # hinge) + feature matching 2, 512-d codes; 16 kHz LibriSpeech here instead of 24 kHz LibriTTS.
-    "speech-paper": dict(arch="speech", arch_args=_SPEECH_PAPER, quantizer="simvq",
+    "speech-paper": dict(arch="speech", **_SPEECH_PAPER, quantizer="simvq",
                          quantizer_args=dict(dim=512, codebook_size=65_536), segment=16000, batch_size=40,
                          steps=100_000, lr=2e-4, betas=(0.8, 0.9), weight_decay=0.0, warmup=0.0, schedule="constant",
                          grad_clip=1.0, l1_weight=0.0, mel_weight=45.0, gan_weight=1.0, fm_weight=2.0, gan_start=0,
