@@ -23,6 +23,7 @@ from vqkit.metrics import speech as S
 
 SR = 16000
 LIBRISPEECH = Path(__file__).resolve().parents[2] / "shared/data/audio/librispeech-test-other"
+LJSPEECH = Path(__file__).resolve().parents[2] / "shared/data/audio/ljspeech/wavs"  # 22.05 kHz
 
 
 def speechlike(seconds: float = 2.0, sr: int = SR, seed: int = 0) -> torch.Tensor:
@@ -69,6 +70,30 @@ def real() -> torch.Tensor:
 @pytest.fixture(params=["synthetic", "librispeech"])
 def speech(request: pytest.FixtureRequest) -> torch.Tensor:
     return speechlike(2.0) if request.param == "synthetic" else request.getfixturevalue("real")
+
+
+@pytest.fixture(params=["synthetic-24k", "ljspeech-22k"])
+def other_rate(request: pytest.FixtureRequest) -> tuple[torch.Tensor, int]:
+    """(waveform, rate) of speech not at 16 kHz: synthetic at 24 kHz, or a 2–5 s LJSpeech clip at 22.05 kHz."""
+    if request.param == "synthetic-24k":
+        return speechlike(2.0, sr=24000), 24000
+    sf = pytest.importorskip("soundfile")
+    for f in sorted(LJSPEECH.glob("*.wav")):
+        if 2.0 <= sf.info(str(f)).duration <= 5.0:
+            audio, rate = sf.read(str(f), dtype="float32")
+            return torch.from_numpy(audio), rate
+    pytest.skip(f"no 2–5 s LJSpeech clip at {LJSPEECH}")
+
+
+def lowpass(x: torch.Tensor, sr: int, hz: float = 3000.0) -> torch.Tensor:
+    """x with every frequency above ``hz`` removed (FFT mask): a degradation PESQ and STOI rate asymmetrically."""
+    spectrum = torch.fft.rfft(x.double())
+    spectrum[torch.fft.rfftfreq(len(x), 1 / sr) > hz] = 0
+    return torch.fft.irfft(spectrum, n=len(x)).float()
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.double().numpy()
 
 
 # --- SI-SDR and mel distance ------------------------------------------------------------------------
@@ -121,6 +146,33 @@ def test_mel_settings() -> None:
         S.mel_distance(torch.zeros(400), torch.zeros(400), SR)
 
 
+def test_log_mel_floor_and_base_by_hand() -> None:
+    """Silence gives ln(1e-5) in every mel band and frame (natural log, floor 1e-5)."""
+    from vqkit.dsp import log_mel
+
+    silent = log_mel(torch.zeros(4000), SR)
+    assert silent.shape == (80, 4000 // 256 + 1)
+    assert torch.allclose(silent, torch.full_like(silent, math.log(1e-5)), rtol=0, atol=1e-6)
+
+
+def test_mel_distance_is_l1_of_natural_log_mels_by_hand() -> None:
+    """Quiet white noise (every mel magnitude between 1e-4 and 1e-2, 37% of them below 1e-3) against twice
+    itself: each log-mel differs by exactly ln 2, so the mean L1 distance is ln 2 = 0.6931 (log10 would
+    give 0.301, a squared distance 0.480, a floor of 1e-3 less). Then against a noisy copy, whose
+    differences vary, the mean of |difference| over bands and frames (not the root mean square)."""
+    from vqkit.dsp import log_mel
+
+    x = torch.randn(SR, generator=torch.Generator().manual_seed(0)) * 1e-3
+    mags = log_mel(x, SR).exp()
+    assert mags.min() > 1e-4 and (mags < 1e-3).float().mean() > 0.3
+    assert S.mel_distance(2 * x, x, SR).item() == pytest.approx(math.log(2), abs=1e-6)
+    y = add_noise(x, 10.0)
+    diff = log_mel(y, SR).double() - log_mel(x, SR).double()
+    l1, rms = diff.abs().mean().item(), diff.pow(2).mean().sqrt().item()
+    assert rms > 1.05 * l1
+    assert S.mel_distance(y, x, SR).item() == pytest.approx(l1, rel=1e-6)
+
+
 # --- PESQ, STOI, ESTOI ------------------------------------------------------------------------------
 
 
@@ -132,11 +184,52 @@ def test_pesq_identical_high_and_drops_with_noise(speech: torch.Tensor) -> None:
     assert scores[0] > 4.0 and scores[0] > scores[1] > scores[2], scores
 
 
-def test_pesq_resamples_other_rates() -> None:
-    pytest.importorskip("pesq")
+def test_pesq_and_stoi_argument_order(speech: torch.Tensor) -> None:
+    """The reference is the clean signal, the estimate the degraded one: the packages called directly with
+    (reference, degraded) give the same numbers, and the swapped order would not (PESQ 2.6 vs 1.2 for a
+    3 kHz low-pass of a LibriSpeech utterance)."""
+    pesq = pytest.importorskip("pesq")
+    pystoi = pytest.importorskip("pystoi")
+    degraded = torch.stack([lowpass(speech, SR), add_noise(speech, 5.0)])
+    ref = speech.expand(2, -1)
+    scores = S.pesq_wb(degraded, ref, SR)
+    right = [pesq.pesq(SR, _np(speech), _np(d), "wb") for d in degraded]
+    swapped = [pesq.pesq(SR, _np(d), _np(speech), "wb") for d in degraded]
+    assert scores == pytest.approx(right, abs=1e-9)
+    assert abs(right[0] - swapped[0]) > 0.5, (right, swapped)
+    for extended in (False, True):
+        values = S.stoi(degraded, ref, SR, extended=extended)
+        right = [pystoi.stoi(_np(speech), _np(d), SR, extended=extended) for d in degraded]
+        swapped = [pystoi.stoi(_np(d), _np(speech), SR, extended=extended) for d in degraded]
+        assert values == pytest.approx(right, abs=1e-9)  # equal up to numpy's summation order
+        assert max(abs(a - b) for a, b in zip(right, swapped, strict=True)) > 1e-3, (right, swapped)
+
+
+def test_other_rates_end_to_end(other_rate: tuple[torch.Tensor, int]) -> None:
+    """Speech at 22.05 or 24 kHz, degraded: PESQ scores it after soxr resampling to 16 kHz, STOI at its own
+    rate, through pesq_wb/stoi and through SpeechMetrics; PESQ without resampling or STOI told 16 kHz
+    would give other numbers."""
+    pesq = pytest.importorskip("pesq")
+    pystoi = pytest.importorskip("pystoi")
     soxr = pytest.importorskip("soxr")
-    x = torch.from_numpy(soxr.resample(speechlike(1.5).numpy(), SR, 24000))
-    assert S.pesq_wb(x, x, 24000)[0] > 4.0
+    x, rate = other_rate
+    y = lowpass(x, rate)
+    r16, d16 = (soxr.resample(_np(v), rate, SR, "VHQ") for v in (x, y))
+    expect = pesq.pesq(SR, r16, d16, "wb")
+    assert S.pesq_wb(y, x, rate) == pytest.approx([expect], abs=1e-9)
+    assert abs(expect - pesq.pesq(SR, _np(x), _np(y), "wb")) > 0.05  # what skipping the resampling gives
+    stoi = {e: pystoi.stoi(_np(x), _np(y), rate, extended=e) for e in (False, True)}
+    assert S.stoi(y, x, rate) == pytest.approx([stoi[False]], abs=1e-9)
+    assert S.stoi(y, x, rate, extended=True) == pytest.approx([stoi[True]], abs=1e-9)
+    assert abs(stoi[True] - pystoi.stoi(_np(x), _np(y), SR, extended=True)) > 0.01  # STOI told 16 kHz
+    metrics = S.SpeechMetrics(rate, use_dnsmos=False)
+    metrics.update([y], [x])
+    assert metrics.values["pesq_wb"] == pytest.approx([expect], abs=1e-9)
+    assert metrics.values["stoi"] == pytest.approx([stoi[False]], abs=1e-9)
+    assert metrics.values["estoi"] == pytest.approx([stoi[True]], abs=1e-9)
+    mel = S.mel_distance(y, x, rate).item()  # the rate's own mel settings
+    assert metrics.values["mel_distance"] == [mel] and mel != S.mel_distance(y, x, SR).item()
+    assert S.pesq_wb(x, x, rate)[0] > 4.0
 
 
 def test_pesq_failures_are_nan_with_one_counted_warning() -> None:
@@ -173,6 +266,21 @@ def test_dnsmos_real_utterance(real: torch.Tensor) -> None:
         assert all(1.0 <= v <= 5.0 for v in item.values()), item
     clean, noisy = scores
     assert clean["bak"] > noisy["bak"] + 1.0 and clean["ovrl"] > noisy["ovrl"], scores
+
+
+def test_dnsmos_resamples_other_rates() -> None:
+    """24 kHz audio is scored as its 16 kHz resampling (soxr), not as if it were 16 kHz already."""
+    soxr = pytest.importorskip("soxr")
+    scorer = S._dnsmos_scorer()
+    if isinstance(scorer, str):
+        pytest.skip(f"DNSMOS unavailable: {scorer}")
+    x = add_noise(speechlike(2.0, sr=24000), 10.0)
+    got = S.dnsmos(x, 24000)
+    assert not isinstance(got, str)
+    expect = scorer(np.clip(soxr.resample(_np(x), 24000, SR, "VHQ"), -1, 1).astype(np.float32))
+    assert got[0] == pytest.approx(expect, abs=1e-6)
+    as_if_16k = scorer(_np(x).astype(np.float32))
+    assert max(abs(as_if_16k[k] - expect[k]) for k in ("ovrl", "sig", "bak")) > 0.05
 
 
 @pytest.fixture

@@ -11,11 +11,13 @@ across blocks (a later block replaces the running best only when strictly closer
 convention of ``torch.argmin`` over the full distance matrix. Exact ties need exactly equal
 computed distances: duplicate codes, or data whose products are exact (small integers).
 
-Overflow: no entry of ||c||² - 2 z·c overflows float32 when max(|z|, |c|) stays below
+Overflow and underflow: no entry of ||c||² - 2 z·c overflows float32 when max(|z|, |c|) stays below
 :func:`safe_magnitude` (2^60 for D = 8, 2^55 for D = 2^14). Above it, z and the codes are both
 multiplied by one power of two that brings them under it: exact, the argmin is scale-invariant,
-and nothing is lost but terms below float32's resolution of the largest one. No host sync: the
-scale is chosen on the device, and it is 1 — the data untouched — in the ordinary range.
+and nothing is lost but terms below float32's resolution of the largest one. Below 2^-32 the products
+would sink towards float32's subnormals (2^-80·2^-80 is 0: every distance ties and code 0 wins), so
+tiny data are multiplied by the power of two that brings the largest value into (1/2, 1]: exact. No
+host sync: the scale is chosen on the device, and it is 1 — the data untouched — in the ordinary range.
 
 Precision: ``precision="bf16"`` (and ``"auto"`` on a CPU with AVX512-BF16 or AMX for K >= 4096 codes
 and >= 256 tokens) finds exactly the same indices, ties included, from a bf16 product, a rigorous
@@ -78,18 +80,27 @@ def safe_magnitude(dim: int) -> float:
     return 2.0 ** ((126 - math.ceil(math.log2(3 * max(1, dim)))) // 2)
 
 
-def _overflow_scale(flat: Tensor, codes: Tensor) -> Tensor:
-    """A power of two s (0-d tensor, on device) with max(|z|, |c|)·s ≤ safe_magnitude; 1 when already so.
+_TINY = 2.0**-32  # below this max(|z|, |c|), products near the smallest terms underflow: scaled up
 
-    Non-finite data (only with ``check_finite=False`` or a non-finite codebook) keep s = 1.
+
+def _overflow_scale(flat: Tensor, codes: Tensor) -> Tensor:
+    """A power of two s (0-d tensor, on device) for z and the codes; 1 — the data untouched — in the ordinary range.
+
+    Large data: max(|z|, |c|)·s <= safe_magnitude (no distance overflows). Tiny data (max < 2^-32,
+    products below 2^-64 and their terms lost to underflow): max·s in (1/2, 1], or s = 2^126 at most
+    (a subnormal max then lands >= 2^-23); exact whatever the values (a subnormal times a power of two
+    that keeps it finite is exact). Non-finite data (only with
+    ``check_finite=False`` or a non-finite codebook) and all-zero data keep s = 1.
     """
     limit = safe_magnitude(flat.shape[-1])
     lo_z, hi_z = torch.aminmax(flat)  # max |x| = max(max x, -min x): ~20× faster than a norm of order inf
     lo_c, hi_c = torch.aminmax(codes)
     m = torch.stack([hi_z, -lo_z, hi_c, -lo_c]).max()  # NaN if any value is NaN
-    need = torch.isfinite(m) & (m > limit)
-    exponent = math.log2(limit) - torch.ceil(torch.log2(torch.where(need, m, 1.0)))
-    return torch.where(need, torch.exp2(exponent), 1.0)
+    large = torch.isfinite(m) & (m > limit)
+    tiny = (m > 0) & (m < _TINY)
+    log_m = torch.ceil(torch.log2(torch.where(large | tiny, m, 1.0)))
+    exponent = torch.where(large, math.log2(limit) - log_m, (-log_m).clamp(max=126))  # 2^127: float32's last
+    return torch.where(large | tiny, torch.exp2(exponent), 1.0)
 
 
 # -- the float32 search ---------------------------------------------------------------------------------
@@ -147,7 +158,7 @@ def nearest_code(
         else:
             sq = codes_sqnorm if unit else torch.where(scale == 1, codes_sqnorm, squared_norms(codes))
         rows, cols = _block_shape(n, k, max_bytes)
-        if use_bf16(precision, z.device, n, k, rows, cols):
+        if use_bf16(precision, z.device, n, k, codes.shape[1], rows, cols):
             out = Bf16Search(codes, sq, n, rows, cols, max_bytes, stats).run(flat, scale)
         else:
             out = torch.empty(n, dtype=torch.long, device=z.device)

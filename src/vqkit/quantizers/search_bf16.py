@@ -3,23 +3,13 @@
 Run by :func:`.search.nearest_code` for ``precision="bf16"``; ``"auto"`` picks it on a CPU with
 AVX512-BF16 or AMX for K >= 4096 codes and >= 256 tokens.
 
-The bound. Let d32 = fl(sq - 2·dot32) be the float32
-search's distance and y = -d32/2 (larger is nearer). One bf16 product gives every score
-s = ẑ·ĉ - (h + m)/2: z and the codes rounded to bf16 (ẑ, ĉ), sq split exactly enough into two bf16
-columns h + m appended to the codes (and -1/2, -1/2 to z), accumulated in float32, rounded to bf16.
-With Δz = z - ẑ, Δc = c - ĉ (exact in float32), Ĉ, δC the largest |ĉ_j|, |Δc_j| of the codebook,
-P_t = (|ẑ_t| + |Δz_t|)·(Ĉ + δC) >= Σ|z_i c_i| and γ_n = n·2^-24/(1 - n·2^-24), every pair has
-|s - y| <= A_t + ρ|s| (ρ = 2^-8/(1 - 2^-8): the output rounding) where
+The bound (:mod:`.search_bound`): every bf16 score s is within A_t + ρ|s| of the float32 search's
+y = -d32/2, and a float32 rescore within F_t of the exact z·c - sq/2, whatever the order and blocking
+of the float32 sums.
 
-    A_t = |ẑ_t|·δC + |Δz_t|·Ĉ + |Δz_t|·δC      z·c - ẑ·ĉ = ẑ·Δc + Δz·ĉ + Δz·Δc, Cauchy-Schwarz
-        + γ_{D+4}·(P_t + sq_max)                the bf16 product's float32 accumulation, any order
-        + 2^-17·sq_max                          |sq - h - m| <= 2^-16·sq
-        + F_t                                   the float32 search's own error on y:
-    F_t = γ_{D+4}·P_t + 2^-24·(2·P_t + sq_max) + (D + 8)·2^-120·(1 + |ẑ_t| + Ĉ)   (dot, rounding, underflow)
-
-Why the result is exact. With M_t the token's best score, code j can be the float32 argmin only if its upper bound
-s_j + A_t + ρ|s_j| reaches the best one's lower bound M_t - A_t - ρ|M_t|, i.e. only if
-M_t - s_j <= W_t = (2·A_t + 2ρ|M_t|)/(1 - ρ). The scores are reduced while in cache to maxima of
+Why the result is exact. With M_t the token's best score, code j can be the float32 argmin only if
+its upper bound s_j + A_t + ρ|s_j| reaches the best one's lower bound M_t - A_t - ρ|M_t|, i.e. only
+if M_t - s_j <= W_t = (2·A_t + 2ρ|M_t|)/(1 - ρ). The scores are reduced while in cache to maxima of
 groups of 16 codes (and of 256); the groups whose maximum reaches M_t - W_t (rounded outward) keep
 their codes — the "candidates", ~2 groups a token on Gaussian data, the price of exactness — which
 are rescored in float32 from z and the codes (error <= F_t, like y: their rescores v are within 2·F_t
@@ -28,12 +18,15 @@ answer; a token left with several (codes within float32's own error: duplicates,
 decided by the float32 search's very ``addmm`` — same row block, same scaled z, same ``sq`` — on
 the gathered candidates, lowest index on ties. The indices are the float32 search's, ties
 included, provided the BLAS gives an entry the same value whatever the number (>= 16) of columns
-of the call: true of MKL's sgemm (each entry one float32 FMA chain), checked once per process by
-:func:`reduced_precision_available` together with the bf16 product's float32 accumulation; where a
-check fails the search stays float32. Float32 also runs for row blocks of < 16 tokens and a last
-code block of < 16 codes (MKL's small-matrix kernels round differently), non-finite data, and
-where the bound keeps more than 32 groups a token on average (data far from the origin, where
-bf16 cannot resolve the distances) or the rerank would cost as much as the float32 blocks.
+of the call. MKL's sgemm does so up to a depth of 768 here (1 or 2 threads, 16 to 2048 rows), not
+from 800 on (at D = 1024, 2048, 8192 a call of 16..128 columns blocks the depth otherwise than a
+wide one), so the bf16 search runs for D <= 512 only (``_MAX_DIM``); the column independence at
+D = 512 and the bf16 product's float32 accumulation over that depth are checked once per process by
+:func:`reduced_precision_available`; where a check fails the search stays float32. Float32 also
+runs for row blocks of < 16 tokens and a last code block of < 16 codes (MKL's small-matrix kernels
+round differently), non-finite data, and where the bound keeps more than 32 groups a token on
+average (data far from the origin, where bf16 cannot resolve the distances) or the rerank would
+cost as much as the float32 blocks.
 """
 
 from __future__ import annotations
@@ -43,6 +36,7 @@ import math
 import torch
 from torch import Tensor
 
+from . import search_bound as bound
 from .base import float32_math
 from .search_blocks import SearchStats, fp32_rows, squared_norms
 
@@ -55,9 +49,8 @@ _SPAN = 2048  # tokens per bf16 pass, at most (whole float32 row blocks)
 _SCORE_BLOCK_BYTES = 8 * 2**20  # bf16 scores per product: reduced to group maxima while still in cache (L3)
 _AUTO_MIN_CODES = 4096  # "auto" uses the bf16 product from this many codes ...
 _AUTO_MIN_TOKENS = 256  # ... and this many tokens; below, converting the codebook costs what it saves
-_U32 = 2.0**-24  # float32 unit roundoff
-_UBF = 2.0**-8  # bfloat16 unit roundoff
-_RHO = _UBF / (1 - _UBF)  # rounding a float32 S to bf16 s: |s - S| <= ρ·|s|
+_MAX_DIM = 512  # deeper products: MKL's sgemm rounds an entry differently in narrow and wide calls
+_RHO = bound.RHO
 
 
 # -- platform checks ----------------------------------------------------------------------------------
@@ -74,10 +67,11 @@ def reduced_precision_available(device: torch.device | str = "cpu") -> bool:
     """Whether the exact bf16 search can run on ``device`` (CPU only); measured once per process.
 
     Two facts the exactness rests on are checked on small products: the bf16 matrix product
-    accumulates in float32 (1 + 127·2^-9 survives; a bf16 accumulator would return 1), and the
-    float32 ``addmm`` gives an entry the same value whatever the number of columns (>= 16) of the
-    call. CUDA is not enabled: cuBLAS chooses kernels (split-K among them) by shape, so the second
-    fact does not hold there.
+    accumulates in float32 (1 + 127·2^-9 survives, where a bf16 accumulator would return 1; over a
+    depth of 514, 1 + 3·2^-9 survives, where bf16 partial sums between depth blocks would drop each
+    term), and the float32 ``addmm`` gives an entry the same value whatever the number of columns
+    (>= 16) of the call, at D = 37 and D = 512. CUDA is not enabled: cuBLAS chooses kernels (split-K
+    among them) by shape, so the second fact does not hold there.
     """
     device = torch.device(device)
     if device.type != "cpu":
@@ -96,34 +90,36 @@ def _probe_cpu() -> bool:
             got = torch.mm(a, torch.ones(cols, depth, dtype=torch.bfloat16).t())
             if not bool((got.float() == 1.25).all()):  # 1 + 127/512 = 1.248..., rounded to bf16
                 return False
+        depth = _MAX_DIM + 2  # 1 and three terms of 2^-9, 256 apart: a bf16 partial sum per depth block
+        a = torch.zeros(64, depth, dtype=torch.bfloat16)  # of <= 256 would drop each (1 + 2^-9 -> 1)
+        a[:, 0], a[:, [1, depth // 2, depth - 1]] = 1.0, 2.0**-9
+        got = torch.mm(a, torch.ones(256, depth, dtype=torch.bfloat16).t())
+        if not bool((got.float() == 1 + 2.0**-7).all()):  # 1 + 3/512 = 1.0059, rounded to bf16
+            return False
         g = torch.Generator().manual_seed(0)
-        z, codes = torch.randn(48, 37, generator=g), torch.randn(300, 37, generator=g)
-        sq = squared_norms(codes)
-        full = torch.addmm(sq, z, codes.t(), alpha=-2.0)
-        for width in (16, 64, 77):
-            pick = torch.randperm(300, generator=g)[:width].sort().values
-            part = torch.addmm(sq[pick], z, codes[pick].t(), alpha=-2.0)
-            if not torch.equal(part, full[:, pick]):
-                return False
+        for rows, k, d in ((48, 300, 37), (256, 2048, _MAX_DIM)):  # d = 512: MKL blocks the depth (>= 192)
+            z, codes = torch.randn(rows, d, generator=g), torch.randn(k, d, generator=g) + 1
+            sq = squared_norms(codes)
+            full = torch.addmm(sq, z, codes.t(), alpha=-2.0)
+            for width in (16, 64, 77, 128):
+                pick = torch.randperm(k, generator=g)[:width].sort().values
+                part = torch.addmm(sq[pick], z, codes[pick].t(), alpha=-2.0)
+                if not torch.equal(part, full[:, pick]):
+                    return False
         return True
     except RuntimeError:
         return False
 
 
-
-def use_bf16(precision: str, device: torch.device, n: int, k: int, rows: int, cols: int) -> bool:
+def use_bf16(precision: str, device: torch.device, n: int, k: int, d: int, rows: int, cols: int) -> bool:
+    """Whether :func:`.search.nearest_code` runs the bf16 search: n tokens, K codes of D, (rows, cols) blocks."""
     if precision == "fp32" or rows < _MIN_STD or cols < _MIN_STD or 0 < k % cols < _MIN_STD:
         return False  # small or narrow blocks: BLAS small-matrix kernels round differently
+    if d > _MAX_DIM:
+        return False  # deep products: the rerank's narrow addmm would not reproduce the float32 search's values
     if precision == "auto" and (k < _AUTO_MIN_CODES or n < _AUTO_MIN_TOKENS or not _cpu_has_bf16_units()):
         return False
     return reduced_precision_available(device)
-
-
-def _norm_bound(x: Tensor) -> Tensor:
-    """Upper bound on the L2 norm of each row of float32 ``x``: computed norm, rounded up, plus underflow."""
-    d = x.shape[-1]
-    norm: Tensor = torch.linalg.vector_norm(x, dim=-1)
-    return norm * (1 + (d + 4) * 2.0**-23) + math.sqrt(d) * 2.0**-62
 
 
 class Bf16Search:
@@ -165,12 +161,9 @@ class Bf16Search:
         for j in range(0, k, 4096):  # cache-sized pieces: no codebook-sized float32 temporaries
             piece = codes[j : j + 4096]
             c_hat = aug[j : j + piece.shape[0], :d].float()
-            dc_max = torch.maximum(dc_max, _norm_bound(piece - c_hat).max())  # the difference is exact
+            dc_max = torch.maximum(dc_max, bound.norm_bound(piece - c_hat).max())  # the difference is exact
         self.dc_max, self.sq_max = float(dc_max), float(sq.max())
-        # |c| from sq = fl(sum c_i²) >= (1 - γ_d)·|c|² (squares that underflow: the last term); |ĉ| <= |c| + |Δc|
-        gamma = (d + 2) * _U32 / (1 - (d + 2) * _U32)
-        c_max = math.sqrt(max(self.sq_max, 0.0) / (1 - gamma)) * (1 + 4 * _U32) + math.sqrt(d) * 2.0**-62
-        self.c_hat_max = c_max + self.dc_max
+        self.c_hat_max = bound.code_norm_bound(self.sq_max, d) + self.dc_max  # |ĉ| <= |c| + |Δc|
         self.usable = all(math.isfinite(v) for v in (self.c_hat_max, self.dc_max, self.sq_max))
         self.buffer = torch.empty(self.span * self.chunk, dtype=torch.bfloat16, device=codes.device)
         self.fp32_buffer: Tensor | None = None
@@ -178,34 +171,8 @@ class Bf16Search:
 
     # -- bound ---------------------------------------------------------------------------------
     def slack(self, z: Tensor, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """(A_t, F_t) of each row of the scaled float32 ``z`` and its bf16 copy (module docstring).
-
-        |s - y| <= A_t + ρ|s| for a bf16 score s; |v - (z·c - sq/2)| <= F_t for a float32 one v
-        (a dot product in any order, then - sq/2), the float32 search's y = -d32/2 included.
-        """
-        d = self.d
-        nz = _norm_bound(z_hat.float())
-        ndz = _norm_bound(z - z_hat.float())  # the difference is exact
-        c_hat, dc, sq_max = self.c_hat_max, self.dc_max, self.sq_max
-        p = (nz + ndz) * (c_hat + dc)  # >= sum |z_i c_i|
-        gamma = (d + 4) * _U32 / (1 - (d + 4) * _U32)
-        a = nz * dc + ndz * c_hat + ndz * dc  # |ẑ·ĉ - z·c|
-        a = a + gamma * (p + sq_max)  # float32 accumulation of the bf16 product (its products are exact)
-        a = a + 2.0**-17 * sq_max  # sq ≈ h + m: |sq - h - m| <= 2^-16·sq, halved in the score
-        tiny = (d + 8) * 2.0**-120 * (1 + nz + c_hat)  # underflow and flushed subnormals (2^-126 an operation)
-        f = gamma * p + _U32 * (2 * p + sq_max) + tiny  # a float32 dot product in any order, then its rounding
-        return a + f, f
-
-    @staticmethod
-    def threshold(best: Tensor, slack: Tensor) -> Tensor:
-        """Lowest score a code may have and still be the float32 argmin: M_t - W_t, rounded down.
-
-        W_t = (2·A_t + 2ρ|M_t|)/(1 - ρ) (module docstring), widened by 2^-10 for the float32
-        arithmetic that evaluates it (a few dozen roundings of 2^-24), and by 2^-20·|M_t| for the
-        subtraction.
-        """
-        width = (2 * slack + 2 * _RHO * best.abs()) / (1 - _RHO)
-        return best - (width * (1 + 2.0**-10) + best.abs() * 2.0**-20)
+        """(A_t, F_t) of each row of the scaled float32 ``z`` and its bf16 copy: :func:`.search_bound.slack`."""
+        return bound.slack(z, z_hat, self.c_hat_max, self.dc_max, self.sq_max)
 
     def augmented(self, z_hat: Tensor) -> Tensor:
         """(r, width) bf16 rows [ẑ, -1/2, -1/2, 0]: their product with ``aug`` is the score ẑ·ĉ - (h + m)/2."""
@@ -264,9 +231,7 @@ class Bf16Search:
         if not bool(torch.isfinite(best).all()):
             self.fallbacks += 1
             return None
-        thr = self.threshold(best, slack)
-        low = thr.to(torch.bfloat16)  # rounded down to bf16: a group is kept iff its maximum >= thr
-        low = torch.where(low.float() > thr, torch.nextafter(low, torch.full_like(low, -float("inf"))), low)
+        low = bound.round_down_bf16(bound.threshold(best, slack))  # a group is kept iff its maximum >= the threshold
         outer, t = (top2 >= low).nonzero(as_tuple=True)  # two levels: the compare runs on 1/16 of the maxima
         if t.numel() > _MAX_GROUPS_PER_TOKEN * r:
             self.fallbacks += 1
@@ -290,7 +255,7 @@ class Bf16Search:
             rescore[j : j + 512] = dots - self.sq.index_select(0, idx).view(-1, g) / 2
         rescore.masked_fill_(~valid, -float("inf"))
         top = torch.full((r,), -float("inf"), device=z.device).scatter_reduce_(0, t, rescore.amax(dim=1), "amax")
-        floor = top - (4 * fp32_err * (1 + 2.0**-10) + top.abs() * 2.0**-20)
+        floor = bound.rescore_floor(top, fp32_err)
         pick = (rescore >= floor[t][:, None]).nonzero(as_tuple=True)
         return t[pick[0]], members[pick]
 
