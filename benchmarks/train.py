@@ -65,7 +65,7 @@ from _common import check_device, fmt, load_vqp
 from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.quantizers import QuantizerOutput
 from vqkit.quantizers.base import CodeMetrics, code_statistics
-from vqkit.train.config import load_config
+from vqkit.train import load_config
 
 ARCH_PRESET = {"rfsq_conv": "rfsq-cpu", "vqgan": "simvq-cpu", "speech": "speech-cpu"}
 MODES = ("eager", "channels_last", "compile")
@@ -160,7 +160,7 @@ def preset_config(case: Case, args: argparse.Namespace) -> tuple[TokenizerConfig
     tok = dataclasses.replace(train.tokenizer_config(), quantizer=case.quantizer, quantizer_args=case.args)
     if case.arch == "vqgan":
         tok = dataclasses.replace(tok, ch=args.vqgan_ch)
-    return tok, train.grad_clip
+    return tok, train.optim.grad_clip
 
 
 def make_batch(model: Tokenizer, args: argparse.Namespace, device: torch.device) -> Tensor:

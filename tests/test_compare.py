@@ -68,7 +68,7 @@ def test_tiny_sweep_writes_report_with_every_row_and_plot(tmp_path: Path, capsys
     assert "evaluation set: 8 images of photos (its val split), 32×32 px each" in report
     with pytest.raises(ValueError, match=r"other settings \(.*steps"):
         run_compare("quick", CompareConfig(out=str(tmp_path), steps=5, only=ONLY, max_val_images=8))
-    with pytest.raises(ValueError, match=r"other settings \(max_val_images\)"):  # would reuse a stale evaluation
+    with pytest.raises(ValueError, match=r"other settings \(data.max_val_items\)"):  # would reuse a stale evaluation
         run_compare("quick", CompareConfig(out=str(tmp_path), steps=4, only=ONLY, max_val_images=16))
     with pytest.raises(ValueError, match="unknown configuration"):
         run_compare("quick", CompareConfig(out=str(tmp_path), only="nope"))

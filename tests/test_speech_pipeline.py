@@ -128,7 +128,7 @@ def test_training_lowers_the_mel_loss_and_fits_a_prior(corpus: Path, tmp_path: P
     summary = _train(corpus, tmp_path / "run", steps=200, segment=6400, quantizer="fsq",
                      quantizer_args=json.dumps({"levels": [8, 5, 5], "dim": 16}))
     cfg = load_config(None, tmp_path / "run" / "config.json")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.run.seed)
     clips = AudioFolder(corpus / "train", RATE, train=False)
     before = evaluate_audio(Tokenizer(cfg.tokenizer_config()), clips, "cpu", full=False).metrics["mel_distance"]
     after = evaluate_audio(Tokenizer.from_pretrained(tmp_path / "run"), clips, "cpu", full=False).metrics
@@ -241,13 +241,16 @@ def test_real_utterance_through_the_codec() -> None:
 
 
 def test_checkpoints_from_before_arch_args_and_adversary_keys_still_load(tmp_path: Path) -> None:
-    """Runs saved before speech support (no arch_args; PatchGAN keys at main.*) resume."""
+    """Runs saved before speech support (a flat config without arch_args; PatchGAN keys at main.*) resume."""
     from vqkit.modalities.image.objective import ImageAdversary
     from vqkit.models import PatchDiscriminator
+    from vqkit.train import PRESETS
     from vqkit.train.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = load_config("rfsq-cpu", None, gan_weight=0.1)
-    old = {k: v for k, v in cfg.to_dict().items() if k != "arch_args"}
+    preset = dict(PRESETS["rfsq-cpu"])
+    old = {**preset, "quantizer_args": json.dumps(preset["quantizer_args"]), "gan_weight": 0.1,
+           "max_val_images": preset.pop("max_val_items"), "segment": 16000, "mel_weight": 0.0, "ch": 128}
     save_checkpoint(tmp_path, {"config": old, "step": 3})
     assert load_checkpoint(tmp_path, cfg.to_dict())["step"] == 3
     ImageAdversary(cfg).load_state_dict(PatchDiscriminator().state_dict())  # strict: the same keys

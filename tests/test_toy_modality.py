@@ -133,7 +133,7 @@ class VolumeModality(Modality):
     keep_samples = 2
 
     def datasets(self, cfg: Any) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
-        return Volumes(cfg.data), Volumes(cfg.val_data)
+        return Volumes(cfg.data.train), Volumes(cfg.data.val)
 
     def objective(self, cfg: Any, device: torch.device, main: bool) -> Objective:
         return MSEObjective()
@@ -152,7 +152,7 @@ class VolumeModality(Modality):
         return Volumes(data)
 
     def eval_data(self, cfg: Any, split: str) -> str:
-        return str(cfg.val_data if split == "val" else cfg.data)
+        return str(cfg.data.val if split == "val" else cfg.data.train)
 
     def eval_record(self, cfg: Any, data: str, split: str) -> dict[str, Any]:
         return {"modality": self.name}

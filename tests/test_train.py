@@ -122,7 +122,7 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps({"steps": 7, "betas": [0.5, 0.9]}))
     cfg = load_config("rfsq-cpu", cfg_file, lr=1e-3)
-    assert (cfg.steps, cfg.betas, cfg.lr, cfg.arch) == (7, (0.5, 0.9), 1e-3, "rfsq_conv")
+    assert (cfg.optim.steps, cfg.optim.betas, cfg.optim.lr, cfg.model.arch) == (7, (0.5, 0.9), 1e-3, "rfsq_conv")
 
 
 def test_resumed_log_is_cut_to_the_checkpoint_and_survives_a_torn_line(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from .evaluate import evaluate
 from .modalities import fit_and_save_prior, modality_of, open_codec
 from .reporting.evaluation import finite, item_ids, metrics_json, per_item_record
 from .storage import atomic_write
-from .train import TrainConfig, load_config
+from .train import TrainConfig, read_run_config
 from .validation import resolve_device
 
 
@@ -31,7 +31,7 @@ def run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     if not (run / "config.json").is_file():
         raise ValueError(f"{run / 'config.json'} does not exist: RUN_DIR must be a finished `vqkit train` run "
                          "(config.json, final/)")
-    return load_config(None, run / "config.json")
+    return read_run_config(run / "config.json")
 
 
 def evaluate_run(run_dir: str | os.PathLike[str], data: str | None = None, split: str = "val",
@@ -45,7 +45,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str | None = None, split
     cfg = run_config(run)
     if not (run / "final").is_dir():
         raise ValueError(f"{run / 'final'} does not exist: RUN_DIR must be a finished `vqkit train` run")
-    modality = modality_of(cfg.arch)
+    modality = modality_of(cfg.model.arch)
     data = data if data is not None else modality.eval_data(cfg, split)
     dev = resolve_device(device)
     codec, _ = open_codec(run / "final", dev)

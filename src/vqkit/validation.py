@@ -13,6 +13,7 @@ arguments of a public constructor (the quantizers), once, at construction: never
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import numbers
@@ -52,7 +53,14 @@ _STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
-    """A configuration value of the wrong type, out of range, unknown, or not available here."""
+    """A configuration value of the wrong type, out of range, unknown, or not available here.
+
+    ``problems`` holds ``(field, explanation)`` pairs when the error comes from :func:`check_fields`, so that a
+    config made of sections can name each bad field by its path (``optim.lr``)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 _ADAPTERS: dict[type[Any], dict[str, TypeAdapter[Any]]] = {}
@@ -92,12 +100,33 @@ def check_fields(config: Any, exclude: tuple[str, ...] = ()) -> None:
         try:
             checked = adapter.validate_python(value)
         except ValidationError as err:
-            problems.append(f"{name} = {value!r} ({type(value).__name__}): {_explain(err)}")
+            problems.append((name, f"{value!r} ({type(value).__name__}): {_explain(err)}"))
             continue
         if checked is not getattr(config, name):
             object.__setattr__(config, name, checked)
     if problems:
-        raise ConfigError(f"{cls.__name__}: invalid " + "; ".join(problems))
+        raise ConfigError(f"{cls.__name__}: invalid " + "; ".join(f"{n} = {text}" for n, text in problems), problems)
+
+
+_VALUE_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def check_value(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit ``annotation`` under the same strict rules as :func:`check_fields` (None: it
+    fits); for values checked against a signature rather than a dataclass (a quantizer's arguments)."""
+    try:
+        adapter = _VALUE_ADAPTERS.get(annotation)
+    except TypeError:  # an unhashable annotation
+        adapter = None
+    if adapter is None:
+        adapter = TypeAdapter(annotation, config=_STRICT)
+        with contextlib.suppress(TypeError):  # an unhashable annotation is not cached
+            _VALUE_ADAPTERS[annotation] = adapter
+    try:
+        adapter.validate_python(value)
+    except ValidationError as err:
+        return _explain(err)
+    return None
 
 
 _ARG_ADAPTERS: dict[tuple[str, str], TypeAdapter[Any]] = {}
@@ -181,5 +210,5 @@ def resolve_device(name: str) -> torch.device:
 
 
 __all__ = ["ConfigError", "Count", "Device", "Dim", "Fraction", "NonEmptyStr", "NonNegativeFloat", "NonNegativeInt",
-           "PositiveFloat", "PositiveInt", "Size", "Width", "check_args", "check_fields", "from_mapping",
+           "PositiveFloat", "PositiveInt", "Size", "Width", "check_args", "check_fields", "check_value", "from_mapping",
            "resolve_device"]

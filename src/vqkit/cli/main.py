@@ -12,7 +12,7 @@ import os
 import sys
 import textwrap
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,25 +56,68 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type[Any], defau
     """
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     for field in dataclasses.fields(cls):
-        kind = hints[field.name]
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if defaults else argparse.SUPPRESS
         value = (shown or {}).get(field.name, field.default)
-        text = ",".join(map(str, value)) if isinstance(value, tuple | list) else value
-        help_text = f"{docs.get(field.name, '')} (default: {text})".strip()
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif typing.get_origin(kind) is typing.Literal:
-            choices = typing.get_args(kind)
-            parser.add_argument(flag, type=type(choices[0]), choices=choices, default=default, help=help_text)
-        elif typing.get_origin(kind) is tuple:
-            item = typing.get_args(kind)[0]
-            if typing.get_origin(item) is typing.Literal:  # e.g. rd's --priors: names, checked by the dataclass
-                item, help_text = str, f"{help_text} (from: {', '.join(map(str, typing.get_args(item)))})"
-            parser.add_argument(flag, type=_tuple_of(item), default=default, metavar=f"{item.__name__.upper()},...",
-                                help=help_text)
-        else:
-            parser.add_argument(flag, type=kind, default=default, metavar=kind.__name__.upper(), help=help_text)
+        _add_option(parser, field.name, (), hints[field.name], field.default if defaults else argparse.SUPPRESS,
+                    value, docs.get(field.name, ""))
+
+
+def add_train_options(parser: argparse.ArgumentParser, shown: dict[str, Any] | None = None) -> None:
+    """``vqkit train``'s options, generated from the config's sections (every modality's crop and objective,
+    every arch's options); old names are aliases (``--max-train-images``). Options not given stay out of
+    the namespace, so that they do not override a preset or a config file."""
+    from ..train.convert import options
+
+    docs: dict[type[Any], dict[str, str]] = {}
+    groups: dict[str, Any] = {}
+    found = options().values()
+    for opt in found:
+        if opt.cls not in docs:
+            docs[opt.cls] = {k: v for base in reversed(opt.cls.__mro__) for k, v in field_docs(base).items()}
+        section = opt.path.split(".")[0]
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} section", _section_help(section, found))
+        value = (shown or {}).get(opt.name, opt.default)
+        _add_option(groups[section], opt.name, opt.aliases, opt.annotation, argparse.SUPPRESS, value,
+                    docs[opt.cls].get(opt.field, ""))
+
+
+def _section_help(section: str, found: Collection[Any]) -> str | None:
+    """Which options of ``section`` belong to some modalities or archs only, e.g. 'audio: --segment'."""
+    modalities = {m for opt in found if opt.kind == "modality" for m in opt.owners}
+    owned: dict[str, list[str]] = {}
+    for opt in found:
+        if opt.path.split(".")[0] == section and opt.owners and not (opt.kind == "modality"
+                                                                     and set(opt.owners) == modalities):
+            owned.setdefault(", ".join(opt.owners), []).append("--" + opt.name.replace("_", "-"))
+    if not owned:
+        return None
+    parts = "; ".join(f"{who}: {' '.join(flags)}" for who, flags in owned.items())
+    return f"options of some modalities or archs only, refused for the others ({parts})"
+
+
+def _add_option(parser: Any, name: str, aliases: Sequence[str], kind: Any, default: Any,
+                value: Any, doc: str) -> None:
+    flags = ["--" + n.replace("_", "-") for n in (name, *aliases)]
+    if isinstance(value, tuple | list):
+        text = ",".join(map(str, value))
+    else:
+        text = json.dumps(value) if isinstance(value, dict) else value
+    help_text = f"{doc} (default: {text})".strip()
+    if kind is bool:
+        parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+    elif typing.get_origin(kind) is typing.Literal:
+        choices = typing.get_args(kind)
+        parser.add_argument(*flags, dest=name, type=type(choices[0]), choices=choices, default=default,
+                            help=help_text)
+    elif typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        if typing.get_origin(item) is typing.Literal:  # e.g. rd's --priors: names, checked by the dataclass
+            item, help_text = str, f"{help_text} (from: {', '.join(map(str, typing.get_args(item)))})"
+        parser.add_argument(*flags, dest=name, type=_tuple_of(item), default=default,
+                            metavar=f"{item.__name__.upper()},...", help=help_text)
+    else:
+        parser.add_argument(*flags, dest=name, type=kind, default=default, metavar=kind.__name__.upper(),
+                            help=help_text)
 
 
 def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
@@ -101,14 +144,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..train import TrainConfig, load_config, train
+    from ..train import load_config, train
+    from ..train.convert import options
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    overrides = {name: getattr(args, name) for name in options() if hasattr(args, name)}
     cfg = load_config(args.preset, args.config, **overrides)
     summary = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
-        print(f"run directory: {cfg.out} (final model in {Path(cfg.out) / 'final'})")
+        print(f"run directory: {cfg.run.out} (final model in {Path(cfg.run.out) / 'final'})")
     return 0
 
 
@@ -117,7 +161,7 @@ def _eval(args: argparse.Namespace) -> int:
     from ..runs import evaluate_run, run_config
 
     cfg = run_config(args.run_dir)
-    modality = modality_of(cfg.arch)
+    modality = modality_of(cfg.model.arch)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"eval-{args.split}"
     if args.data is None:
         print(f"vqkit eval: --data not given, using the run's {args.split} data: {modality.eval_data(cfg, args.split)}",
@@ -259,7 +303,7 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="folder for demo.md and demo.json")
     demo.set_defaults(func=_demo)
 
-    from ..train import PRESETS, TrainConfig
+    from ..train import PRESETS
 
     shown = PRESETS.get(preset or "")
     whose = f"preset {preset}'s values" if shown else "the built-in values; `--preset NAME --help` shows a preset's"
@@ -270,7 +314,7 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--preset", choices=sorted(PRESETS), default=None, help="the papers' or CPU-scale settings")
     tr.add_argument("--config", default=None, help="JSON or YAML file of options")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    add_dataclass_options(tr, TrainConfig, defaults=False, shown=shown)
+    add_train_options(tr, shown)
     tr.set_defaults(func=_train)
 
     from ..experiments.compare import CompareConfig

@@ -25,13 +25,16 @@ import annotated_types as at
 from ..modalities import MODALITIES, modality_of
 from ..runs import evaluate_run
 from ..storage import IntegrityError, atomic_write, read_json
-from ..train import TrainConfig, load_config, train
+from ..train import TrainConfig, load_config, read_run_config, train
 from ..train.checkpoint import CHECKPOINT
+from ..train.sections import args_to_dict
 from ..validation import NonEmptyStr, NonNegativeInt, check_fields
 from .presets import PRESETS, TOY_PRESET, Entry, Preset
 
-_NOT_RESULTS = frozenset({"out", "workers", "log_every", "eval_every", "ckpt_every", "device"})
-"""TrainConfig fields that do not change what a run measures; every other one must match to reuse a run."""
+_NOT_RESULTS = frozenset({"run.out", "data.workers", "run.log_every", "run.eval_every", "run.ckpt_every",
+                          "run.device"})
+"""TrainConfig fields (section.field) that do not change what a run measures; every other one must match to reuse
+a run."""
 
 
 @dataclass(frozen=True)
@@ -72,21 +75,27 @@ def entry_config(preset: Preset, entry: Entry, cfg: CompareConfig, run_dir: Path
         raise ValueError(f"scale must be one of {sorted(preset.base)}, got {cfg.scale!r}")
     overrides: dict[str, Any] = dict(preset.overrides.get(cfg.scale, {}))
     overrides.update(data=cfg.data, val_data=cfg.val_data, seed=cfg.seed, out=str(run_dir),
-                     quantizer=entry.quantizer, quantizer_args=json.dumps(entry.args))
+                     quantizer=entry.quantizer, quantizer_args=entry.args)
     if cfg.steps:
         overrides.update(steps=cfg.steps, eval_every=cfg.steps, ckpt_every=max(1, cfg.steps // 4))
     if cfg.max_val_images:
-        overrides["max_val_images"] = cfg.max_val_images
+        overrides["max_val_items"] = cfg.max_val_images
     return load_config(preset.base[cfg.scale], **overrides)
 
 
 def _check_same_settings(run_dir: Path, train_cfg: TrainConfig) -> None:
-    saved = load_config(None, run_dir / "config.json").to_dict()  # options added since it was written: defaults
-    wanted = train_cfg.to_dict()
+    # a run of an older version (flat config.json) is read as this one would write it; options added since: defaults
+    saved, wanted = _fields(read_run_config(run_dir / "config.json")), _fields(train_cfg)
     keys = sorted((set(saved) | set(wanted)) - _NOT_RESULTS)
-    diff = [k for k in keys if json.dumps(saved.get(k)) != json.dumps(wanted.get(k))]
+    diff = [k for k in keys if saved.get(k) != wanted.get(k)]
     if diff:
         raise ValueError(f"{run_dir} holds a run with other settings ({', '.join(diff)}): choose another --out")
+
+
+def _fields(cfg: TrainConfig) -> dict[str, str]:
+    """``section.field`` -> the value as JSON (sorted keys), for every field of ``cfg``."""
+    return {f"{section}.{name}": json.dumps(value, sort_keys=True)
+            for section, fields in cfg.to_dict().items() for name, value in fields.items()}
 
 
 def relative_to(path: Path, folder: Path) -> str:
@@ -118,8 +127,8 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
         print(f"  {'resuming' if resume else 'training'} {entry.name}", flush=True)
         train(train_cfg, resume=resume)
     if not (eval_dir / "metrics.json").exists():
-        evaluate_run(run_dir, None, "val", eval_dir, batch_size=train_cfg.batch_size,
-                     max_items=train_cfg.max_val_images)
+        evaluate_run(run_dir, None, "val", eval_dir, batch_size=train_cfg.optim.batch_size,
+                     max_items=train_cfg.data.max_val_items)
     retrain, reevaluate = f"delete {run_dir} to train this configuration again", f"delete {eval_dir} to evaluate again"
     summary = read_json(run_dir / "summary.json", retrain)
     metrics = read_json(eval_dir / "metrics.json", reevaluate)
@@ -134,7 +143,7 @@ def run_entry(preset: Preset, entry: Entry, cfg: CompareConfig, out: Path) -> di
         "name": entry.name, "family": entry.family, "quantizer": entry.quantizer, "quantizer_args": entry.args,
         "bits_per_token": summary["bits_per_token"], "run_dir": relative_to(run_dir, out),
         "eval_dir": relative_to(eval_dir, out), "train_seconds": summary["train_seconds"], "steps": summary["steps"],
-        "metrics": metrics, "paper": entry.paper, "modality": modality_of(train_cfg.arch).name,
+        "metrics": metrics, "paper": entry.paper, "modality": modality_of(train_cfg.model.arch).name,
     }
 
 
@@ -178,7 +187,7 @@ def run_compare(preset_name: str, cfg: CompareConfig) -> dict[str, Any]:
     first = entry_config(preset, entries[0], cfg, out)
     results = {
         "preset": preset.name, "title": preset.title, "scale": cfg.scale, "data": cfg.data, "val_data": cfg.val_data,
-        "steps": first.steps, "seed": cfg.seed, "image_size": first.image_size, "segment": first.segment,
+        "steps": first.optim.steps, "seed": cfg.seed, **args_to_dict(first.crop),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "train_seconds_total": round(sum(r["train_seconds"] for r in records), 1), "configs": records,
     }

@@ -35,7 +35,7 @@ class Preset:
     base: dict[str, str]
     """scale ('cpu' | 'paper') -> training preset name."""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """scale -> TrainConfig overrides applied on top of the base preset."""
+    """scale -> training options (``vqkit train``'s names) applied on top of the base preset."""
     entry_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     """scale -> quantizer arguments set in every row (e.g. the latent width of the paper's model)."""
 
@@ -162,7 +162,7 @@ _add(Preset(
     ),
     RFSQ_SCALES,
     {"cpu": {"steps": 150, "image_size": 32, "batch_size": 16, "conv_channels": (32, 64), "eval_every": 150,
-             "ckpt_every": 50, "max_val_images": 64}},
+             "ckpt_every": 50, "max_val_items": 64}},
 ))
 
 def _audio_paper(util: float, pesq: float, stoi: float) -> dict[str, float]:
@@ -186,7 +186,7 @@ _add(Preset(
     ),
     {"cpu": "speech-cpu", "paper": "speech-paper"},
     {"cpu": {"steps": 600, "segment": 8000, "batch_size": 8, "eval_every": 600, "ckpt_every": 100,
-             "max_val_images": 100, "prior_images": 100}},
+             "max_val_items": 100, "prior_items": 100}},
     {"paper": {"dim": 512}},
 ))
 

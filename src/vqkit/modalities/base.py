@@ -22,9 +22,37 @@ from torch.utils.data import Dataset
 from ..codec.tiled import Codec, Encoded, SignalAdapter
 from ..metrics import CodeUsage
 from ..models import Tokenizer
+from ..validation import Count, NonNegativeFloat, PositiveFloat, check_fields
 
 if TYPE_CHECKING:  # the modality reads its options from the run's config; it never builds one
     from ..train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """The ``crop`` section of a run's config: how training items are cut from the signals. A modality
+    subclasses it with its own fields (an image side, a segment of samples); the base has none."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """The ``objective`` section of a run's config: the loss weights every modality has. A modality
+    subclasses it with its own terms; the training loop reads only these fields."""
+
+    l1_weight: NonNegativeFloat = 1.0
+    """Pixel (sample) L1 loss."""
+    gan_weight: NonNegativeFloat = 0.0
+    """Adversarial loss (PatchGAN for images, MPD + MRD for speech); 0 = none."""
+    gan_start: Count = 0
+    """Step at which the adversarial loss is switched on."""
+    disc_lr: PositiveFloat = 1e-4
+    """Discriminator learning rate."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class Objective(nn.Module):
@@ -131,6 +159,11 @@ class Modality(ABC):
     """The file type ``vqkit decode`` writes."""
     keep_samples: ClassVar[int] = 8
     """(original, reconstruction) pairs an evaluation keeps for its artifacts."""
+    crop_config: ClassVar[type[CropConfig]] = CropConfig
+    """The class of a run config's ``crop`` section for this modality."""
+    objective_config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
+    """The class of a run config's ``objective`` section: its loss weights (options of other modalities are
+    refused by name)."""
 
     # -- training ---------------------------------------------------------------------------
     @abstractmethod

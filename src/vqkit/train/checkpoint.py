@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from ..storage import IntegrityError, atomic_write, is_sealed, seal, unseal
+from .convert import convert
 
 CHECKPOINT = "checkpoint.pt"
 MAGIC = b"VQKITCKPT\x00"
 FORMAT, VERSION = "vqkit.train-checkpoint", 1
-MODEL_KEYS = ("arch", "quantizer", "quantizer_args", "conv_channels", "ch", "ch_mult", "num_res_blocks", "arch_args")
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
@@ -59,20 +59,19 @@ def load_checkpoint(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
         raise IntegrityError(f"{path}: not a vqkit training checkpoint")
     if state.get("version") != VERSION:
         raise IntegrityError(f"{path}: checkpoint version {state.get('version')}, this vqkit reads {VERSION}")
-    saved = {**_ADDED_LATER, **state.get("config", {})}
-    diff = {k: (saved.get(k), config.get(k)) for k in MODEL_KEYS if _norm(saved.get(k)) != _norm(config.get(k))}
+    saved, wanted = _model(state.get("config", {}), f"{path}: its config"), _model(config, "this run's config")
+    diff = {k: (saved[k], wanted[k]) for k in saved if saved[k] != wanted[k]}
     if diff:
         detail = "; ".join(f"{k}: checkpoint {a!r} vs this run {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"{path}: checkpoint of another model, cannot resume ({detail})")
     return state
 
 
-_ADDED_LATER = {"arch_args": "{}"}
-"""Model keys that checkpoints written before they existed lack, with the value those runs had."""
-
-
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+def _model(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The resolved tokenizer of a run config (nested, or the flat form of checkpoints written before configs had
+    sections; options that form wrote for every arch are dropped where they do not apply)."""
+    model: dict[str, Any] = convert(config, stored=True, where=where).tokenizer_config().resolved().to_dict()
+    return model
 
 
 def rng_state() -> dict[str, Any]:

@@ -56,7 +56,7 @@ class Context:
 def setup(cfg: TrainConfig) -> Context:
     """Check the device against this machine, join the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.run.device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if world > 1 else 0
@@ -87,12 +87,13 @@ class ResumableSampler(Sampler[int]):
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
-    warm = int(cfg.warmup * cfg.steps)
+    optim = cfg.optim
+    warm = int(optim.warmup * optim.steps)
     if step < warm:
         return (step + 1) / warm
-    if cfg.schedule == "constant":
+    if optim.schedule == "constant":
         return 1.0
-    return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+    return max(0.0, (optim.steps - step) / max(1, optim.steps - warm))
 
 
 MAX_CONSECUTIVE_NONFINITE = 50
@@ -104,24 +105,25 @@ class NonFiniteTrainingError(ValueError):
 
 
 class Trainer:
-    """Holds the state of one run; :meth:`run` trains to ``cfg.steps`` and returns the summary."""
+    """Holds the state of one run; :meth:`run` trains to ``cfg.optim.steps`` and returns the summary."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
         self.cfg, self.ctx = cfg, setup(cfg)
-        self.run_dir = Path(cfg.out)
+        self.run_dir = Path(cfg.run.out)
         self._prepare_run_dir(resume)
-        torch.manual_seed(cfg.seed)
-        self.modality = modality_of(cfg.arch)
+        torch.manual_seed(cfg.run.seed)
+        self.modality = modality_of(cfg.model.arch)
         self.model = Tokenizer(cfg.tokenizer_config()).to(self.ctx.device)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]),
-                                    weight_decay=cfg.weight_decay)
+        optim = cfg.optim
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if optim.ema_decay > 0 else None
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=optim.lr, betas=(optim.betas[0], optim.betas[1]),
+                                    weight_decay=optim.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
         self.disc: nn.Module | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
-        if cfg.gan_weight > 0:
+        if cfg.objective.gan_weight > 0:
             self.disc = self.modality.adversary(cfg).to(self.ctx.device)
-            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.objective.disc_lr, betas=(0.5, 0.9))
         self.objective = self.modality.objective(cfg, self.ctx.device, self.ctx.main)
         self.step, self.elapsed = 0, 0.0
         self.nonfinite_steps = self.consecutive_nonfinite = 0
@@ -130,7 +132,8 @@ class Trainer:
         self.train_set, self.val_set = self.modality.datasets(cfg)
         if self.ctx.main:
             print(f"vqkit train: {len(self.train_set)} training / {len(self.val_set)} validation "  # type: ignore[arg-type]
-                  f"{self.modality.items} from {cfg.data}, {self.model.bits_per_token:g} bits per token", flush=True)
+                  f"{self.modality.items} from {cfg.data.train}, {self.model.bits_per_token:g} bits per token",
+                  flush=True)
             note = split_note(self.train_set) or split_note(self.val_set)
             if note:
                 print(f"vqkit train: {note}", flush=True)
@@ -167,14 +170,15 @@ class Trainer:
 
     def _train_loader(self, dataset: Dataset[Tensor]) -> tuple[DataLoader[Tensor], ResumableSampler]:
         base: DistributedSampler[Any] = DistributedSampler(
-            dataset, num_replicas=self.ctx.world, rank=self.ctx.rank, shuffle=True, seed=self.cfg.seed, drop_last=True
-        )
+            dataset, num_replicas=self.ctx.world, rank=self.ctx.rank, shuffle=True, seed=self.cfg.run.seed,
+            drop_last=True)
         sampler = ResumableSampler(base)
-        loader = DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=self.cfg.workers, persistent_workers=self.cfg.workers > 0,
+        batch, workers = self.cfg.optim.batch_size, self.cfg.data.workers
+        loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
+                            num_workers=workers, persistent_workers=workers > 0,
                             pin_memory=self.ctx.device.type == "cuda")
         if len(loader) == 0:
-            raise ValueError(f"{base.total_size} training images are fewer than one batch of {self.cfg.batch_size} "
+            raise ValueError(f"{base.total_size} training {self.modality.items} are fewer than one batch of {batch} "
                              f"per rank × {self.ctx.world} ranks")
         return loader, sampler
 
@@ -206,10 +210,11 @@ class Trainer:
         set_rng_state(state["rng"])
         # the learning rate is this run's --lr (the same value on a plain resume, so the same floats):
         # the optimizer and scheduler states restored above carry the lr the checkpoint was written with
-        self.sched.base_lrs = [self.cfg.lr] * len(self.opt.param_groups)
+        lr = self.cfg.optim.lr
+        self.sched.base_lrs = [lr] * len(self.opt.param_groups)
         for group in self.opt.param_groups:
-            group["initial_lr"] = self.cfg.lr
-            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.sched.last_epoch)
+            group["initial_lr"] = lr
+            group["lr"] = lr * lr_factor(self.cfg, self.sched.last_epoch)
 
     def _save(self) -> None:
         if self.ctx.main:
@@ -223,7 +228,7 @@ class Trainer:
 
     def _train_step(self, images: Tensor) -> dict[str, float]:
         cfg = self.cfg
-        gan = self.disc is not None and self.step >= cfg.gan_start
+        gan = self.disc is not None and self.step >= cfg.objective.gan_start
         try:
             with self._autocast():
                 recon, out = self.ddp(images)
@@ -240,7 +245,8 @@ class Trainer:
                 loss = loss + self.disc(recon, images, True)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         record = {"loss": loss.item(), **terms, "quantizer_loss": out.loss.item(),
                   "usage": float(out.metrics["usage"]), "perplexity": float(out.metrics["perplexity"])}
         if not self._finite(loss.detach() + norm):
@@ -274,8 +280,8 @@ class Trainer:
         self.consecutive_nonfinite += 1
         record["nonfinite_steps"] = float(self.nonfinite_steps)
         why = f"step {self.step + 1}: the loss or a gradient is not finite (loss {record['loss']:.4g})"
-        if self.cfg.nonfinite == "stop" or self.consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
-            rule = ("--nonfinite stop" if self.cfg.nonfinite == "stop"
+        if self.cfg.optim.nonfinite == "stop" or self.consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+            rule = ("--nonfinite stop" if self.cfg.optim.nonfinite == "stop"
                     else f"{MAX_CONSECUTIVE_NONFINITE} such steps in a row")
             raise NonFiniteTrainingError(f"{why}; stopping ({rule}). The last checkpoint is intact: lower --lr, "
                                     "clip gradients (--grad-clip) or check the data, then --resume")
@@ -288,7 +294,7 @@ class Trainer:
         if self.ema is None:
             return
         for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-            e.lerp_(p, 1 - self.cfg.ema_decay)
+            e.lerp_(p, 1 - self.cfg.optim.ema_decay)
         for eb, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
             eb.copy_(b)  # codebook statistics and running averages are not averaged
 
@@ -301,7 +307,7 @@ class Trainer:
         model = self.ema if self.ema is not None else self.model
         assert isinstance(model, Tokenizer)
         scorer = self.modality.scorer(model, self.ctx.device, full=False, objective=self.objective)
-        batches = self.modality.eval_loader(self.val_set, self.cfg.batch_size)
+        batches = self.modality.eval_loader(self.val_set, self.cfg.optim.batch_size)
         amp = self.cfg.amp_dtype(self.ctx.device)
         metrics = evaluate(model, batches, self.ctx.device, scorer, amp_dtype=amp).metrics
         return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
@@ -309,30 +315,31 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg, steps_per_epoch = self.cfg, len(self.loader)
+        steps, every = cfg.optim.steps, cfg.run
         epoch, offset = divmod(self.step, steps_per_epoch)
         last_eval: dict[str, float] = {}
-        resumed_at_end = self.step >= cfg.steps  # every rank decides alike: the step is the checkpoint's
+        resumed_at_end = self.step >= steps  # every rank decides alike: the step is the checkpoint's
         self.model.train()
-        with RunLog(self.run_dir, cfg.steps, self.ctx.main, resume_step=self.step) as log:
-            while self.step < cfg.steps:
+        with RunLog(self.run_dir, steps, self.ctx.main, resume_step=self.step) as log:
+            while self.step < steps:
                 set_epoch(self.loader, epoch)  # sampler order and dataset crops
-                self.sampler.skip = offset * cfg.batch_size
+                self.sampler.skip = offset * cfg.optim.batch_size
                 for images in self.loader:
                     start = time.perf_counter()
                     record = self._train_step(images.to(self.ctx.device, non_blocking=True))
                     self.elapsed += time.perf_counter() - start
                     self.step += 1
-                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    if self.step % every.log_every == 0 or self.step == steps:
                         log.write({"step": self.step, "split": "train", "epoch": epoch,
                                    "lr": self.sched.get_last_lr()[0], "elapsed_s": self.elapsed,
                                    "skipped_files": skipped_count(self.train_set), **record})
                     log.progress(self.step, f"loss {record['loss']:.4f} usage {record['usage']:.3f}")
-                    if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    if self.step % every.eval_every == 0 or self.step == steps:
                         last_eval = self._evaluate_main()
                         log.write({"step": self.step, "split": "val", **last_eval})
-                    if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                    if self.step % every.ckpt_every == 0 or self.step == steps:
                         self._save()
-                    if self.step >= cfg.steps:
+                    if self.step >= steps:
                         break
                 epoch, offset = epoch + 1, 0
         if resumed_at_end:  # from the last step's checkpoint (a kill during the final export): the
@@ -359,9 +366,9 @@ class Trainer:
         if self.ctx.main:
             final = self.ema if self.ema is not None else self.model
             final.save_pretrained(self.run_dir / "final")
-            if self.cfg.prior_images:
-                fit_and_save_prior(self.run_dir / "final", self.cfg.data, self.cfg.prior_images, self.ctx.device,
-                                   cfg=self.cfg)
+            if self.cfg.run.prior_items:
+                fit_and_save_prior(self.run_dir / "final", self.cfg.data.train, self.cfg.run.prior_items,
+                                   self.ctx.device, cfg=self.cfg)
             atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self._barrier()
         return summary

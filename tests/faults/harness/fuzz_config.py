@@ -25,7 +25,8 @@ thousands of loader workers (the in-process fuzz covers them through ``load_conf
 JUNK_ANY: list[Any] = [None, True, False, [], {}, "", "junk", [1, "x"], {"a": [1, {"b": None}]}, [[1, 2], [3]]]
 VALID: dict[str, list[Any]] = {
     "data": ["photos"], "val_data": [""], "image_size": [16, 32], "segment": [8000, 16000], "resize": [0, 40],
-    "max_train_images": [0, 5], "max_val_images": [4, 8], "workers": [0], "arch": ["rfsq_conv", "fsq_conv"],
+    "max_train_images": [0, 5], "max_val_images": [4, 8], "max_train_items": [0, 5], "max_val_items": [4, 8],
+    "workers": [0], "arch": ["rfsq_conv", "fsq_conv"],
     "quantizer": ["rfsq", "fsq"], "quantizer_args": ["{}", TINY["quantizer_args"]], "arch_args": ["{}"],
     "conv_channels": [[16, 32], []], "ch": [32, 64], "ch_mult": [[1, 2]], "num_res_blocks": [1, 2],
     "steps": [1, 2], "batch_size": [4, 8], "lr": [1e-3, 2e-3, 1], "betas": [[0.9, 0.99], [0.5, 0.9]],
@@ -33,7 +34,8 @@ VALID: dict[str, list[Any]] = {
     "ema_decay": [0.0, 0.9], "l1_weight": [1.0, 0], "mse_weight": [0.0, 0.5], "lpips_weight": [0.0],
     "gan_weight": [0.0], "gan_start": [0, 3], "disc_lr": [1e-4], "mel_weight": [0.0], "stft_weight": [0.0],
     "fm_weight": [0.0], "out": ["runs/x"], "seed": [0, 7], "log_every": [1, 5], "eval_every": [1, 100],
-    "ckpt_every": [1, 50], "prior_images": [0, 2], "amp": ["auto", "none"], "device": ["cpu", "auto"],
+    "ckpt_every": [1, 50], "prior_images": [0, 2], "prior_items": [0, 2], "amp": ["auto", "none"],
+    "device": ["cpu", "auto"],
 }
 JUNK_STR = {"arch": ["nope", "RFSQ_CONV"], "quantizer": ["nope", " fsq"], "schedule": ["Linear", "cosine"],
             "amp": ["fp16", "BF16"], "device": ["gpu", "cuda:x", "cpu ", "tpu:0"],

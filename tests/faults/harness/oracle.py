@@ -1,4 +1,7 @@
-"""The fuzz oracle: which TrainConfig values are invalid, and why, independently of vqkit's own checks.
+"""The fuzz oracle: which training option values are invalid, and why, independently of vqkit's own checks.
+
+Options are ``vqkit train``'s names (a flat config file's keys), old names included; an accepted config is
+read back through the option's section path (``optim.lr``).
 
 The fuzz compares vqkit against this: a value the oracle calls invalid must be refused, and an accepted
 config must hold no value it calls invalid.
@@ -6,7 +9,6 @@ config must hold no value it calls invalid.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -17,7 +19,8 @@ from .checks import short
 
 POSITIVE_INT = {"image_size", "segment", "ch", "num_res_blocks", "steps", "batch_size", "log_every", "eval_every",
                 "ckpt_every"}
-NON_NEGATIVE_INT = {"resize", "max_train_images", "max_val_images", "workers", "gan_start", "seed", "prior_images"}
+NON_NEGATIVE_INT = {"resize", "max_train_images", "max_val_images", "workers", "gan_start", "seed", "prior_images",
+                    "max_train_items", "max_val_items", "prior_items"}
 POSITIVE_FLOAT = {"lr", "disc_lr"}
 NON_NEGATIVE_FLOAT = {"weight_decay", "grad_clip", "l1_weight", "mse_weight", "lpips_weight", "gan_weight",
                       "mel_weight", "stft_weight", "fm_weight"}
@@ -25,25 +28,45 @@ FRACTION = {"warmup", "ema_decay"}
 CHOICES = {"schedule": ("linear", "constant"), "amp": ("auto", "bf16", "none")}
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 JSON_OBJECT = {"quantizer_args", "arch_args"}
+SECTIONS = {"data", "crop", "model", "quantizer", "objective", "optim", "run"}
+"""A mapping under one of these names is a section of the nested form, not the option of that name."""
 INT64 = 2**63
 
 
-def field_kinds() -> dict[str, str]:
-    """TrainConfig's fields -> 'int' | 'float' | 'str' | 'bool' | 'ints' | 'floats' (from the annotations)."""
-    from vqkit.train import TrainConfig
+def field_kinds(old_names: bool = True) -> dict[str, str]:
+    """Training options (and their old names) -> 'int' | 'float' | 'str' | 'bool' | 'ints' | 'floats' (from the
+    annotations of the config's sections)."""
+    from vqkit.train.convert import options
 
-    hints = typing.get_type_hints(TrainConfig)
     kinds = {}
-    for f in dataclasses.fields(TrainConfig):
-        hint = hints[f.name]
+    for option in options().values():
+        hint = option.annotation
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         if origin is tuple:
-            kinds[f.name] = "floats" if args and args[0] is float else "ints"
+            kind = "floats" if args and args[0] is float else "ints"
         elif hint in (bool, int, float):
-            kinds[f.name] = hint.__name__
+            kind = hint.__name__
         else:  # str, a Literal of strings, anything else
-            kinds[f.name] = "str"
+            kind = "str"
+        for name in (option.name, *(option.aliases if old_names else ())):
+            kinds[name] = kind
     return kinds
+
+
+def option_values(cfg: Any) -> dict[str, Any]:
+    """The options a built config holds (those of its modality and arch), read at their section paths."""
+    from vqkit.train.convert import options
+
+    nested, found = cfg.to_dict(), {}
+    for option in options().values():
+        node: Any = nested
+        for part in option.path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            found[option.name] = tuple(node) if isinstance(node, list) else node
+    return found
 
 
 def _number(v: Any, integer: bool) -> str | None:
@@ -123,6 +146,8 @@ def invalid_reason(name: str, value: Any, kind: str) -> str | None:
     positive or non-negative, rates positive, loss weights non-negative, warm-up and EMA decay in
     [0, 1), betas two numbers in [0, 1), enumerations and device strings as documented, JSON-object
     strings for quantizer_args/arch_args."""
+    if name in SECTIONS and isinstance(value, dict):
+        return None  # a nested section: the options it sets are checked once the config is built
     if kind in ("int", "float"):
         return _scalar_reason(name, value, kind)
     if kind in ("ints", "floats"):
@@ -139,12 +164,13 @@ def json_reason(name: str, value: Any, kind: str) -> str | None:
 
 
 def config_violations(cfg: Any) -> list[str]:
-    """Fields of an accepted TrainConfig that the oracle calls invalid."""
+    """Options of an accepted TrainConfig that the oracle calls invalid."""
     out = []
-    for name, kind in field_kinds().items():
-        why = invalid_reason(name, getattr(cfg, name), kind)
+    kinds = field_kinds(old_names=False)
+    for name, value in option_values(cfg).items():
+        why = invalid_reason(name, value, kinds[name])
         if why:
-            out.append(f"{name}={short(getattr(cfg, name), 40)}: {why}")
+            out.append(f"{name}={short(value, 40)}: {why}")
     return out
 
 

@@ -17,6 +17,7 @@ from ...models.speech import sample_rate_of
 from ...reporting.evaluation import format_metrics, save_code_usage_plot
 from ..base import Adversary, Evaluation, Modality, Objective, Scorer
 from .codec import MARGIN_TOKENS, TILE_TOKENS, AudioAdapter, Waveform
+from .config import AudioCrop, AudioObjectiveConfig
 from .io import AudioFolder, read_audio, split_folder, write_wav
 from .objective import AudioAdversary, AudioObjective, rate_of
 from .report import write_audio_report
@@ -40,18 +41,21 @@ class AudioModality(Modality):
     extensions = (".wav", ".flac")
     decoded_suffix = ".wav"
     keep_samples = 3
+    crop_config = AudioCrop
+    objective_config = AudioObjectiveConfig
 
     # -- training ---------------------------------------------------------------------------
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
-        rate = rate_of(cfg)
-        train = AudioFolder(split_folder(cfg.data, "train"), rate, cfg.segment, train=True, seed=cfg.seed,
-                            max_items=cfg.max_train_images or None, bad_files=cfg.bad_files)
-        val_root = Path(cfg.val_data) if cfg.val_data else split_folder(cfg.data, "val")
-        if not cfg.val_data and val_root == Path(cfg.data):
-            raise ValueError(f"{cfg.data} has no val/ folder: name the validation speech with --val-data (it must "
-                             "not be the training folder)")
-        val = AudioFolder(val_root, rate, cfg.segment, train=False, seed=cfg.seed,
-                          max_items=cfg.max_val_images or None, bad_files=cfg.bad_files)
+        rate, data, crop = rate_of(cfg), cfg.data, cfg.crop
+        assert isinstance(crop, AudioCrop)  # TrainConfig builds the crop section of the arch's modality
+        train = AudioFolder(split_folder(data.train, "train"), rate, crop.segment, train=True, seed=cfg.run.seed,
+                            max_items=data.max_train_items or None, bad_files=data.bad_files)
+        val_root = Path(data.val) if data.val else split_folder(data.train, "val")
+        if not data.val and val_root == Path(data.train):
+            raise ValueError(f"{data.train} has no val/ folder: name the validation speech with --val-data (it "
+                             "must not be the training folder)")
+        val = AudioFolder(val_root, rate, crop.segment, train=False, seed=cfg.run.seed,
+                          max_items=data.max_val_items or None, bad_files=data.bad_files)
         return train, val
 
     def objective(self, cfg: TrainConfig, device: torch.device, main: bool) -> Objective:
@@ -75,7 +79,7 @@ class AudioModality(Modality):
         return dataset
 
     def eval_data(self, cfg: TrainConfig, split: str) -> str:
-        return cfg.val_data if cfg.val_data and split == "val" else str(split_folder(cfg.data, split))
+        return cfg.data.val if cfg.data.val and split == "val" else str(split_folder(cfg.data.train, split))
 
     def eval_record(self, cfg: TrainConfig, data: str, split: str) -> dict[str, Any]:
         return {"modality": self.name}
@@ -105,7 +109,7 @@ class AudioModality(Modality):
     def training_signals(self, cfg: TrainConfig | None, data: str, max_items: int, model: Tokenizer
                          ) -> Iterator[Tensor]:
         clips = AudioFolder(split_folder(data, "train"), sample_rate_of(model.config.arch_args), train=False,
-                            max_items=max_items or None, bad_files=cfg.bad_files if cfg is not None else "skip")
+                            max_items=max_items or None, bad_files=cfg.data.bad_files if cfg is not None else "skip")
         return (clips[i].reshape(-1) for i in range(len(clips)))
 
     def read(self, path: Path, codec: Codec[Any]) -> Waveform:

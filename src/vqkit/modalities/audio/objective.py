@@ -3,7 +3,6 @@ multi-resolution discriminators with hinge losses and feature matching."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,6 +11,7 @@ from torch import Tensor
 
 from ...models.speech import sample_rate_of
 from ..base import Adversary, Objective
+from .config import AudioObjectiveConfig
 from .losses import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
@@ -28,13 +28,14 @@ if TYPE_CHECKING:
 
 def rate_of(cfg: TrainConfig) -> int:
     """The sample rate a run's speech arch works at."""
-    return sample_rate_of(json.loads(cfg.arch_args or "{}"))
+    return sample_rate_of(cfg.tokenizer_config().arch_args)
 
 
 class AudioObjective(Objective):
     def __init__(self, cfg: TrainConfig, device: torch.device, main: bool) -> None:
         super().__init__()
-        self.cfg, self.rate = cfg, rate_of(cfg)
+        assert isinstance(cfg.objective, AudioObjectiveConfig)  # the audio modality's section
+        self.cfg, self.rate = cfg.objective, rate_of(cfg)
         self.notes = {"lpips": "not used for audio"}
 
     def forward(self, recon: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -51,7 +52,8 @@ class AudioAdversary(Adversary):
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
         self.mpd, self.mrd = MultiPeriodDiscriminator(), MultiResolutionDiscriminator()
-        self.weight, self.fm_weight = cfg.gan_weight, cfg.fm_weight
+        assert isinstance(cfg.objective, AudioObjectiveConfig)
+        self.weight, self.fm_weight = cfg.objective.gan_weight, cfg.objective.fm_weight
 
     def generator_loss(self, fake: Tensor, real: Tensor) -> Tensor:
         loss = fake.new_zeros(())

@@ -3,7 +3,6 @@ L1/LPIPS/PatchGAN training, PSNR/SSIM/LPIPS/rFID evaluation, PNG out of the code
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from ...models import Tokenizer
 from ...reporting.evaluation import format_metrics, save_code_usage_plot
 from ..base import Adversary, Evaluation, Modality, Objective, Scorer
 from .codec import MARGIN_PIXELS, TILE_PIXELS, ImageAdapter, to_tensor
+from .config import ImageCrop, ImageObjectiveConfig
 from .datasets import build_dataset, training_images
 from .io import read_image, write_png
 from .objective import ImageAdversary, ImageObjective
@@ -31,7 +31,13 @@ if TYPE_CHECKING:
 
 def _flat(cfg: TrainConfig) -> str:
     """A flat --data folder without --val-data holds out a share for validation; with it, all of it trains."""
-    return "whole" if cfg.val_data else "holdout"
+    return "whole" if cfg.data.val else "holdout"
+
+
+def _crop(cfg: TrainConfig) -> ImageCrop:
+    crop = cfg.crop
+    assert isinstance(crop, ImageCrop)  # TrainConfig builds the crop section of the arch's modality
+    return crop
 
 
 class ImageModality(Modality):
@@ -42,14 +48,17 @@ class ImageModality(Modality):
     extensions = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
     decoded_suffix = ".png"
     keep_samples = 8
+    crop_config = ImageCrop
+    objective_config = ImageObjectiveConfig
 
     # -- training ---------------------------------------------------------------------------
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset[Tensor], Dataset[Tensor]]:
-        flat = _flat(cfg)
-        train = build_dataset(cfg.data, "train", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                              max_images=cfg.max_train_images or None, bad_files=cfg.bad_files, flat=flat)
-        val = build_dataset(cfg.val_data or cfg.data, "val", cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                            max_images=cfg.max_val_images or None, bad_files=cfg.bad_files, flat=flat)
+        flat, crop, data = _flat(cfg), _crop(cfg), cfg.data
+        resize = crop.resize_for(data.train)
+        train = build_dataset(data.train, "train", crop.image_size, cfg.run.seed, resize=resize,
+                              max_images=data.max_train_items or None, bad_files=data.bad_files, flat=flat)
+        val = build_dataset(data.val or data.train, "val", crop.image_size, cfg.run.seed, resize=resize,
+                            max_images=data.max_val_items or None, bad_files=data.bad_files, flat=flat)
         return train, val
 
     def objective(self, cfg: TrainConfig, device: torch.device, main: bool) -> Objective:
@@ -79,22 +88,23 @@ class ImageModality(Modality):
     def eval_dataset(self, cfg: TrainConfig, data: str, split: str, max_items: int) -> Dataset[Tensor]:
         # a flat folder the run trained on is split as training split it (held-out share = val); any
         # other flat folder (a test set, the run's --val-data) is evaluated whole
-        same = str(data) == "photos" or Path(data).resolve() == Path(cfg.data).resolve()
-        flat = "holdout" if same and not cfg.val_data else "whole"
-        cfg = dataclasses.replace(cfg, data=str(data))
-        dataset: Dataset[Tensor] = build_dataset(cfg.data, split, cfg.image_size, cfg.seed, resize=cfg.crop_resize,
-                                                 max_images=max_items or None, bad_files="fail", flat=flat)
+        same = str(data) == "photos" or Path(data).resolve() == Path(cfg.data.train).resolve()
+        flat = "holdout" if same and not cfg.data.val else "whole"
+        crop = _crop(cfg)
+        dataset: Dataset[Tensor] = build_dataset(str(data), split, crop.image_size, cfg.run.seed,
+                                                 resize=crop.resize_for(str(data)), max_images=max_items or None,
+                                                 bad_files="fail", flat=flat)
         if max_items and len(dataset) > max_items:  # type: ignore[arg-type]  # the bundled photos
             dataset = Subset(dataset, range(max_items))
-        print(f"vqkit eval: {len(dataset)} {split} images of {cfg.data} at {cfg.image_size}px",  # type: ignore[arg-type]
+        print(f"vqkit eval: {len(dataset)} {split} images of {data} at {crop.image_size}px",  # type: ignore[arg-type]
               flush=True)
         return dataset
 
     def eval_data(self, cfg: TrainConfig, split: str) -> str:
-        return cfg.val_data or cfg.data if split == "val" else cfg.data
+        return cfg.data.val or cfg.data.train if split == "val" else cfg.data.train
 
     def eval_record(self, cfg: TrainConfig, data: str, split: str) -> dict[str, Any]:
-        return {"split": split, "image_size": cfg.image_size}
+        return {"split": split, "image_size": _crop(cfg).image_size}
 
     def write_artifacts(self, result: Evaluation, model: Tokenizer, out: Path) -> list[Path]:
         written = []
@@ -121,7 +131,7 @@ class ImageModality(Modality):
                          ) -> Iterator[np.ndarray]:
         if cfg is None:
             return training_images(data, max_items)
-        return training_images(data, max_items, bad_files=cfg.bad_files, flat=_flat(cfg))
+        return training_images(data, max_items, bad_files=cfg.data.bad_files, flat=_flat(cfg))
 
     def read(self, path: Path, codec: Codec[Any]) -> np.ndarray:
         return read_image(path)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ...metrics import WeightsUnavailableError, load_lpips
 from ...models import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from ..base import Adversary, Objective
+from .config import ImageObjectiveConfig
 
 if TYPE_CHECKING:
     from ...train.config import TrainConfig
@@ -19,13 +20,14 @@ if TYPE_CHECKING:
 class ImageObjective(Objective):
     def __init__(self, cfg: TrainConfig, device: torch.device, main: bool) -> None:
         super().__init__()
-        self.cfg = cfg
+        assert isinstance(cfg.objective, ImageObjectiveConfig)  # the image modality's section
+        self.cfg = cfg.objective
         self.lpips: nn.Module | None
         try:
             self.lpips, note = load_lpips(device), "available"
         except WeightsUnavailableError as err:
             self.lpips, note = None, f"unavailable ({err})"
-            if main and cfg.lpips_weight > 0:
+            if main and self.cfg.lpips_weight > 0:
                 print(f"vqkit train: LPIPS {note}; the LPIPS loss term is skipped", flush=True)
         self.notes = {"lpips": note}
 
@@ -46,7 +48,7 @@ class ImageAdversary(Adversary):
 
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
-        self.main, self.weight = PatchDiscriminator().main, cfg.gan_weight
+        self.main, self.weight = PatchDiscriminator().main, cfg.objective.gan_weight
 
     def generator_loss(self, fake: Tensor, real: Tensor) -> Tensor:
         return self.weight * hinge_g_loss(self.main(fake))
