@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vqkit.train.loop import collapse_warning
+from vqkit.train.log import collapse_warning
 
 
 def test_collapse_is_named_by_usage_or_perplexity() -> None:

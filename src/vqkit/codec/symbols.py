@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..quantizers.base import SymbolLayout
+from ..quantizers.layout import SymbolLayout
 
 MAX_RADIX = 1 << 20
 """Largest alphabet coded as one symbol (constriction's probabilities have 24-bit precision)."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..quantizers.base import SymbolLayout
+from ..quantizers.layout import SymbolLayout
 from . import coders
 from .container import MODEL_ID_BYTES, ModelMismatchError, TokenFile, TokenFileError
 from .priors import Prior, PriorTables, digest_of, prior_of

@@ -1,8 +1,9 @@
 """Quantizers: one module per method, one contract (:class:`Quantizer`, :class:`QuantizerOutput`)."""
 
-from .base import NonFiniteError, Quantizer, QuantizerOutput, SymbolLayout
+from .base import NonFiniteError, Quantizer, QuantizerOutput
 from .factorized import FactorizedVQ
 from .fsq import FSQ
+from .layout import SymbolLayout
 from .lfq import LFQ
 from .residual import ResidualFSQ, ResidualQuantizer, ResidualSimVQ, ResidualVQ
 from .simvq import SimVQ

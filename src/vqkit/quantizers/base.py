@@ -32,12 +32,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .layout import SymbolLayout
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_INDEX_SPACE = 2**63 - 1
@@ -207,33 +208,6 @@ def code_statistics(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor
     probs = counts / counts.sum()
     entropy = -(probs * torch.log(probs.clamp_min(1e-30))).sum()
     return entropy.exp(), used / codebook_size
-
-
-@dataclass(frozen=True)
-class SymbolLayout:
-    """How one stage's index is written as symbols, the public contract between a quantizer and an entropy
-    coder: mixed-radix digits, least significant first (index = Σ_j d_j · Π_{i<j} radices[i]).
-
-    ``ordinal=True``: digits whose order means something (FSQ levels, LFQ/BSQ bits), which a context model
-    may average; ``ordinal=False``: one index with no order (a VQ/SimVQ codebook), ``radices == (size,)``.
-    A coder splits a radix beyond its own limit; the quantizer states the natural layout.
-    """
-
-    size: int
-    radices: tuple[int, ...]
-    ordinal: bool
-
-    def __post_init__(self) -> None:
-        if self.size < 2 or not self.radices or any(r < 2 for r in self.radices) or math.prod(self.radices) < self.size:
-            raise ValueError(f"SymbolLayout: radices {self.radices} cannot hold {self.size} codes")
-
-    @classmethod
-    def digits(cls, radices: tuple[int, ...]) -> SymbolLayout:
-        return cls(math.prod(radices), tuple(int(r) for r in radices), True)
-
-    @classmethod
-    def nominal(cls, size: int) -> SymbolLayout:
-        return cls(int(size), (int(size),), False)
 
 
 class Quantizer(nn.Module, ABC):

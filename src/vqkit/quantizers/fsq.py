@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..validation import Dim, check_args
-from .base import MAX_INDEX_SPACE, Quantizer, SymbolLayout, check_size
+from .base import MAX_INDEX_SPACE, Quantizer, check_size
+from .layout import SymbolLayout
 
 _EPS = 1e-3
 MAX_LEVEL = 2**22

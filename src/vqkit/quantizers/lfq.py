@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..validation import Dim, NonNegativeFloat, Size, check_args
-from .base import Quantizer, SymbolLayout, check_size, straight_through
+from .base import Quantizer, check_size, straight_through
+from .layout import SymbolLayout
 
 EntropyMode = Literal["exact", "factorized"]
 _EXACT_MAX_BITS = 24

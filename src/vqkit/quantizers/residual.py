@@ -52,8 +52,9 @@ from torch import Tensor, nn
 
 from .. import distributed
 from ..validation import ConfigError, check_args
-from .base import Quantizer, SymbolLayout, check_size, float32_math
+from .base import Quantizer, check_size, float32_math
 from .fsq import FSQ
+from .layout import SymbolLayout
 from .simvq import SimVQ
 from .vq import EMAVQ, VQ
 

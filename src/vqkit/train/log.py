@@ -88,3 +88,19 @@ class RunLog:
 def _finite_or_none(value: Any) -> Any:
     """NaN/inf become null: log.jsonl stays strict JSON that any reader parses."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+COLLAPSED_USAGE = 0.01
+COLLAPSED_PERPLEXITY = 2.0
+
+
+def collapse_warning(val: dict[str, float]) -> str:
+    """A sentence when the final validation shows a collapsed codebook (< 1% of codes used, or perplexity
+    < 2: the tokens carry almost no information), else ''."""
+    usage, perplexity = val.get("usage"), val.get("perplexity")
+    if usage is None or perplexity is None:
+        return ""
+    if usage < COLLAPSED_USAGE or perplexity < COLLAPSED_PERPLEXITY:
+        return (f"the codebook collapsed: {usage:.2%} of codes used, perplexity {perplexity:.2f} on the validation "
+                "set; check the learning rate, the quantizer's settings and the data, or train longer")
+    return ""

@@ -39,7 +39,7 @@ from ..storage import atomic_write, remove_debris
 from ..validation import resolve_device
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
-from .log import RunLog
+from .log import RunLog, collapse_warning
 
 
 @dataclass(frozen=True)
@@ -376,22 +376,6 @@ class Trainer:
     def _barrier(self) -> None:
         if self.ctx.world > 1 and dist.is_initialized():
             dist.barrier()
-
-
-COLLAPSED_USAGE = 0.01
-COLLAPSED_PERPLEXITY = 2.0
-
-
-def collapse_warning(val: dict[str, float]) -> str:
-    """A sentence when the final validation shows a collapsed codebook (< 1% of codes used, or perplexity
-    < 2: the tokens carry almost no information), else ''."""
-    usage, perplexity = val.get("usage"), val.get("perplexity")
-    if usage is None or perplexity is None:
-        return ""
-    if usage < COLLAPSED_USAGE or perplexity < COLLAPSED_PERPLEXITY:
-        return (f"the codebook collapsed: {usage:.2%} of codes used, perplexity {perplexity:.2f} on the validation "
-                "set; check the learning rate, the quantizer's settings and the data, or train longer")
-    return ""
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
