@@ -169,7 +169,7 @@ def test_a_speech_file_with_the_image_default_says_what_to_do(tmp_path: Path,
     wav.write_bytes(b"RIFF")  # never read: the suffix decides
     assert main(["encode", str(wav), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert "encodes images only" in err and "vqkit train --preset speech-cpu" in err
+    assert "takes images, and no audio model ships with vqkit" in err and "vqkit train --preset speech-cpu" in err
 
 
 def test_encode_check_goes_on_after_a_too_short_utterance(tmp_path: Path,
@@ -190,3 +190,35 @@ def test_encode_check_goes_on_after_a_too_short_utterance(tmp_path: Path,
     assert (tmp_path / "out" / "a.vqt").is_file() and "SI-SDR" in out.out  # the others go on
     assert code == 1 and "b.wav: mel_distance needs more than" in out.err and "Traceback" not in out.err
     assert "1 written, 0 skipped (exist), 1 failed" in out.out
+
+
+def test_a_first_fit_keeps_files_encoded_before_any_tables(tmp_path: Path) -> None:
+    """A model saved without prior tables encodes with the uniform prior; fitting its first tables must not
+    strand those files (their model id is the one without tables)."""
+    root = tmp_path / "bare"
+    tokenizer("fsq").save_pretrained(root)
+    bare, _ = open_codec(root)
+    data = bare.encode(photo(16, 16), "uniform").data
+    save_prior(root, bare.fit_prior([photo(24, 24, seed=s) for s in range(2)]))
+    fitted, _ = open_codec(root)
+    assert fitted.tables is not None and fitted.model_id != bare.model_id
+    assert np.array_equal(fitted.decode(data), bare.decode(data))
+
+
+def test_rgba_pictures_round_trip_through_the_api() -> None:
+    """Alpha is not coded: a 4-channel picture decodes to RGB (it used to fail to decode)."""
+    codec = image_codec(tokenizer("fsq"))
+    rgba = np.dstack([photo(20, 30), np.full((20, 30), 9, np.uint8)])
+    data = codec.encode(rgba, "uniform").data
+    assert TokenFile.from_bytes(data).signal_shape == (4, 20, 30)
+    assert np.array_equal(codec.decode(data), codec.decode(image_codec(codec.model).encode(rgba[..., :3],
+                                                                                         "uniform").data))
+
+
+def test_the_default_models_id_and_tables_are_pinned() -> None:
+    """Every .vqt file written with the shipped default names this id: a change to how it is computed (the
+    config, the weights' digest, the tables' digest) would strand them all."""
+    codec, _ = open_codec("default")
+    assert codec.model_id.hex() == "6f375fe1f314d9bbbd91ad8b17467f8d"
+    assert codec.tables is not None
+    assert codec.tables.digest() == "418a4e92dd56253692763ff7152801ca8e6cda853e9fb12b268c790bc44a983c"

@@ -207,6 +207,35 @@ def test_the_input_rate_is_stored_and_restored() -> None:
     assert plain.rate == RATE and plain.samples.shape == audio.shape
 
 
+def test_a_forged_input_length_is_refused_before_allocating() -> None:
+    """The stored input-rate length must describe the same signal as the model-rate one: a 100-byte file
+    claiming 50 M samples at 22.05 kHz for one second at 16 kHz is refused, not allocated."""
+    from vqkit.codec import TokenFileError
+
+    codec = Codec(tokenizer(), AudioAdapter(RATE), None, tile=1000, margin=100)
+    audio = torch.from_numpy(speech_like(1.0, 4))
+    file = TokenFile.from_bytes(codec.encode(Waveform(resample(audio, RATE, 22050, 22050), 22050), "uniform").data)
+    assert file.signal_shape == (1, RATE, 22050, 22050)
+    for shape in [(1, RATE, 22050, 50_000_000), (1, RATE, RATE, RATE)]:
+        forged = TokenFile(file.modality, file.prior, file.model_id, shape, file.grid, file.codebook_sizes,
+                           file.payload, b"", file.tile)
+        with pytest.raises(TokenFileError, match="corrupt or forged"):
+            codec.decode(forged.to_bytes())
+
+
+def test_info_counts_a_resampled_files_rate_at_the_models_rate(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    codec = Codec(tokenizer(), AudioAdapter(RATE), None, tile=1000, margin=100)
+    audio = torch.from_numpy(speech_like(1.0, 5))
+    data = codec.encode(Waveform(resample(audio, RATE, 22050, 22050), 22050), "uniform").data
+    (tmp_path / "a.vqt").write_bytes(data)
+    (tmp_path / "bad.vqt").write_bytes(b"VQT")
+    assert main(["info", str(tmp_path / "a.vqt"), str(tmp_path / "bad.vqt"), "--json"]) == 1
+    out = capsys.readouterr()
+    (info,) = json.loads(out.out)  # stdout is the JSON alone: errors go to stderr
+    assert info["bits_per_sample"] == pytest.approx(8 * len(data) / RATE) and "bad.vqt" in out.err
+
+
 def test_encode_decode_wav_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = tokenizer()
     model.save_pretrained(tmp_path / "m")

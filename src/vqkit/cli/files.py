@@ -115,9 +115,8 @@ def _wrong_kind(path: Path, codec: Codec[Any], media: Modality) -> str:
     if owner is None:
         return f"{codec.name} encodes {', '.join(media.extensions)} files"
     if codec.name == "default":
-        return (f"a {owner.name} file; the default model shipped with vqkit encodes images only: train a "
-                f"{owner.name} model (e.g. `vqkit train --preset speech-cpu --data DIR --out RUN`) and pass "
-                "--model RUN")
+        return (f"a {owner.name} file; the default model shipped with vqkit takes {media.items}, and no "
+                f"{owner.name} model ships with vqkit: train one (e.g. `{owner.train_hint}`) and pass --model RUN")
     return f"a {owner.name} file; {codec.name} is a {media.name} model ({', '.join(media.extensions)})"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,13 @@ from ..codec import TokenFile
 
 def describe(path: Path) -> dict[str, Any]:
     """The header of ``path`` as a JSON-ready dict; TokenFileError (a ValueError) if it is no valid file."""
+    from ..modalities import MODALITIES
+
     data = path.read_bytes()
     file = TokenFile.from_bytes(data)
     tokens = math.prod(file.grid[1:])
-    samples = math.prod(file.signal_shape[1:])
+    modality = MODALITIES[file.modality]
+    samples = modality.samples_of(file.signal_shape)
     nominal = tokens * sum(math.log2(k) for k in file.codebook_sizes)
     return {
         "file": str(path), "bytes": len(data), "modality": file.modality, "signal_shape": list(file.signal_shape),
@@ -26,11 +30,12 @@ def describe(path: Path) -> dict[str, Any]:
         "payload_bytes": len(file.payload), "side_info_bytes": len(file.side_info),
         "header_bytes": len(data) - len(file.payload) - len(file.side_info),
         "bits_per_sample": 8 * len(data) / samples, "nominal_bits_per_sample": nominal / samples,
+        "sample_unit": modality.sample_unit,
     }
 
 
 def format_info(info: dict[str, Any]) -> str:
-    unit = "pixel" if info["modality"] == "image" else "sample"
+    unit = info["sample_unit"]
     lines = [f"{info['file']}: {info['bytes']:,} bytes, a {info['modality']} of shape "
              f"{'x'.join(map(str, info['signal_shape']))}",
              f"  tokens      {'x'.join(map(str, info['token_grid'][1:]))} positions x {info['stages']} stage(s), "
@@ -62,7 +67,7 @@ def run_info(files: list[str], model: str | None, as_json: bool) -> int:
                     verdict = f"no: {err}"
                 info["decodes_with"] = f"{model}: {verdict}"
         except (ValueError, OSError) as err:
-            print(f"vqkit: error: {name}: {err}", flush=True)
+            print(f"vqkit: error: {name}: {err}", file=sys.stderr, flush=True)
             failed += 1
             continue
         infos.append(info)

@@ -117,6 +117,7 @@ class Codec(Generic[Signal]):
         self._identity = model.identity()
         self._ids: tuple[PriorTables | None, bytes] | None = None
         self.archived: Callable[[], Iterable[PriorTables]] = tuple
+        self._archive: dict[bytes, PriorTables] | None = None
         """Earlier prior tables of this model (``prior-archive/``): files they coded still decode."""
 
     # -- identity -------------------------------------------------------------------------------
@@ -144,9 +145,12 @@ class Codec(Generic[Signal]):
         ModelMismatchError if the file is another model's."""
         if model_id == self.model_id:
             return self.tables
-        for tables in self.archived():
-            if self._id_with(tables) == model_id:
-                return tables
+        if self.tables is not None and model_id == self._id_with(None):
+            return None  # written before the model had tables (uniform prior only)
+        if self._archive is None:  # read and hashed once per codec, on the first file that needs it
+            self._archive = {self._id_with(tables): tables for tables in self.archived()}
+        if model_id in self._archive:
+            return self._archive[model_id]
         raise ModelMismatchError(
             f"this file was encoded with model {model_id.hex()}, not with {self.name} ({self.model_id.hex()}) "
             "nor with its archived prior tables: decode it with the model (and prior tables) that encoded it"

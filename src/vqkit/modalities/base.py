@@ -159,6 +159,17 @@ class Modality(ABC):
     """The file type ``vqkit decode`` writes."""
     keep_samples: ClassVar[int] = 8
     """(original, reconstruction) pairs an evaluation keeps for its artifacts."""
+    sample_unit: ClassVar[str] = "sample"
+    """What one sample of the signal is called in rates ('pixel' for images: bits per pixel)."""
+    train_hint: ClassVar[str] = "vqkit train --arch ARCH --data DIR --out RUN"
+    """How a user gets a model of this modality (said when no such model is at hand)."""
+
+    def samples_of(self, shape: tuple[int, ...]) -> int:
+        """The signal samples a file's stored ``shape`` holds (the denominator of its rate)."""
+        count = 1
+        for n in shape[1:]:
+            count *= n
+        return count
     crop_config: ClassVar[type[CropConfig]] = CropConfig
     """The class of a run config's ``crop`` section for this modality."""
     objective_config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,7 +69,10 @@ ARCHIVE = "prior-archive"
 def archived_priors(directory: Path) -> Iterator[PriorTables]:
     """The archived prior tables of the model in ``directory`` (read when a file's model id asks for them)."""
     for path in sorted((directory / ARCHIVE).glob("*.safetensors")):
-        yield PriorTables.from_bytes(path.read_bytes(), path)
+        try:
+            yield PriorTables.from_bytes(path.read_bytes(), path)
+        except (ValueError, OSError) as err:  # one damaged archive must not hide the others
+            warnings.warn(f"skipping archived prior tables: {err}", stacklevel=2)
 
 
 def archive_prior(directory: Path) -> Path | None:

@@ -61,11 +61,11 @@ class AudioAdapter:
         if (not isinstance(samples, Tensor) or samples.ndim != 1 or not samples.dtype.is_floating_point
                 or not len(samples)):
             shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
-            raise ValueError(f"AudioCodec: expected a non-empty float waveform (T,), got {shape}")
+            raise ValueError(f"audio codec: expected a non-empty float waveform (T,), got {shape}")
         if not bool(torch.isfinite(samples).all()):
-            raise ValueError("AudioCodec: the waveform contains NaN or Inf")
+            raise ValueError("audio codec: the waveform contains NaN or Inf")
         if not MIN_RATE <= rate <= MAX_RATE:
-            raise ValueError(f"AudioCodec: a sample rate of {rate} Hz is outside {MIN_RATE}..{MAX_RATE}")
+            raise ValueError(f"audio codec: a sample rate of {rate} Hz is outside {MIN_RATE}..{MAX_RATE}")
         x = resample(samples.float().cpu(), rate, self.rate)
         shape = (1, len(x)) if rate == self.rate else (1, len(x), rate, len(samples))
         return x.reshape(1, 1, -1), shape
@@ -89,6 +89,10 @@ class AudioAdapter:
             raise TokenFileError(f"not a mono waveform's shape: {shape}")
         if len(shape) == 4 and not MIN_RATE <= shape[2] <= MAX_RATE:
             raise TokenFileError(f"a sample rate of {shape[2]} Hz is outside {MIN_RATE}..{MAX_RATE}: corrupt file")
+        if len(shape) == 4 and (shape[2] == self.rate or abs(shape[3] * self.rate - shape[1] * shape[2])
+                                > 2 * max(shape[2], self.rate)):  # the two lengths must describe one signal
+            raise TokenFileError(f"{shape[3]:,} samples at {shape[2]} Hz cannot be {shape[1]:,} samples at "
+                                 f"{self.rate} Hz: corrupt or forged file")
         if max(shape[1], shape[-1]) > MAX_SAMPLES:
             raise TokenFileError(f"a waveform of {max(shape[1], shape[-1]):,} samples is longer than the "
                                  f"{MAX_SAMPLES:,} samples a .vqt file may hold (vqkit encodes and decodes up to that)")

@@ -41,6 +41,11 @@ class AudioModality(Modality):
     extensions = (".wav", ".flac")
     decoded_suffix = ".wav"
     keep_samples = 3
+    train_hint = "vqkit train --preset speech-cpu --data DIR --out RUN"
+
+    def samples_of(self, shape: tuple[int, ...]) -> int:
+        """Samples at the model's rate (a file of another input rate also stores that rate and its length)."""
+        return shape[1]
     crop_config = AudioCrop
     objective_config = AudioObjectiveConfig
 

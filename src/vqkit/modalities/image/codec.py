@@ -50,7 +50,7 @@ class ImageAdapter:
 
     def allocate(self, shape: tuple[int, ...]) -> np.ndarray:
         channels, height, width = shape
-        return np.empty((height, width, channels), np.uint8)
+        return np.empty((height, width, 1 if channels == 1 else 3), np.uint8)  # alpha is not coded
 
     def place(self, out: np.ndarray, piece: Tensor, where: tuple[slice, ...]) -> None:
         rows, cols = where

@@ -48,6 +48,8 @@ class ImageModality(Modality):
     extensions = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
     decoded_suffix = ".png"
     keep_samples = 8
+    sample_unit = "pixel"
+    train_hint = "vqkit train --preset rfsq-cpu --data DIR --out RUN"
     crop_config = ImageCrop
     objective_config = ImageObjectiveConfig
 
