@@ -36,7 +36,7 @@ def describe(path: Path) -> dict[str, Any]:
 
 def format_info(info: dict[str, Any]) -> str:
     unit = info["sample_unit"]
-    lines = [f"{info['file']}: {info['bytes']:,} bytes, a {info['modality']} of shape "
+    lines = [f"{info['file']}: {info['bytes']:,} bytes; {info['modality']}, stored shape "
              f"{'x'.join(map(str, info['signal_shape']))}",
              f"  tokens      {'x'.join(map(str, info['token_grid'][1:]))} positions x {info['stages']} stage(s), "
              f"codebooks {info['codebook_sizes']}",
