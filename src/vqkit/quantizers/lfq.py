@@ -30,6 +30,7 @@ returned garbage entropies from logits of ~1e7 on (|z| ≈ 2.5e4 at temperature 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -46,6 +47,7 @@ MAX_BITS = 62
 """2^62 codes: the largest power-of-two codebook whose size, like its indices, is an int64."""
 MAX_LOGIT = 200.0
 """|logit| above which σ is 0 or 1 in float32 (σ(-104) underflows): clipping there changes nothing."""
+_MIN_LOG_P = -63 * math.log(2)
 ARGS = {"dim": Dim, "bits": Size | None, "entropy_weight": NonNegativeFloat, "commitment_weight": NonNegativeFloat,
         "gamma": float, "temperature": float, "codebook_entropy": EntropyMode | None, "check_finite": bool}
 """Types of LFQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
@@ -71,8 +73,15 @@ def exact_codebook_entropy(logits: Tensor) -> Tensor:
     half = bits // 2
     log_a = _log_joint(logits[:, :half])  # (N, 2^|A|)
     log_b = _log_joint(logits[:, half:])  # (N, 2^|B|)
-    avg = log_a.exp().t() @ log_b.exp() / n  # (2^|A|, 2^|B|) = E_n p(c|z_n)
+    avg = _exp_normal(log_a).t() @ _exp_normal(log_b) / n  # (2^|A|, 2^|B|) = E_n p(c|z_n)
     return -(avg * avg.clamp_min(1e-30).log()).sum()
+
+
+def _exp_normal(log_p: Tensor) -> Tensor:
+    """exp(log_p), with probabilities below 2^-63 set to 0 so that every product of two is a normal float32
+    (≥ 2^-126): denormal products make CPU matrix products ~150x slower (1.3 s instead of 8 ms at 4096 tokens
+    and 2^18 codes). What is dropped is < 2^-63 per entry, invisible in a float32 entropy."""
+    return log_p.masked_fill(log_p < _MIN_LOG_P, -torch.inf).exp()
 
 
 def _log_joint(logits: Tensor) -> Tensor:
