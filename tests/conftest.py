@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from vqkit.quantizers import (
+    BSQ,
     EMAVQ,
     FSQ,
     LFQ,
@@ -37,6 +38,8 @@ SINGLE: dict[str, Callable[..., torch.nn.Module]] = {
     "fsq_proj": lambda check_finite=True: FSQ(LEVELS, dim=12, check_finite=check_finite),
     "lfq": lambda check_finite=True: LFQ(8, check_finite=check_finite),
     "lfq_proj": lambda check_finite=True: LFQ(12, bits=8, check_finite=check_finite),
+    "bsq": lambda check_finite=True: BSQ(8, group_size=3, check_finite=check_finite),
+    "bsq_proj": lambda check_finite=True: BSQ(12, bits=8, check_finite=check_finite),
     "vq": lambda check_finite=True: VQ(8, 64, check_finite=check_finite),
     "vq_l2": lambda check_finite=True: VQ(8, 64, l2_normalize=True, check_finite=check_finite),
     "emavq": lambda check_finite=True: EMAVQ(8, 64, check_finite=check_finite),

@@ -20,6 +20,7 @@ def test_exports() -> None:
     for name in (
         "FSQ",
         "LFQ",
+        "BSQ",
         "VQ",
         "EMAVQ",
         "FactorizedVQ",
@@ -339,6 +340,7 @@ def host_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.mark.parametrize(("name", "syncs"), [("fsq", 1), ("fsq_sym", 1), ("fsq_proj", 2), ("lfq", 1),
+                                             ("bsq", 1), ("bsq_proj", 2),
                                              ("rfsq_none", 2), ("rfsq_scale", 2), ("rfsq_scale_softplus", 2)])
 def test_forward_host_syncs(name: str, syncs: int, host_syncs: list[str]) -> None:
     """One host sync per finiteness check (the input; a projection; all residual stages together) and none
@@ -593,6 +595,7 @@ def test_constructor_validation() -> None:
         (lambda: Q.FactorizedVQ(8, 2**39, code_dim=4), r"FactorizedVQ: codebook_size × dim = 549755813888 × 4"),
         (lambda: Q.FactorizedVQ(8, 1), r"FactorizedVQ: codebook_size must be >= 2, got 1"),
         (lambda: Q.LFQ(8, bits=63), r"LFQ: bits must be in \[1, 62\] .*got 63"),
+        (lambda: Q.BSQ(8, bits=63), r"BSQ: bits must be in \[1, 62\] .*got 63"),
         (lambda: FSQ((2**21,) * 3), r"FSQ: .*over the int64 index limit of 9223372036854775807"),
         (lambda: Q.ResidualFSQ((8, 5), 0), r"ResidualFSQ: num_stages must be >= 1, got 0"),
         (lambda: Q.ResidualVQ(8, 16, 0), r"ResidualVQ: num_stages must be >= 1, got 0"),
@@ -608,4 +611,4 @@ def test_sizes_that_cannot_be_indexed_are_refused(build, match: str) -> None:  #
 
 def test_catalogue_is_complete() -> None:
     kinds = {type(make(n)).__name__ for n in ALL}
-    assert {"FSQ", "LFQ", "VQ", "EMAVQ", "FactorizedVQ", "SimVQ", "ResidualQuantizer"} <= kinds
+    assert {"FSQ", "LFQ", "BSQ", "VQ", "EMAVQ", "FactorizedVQ", "SimVQ", "ResidualQuantizer"} <= kinds

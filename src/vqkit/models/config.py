@@ -83,10 +83,10 @@ class TokenizerConfig:
     """Architecture + quantizer of a tokenizer.
 
     arch:           ``rfsq_conv`` | ``fsq_conv`` | ``vqgan`` (see :mod:`vqkit.models.registry`).
-    quantizer:      a registry name (``rfsq``, ``fsq``, ``lfq``, ``vq``, ``emavq``, ``factorized``,
+    quantizer:      a registry name (``rfsq``, ``fsq``, ``lfq``, ``bsq``, ``vq``, ``emavq``, ``factorized``,
                     ``simvq``, ``rvq``, ``rsimvq``).
     quantizer_args: keyword arguments of that quantizer, JSON values only; empty means the
-                    registry's paper defaults for the name (``rfsq``, ``fsq``, ``lfq``, ``simvq``).
+                    registry's paper defaults for the name (``rfsq``, ``fsq``, ``lfq``, ``bsq``, ``simvq``).
     conv_channels:  widths of the conv archs' 4×4 stride-2 layers (two for rfsq_conv, three for
                     fsq_conv: the arch fixes f); ``None`` means (128, 256) and (128, 256, 256).
     ch, ch_mult, num_res_blocks, norm_groups: the vqgan ResNet (width, per-level multipliers,

@@ -13,7 +13,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import nn
 
-from ..quantizers import EMAVQ, FSQ, LFQ, VQ, FactorizedVQ, Quantizer, ResidualFSQ, ResidualSimVQ, ResidualVQ, SimVQ
+from ..quantizers import (
+    BSQ,
+    EMAVQ,
+    FSQ,
+    LFQ,
+    VQ,
+    FactorizedVQ,
+    Quantizer,
+    ResidualFSQ,
+    ResidualSimVQ,
+    ResidualVQ,
+    SimVQ,
+)
 from ..validation import ConfigError
 from .conv import FSQ_CONV_CHANNELS, RFSQ_CONV_CHANNELS, ConvDecoder, ConvEncoder
 from .speech import SpeechConfig, SpeechDecoder, SpeechEncoder
@@ -25,6 +37,7 @@ if TYPE_CHECKING:
 QUANTIZERS: dict[str, Callable[..., Quantizer]] = {
     "fsq": FSQ,
     "lfq": LFQ,
+    "bsq": BSQ,
     "vq": VQ,
     "emavq": EMAVQ,
     "factorized": FactorizedVQ,
@@ -39,6 +52,7 @@ DEFAULT_QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
     "rfsq": {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "layernorm"},
     "fsq": {"levels": [8, 8, 8, 8]},  # the 12-bit FSQ baseline of RFSQ
     "lfq": {"dim": 12},  # the LFQ-12 baseline of RFSQ
+    "bsq": {"dim": 18},  # BSQ-ViT's 18-bit tokenizer (groups of 9 bits)
     "simvq": {"dim": 128, "codebook_size": 65536},  # SimVQ's 65k image model
 }
 

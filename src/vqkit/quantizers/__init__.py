@@ -1,6 +1,7 @@
 """Quantizers: one module per method, one contract (:class:`Quantizer`, :class:`QuantizerOutput`)."""
 
 from .base import NonFiniteError, Quantizer, QuantizerOutput
+from .bsq import BSQ
 from .factorized import FactorizedVQ
 from .fsq import FSQ
 from .layout import SymbolLayout
@@ -10,6 +11,7 @@ from .simvq import SimVQ
 from .vq import EMAVQ, VQ
 
 __all__ = [
+    "BSQ",
     "EMAVQ",
     "FSQ",
     "LFQ",
