@@ -8,6 +8,7 @@ fed both ranks' data.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ DIM, CODES = 8, 64
 def _batch(rank: int, step: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(1000 * rank + step)
     return torch.randn(2, 16, DIM, generator=g) * (1 + rank) + 3 * rank  # ranks see different data
+
+
+def _exit_without_teardown() -> None:
+    """End a spawned worker once every rank has saved its result and passed a barrier: gloo's teardown can
+    abort the process ("terminate called without an active exception", SIGABRT) when its peer exits at the
+    same moment, a race in gloo's threads, not in vqkit; the results are already on disk."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _model(kind: str) -> nn.Module:
@@ -65,6 +75,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, kind: str) -> N
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         torch.save({"state": state, "last_input": seen[-1]}, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()  # no rank tears gloo down while its peer is still talking (SIGABRT)
+        _exit_without_teardown()
     finally:
         dist.destroy_process_group()
 
@@ -125,6 +136,7 @@ def _usage_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         torch.save({"result": usage.result(), "counts": [usage.counts(s) for s in range(2)]},
                    Path(out_dir) / f"usage{rank}.pt")
         dist.barrier()  # no rank tears gloo down while its peer is still talking (SIGABRT)
+        _exit_without_teardown()
     finally:
         dist.destroy_process_group()
 
@@ -169,6 +181,7 @@ def _eval_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         metrics = _evaluate(_tiny_tokenizer(), [shard[:2], shard[2:]], distributed=True)
         torch.save(metrics, Path(out_dir) / f"eval{rank}.pt")
         dist.barrier()  # no rank tears gloo down while its peer is still talking (SIGABRT)
+        _exit_without_teardown()
     finally:
         dist.destroy_process_group()
 
@@ -209,6 +222,7 @@ def _nonfinite_worker(rank: int, world: int, port: int, data: str, out_dir: str)
         state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         torch.save({"state": state, "skipped": summary["nonfinite_steps"]}, Path(out_dir) / f"nf{rank}.pt")
         dist.barrier()
+        _exit_without_teardown()
     finally:
         dist.destroy_process_group()
 
