@@ -15,6 +15,7 @@ from vqkit.codec.priors import PRIOR_FILE, save_prior
 from vqkit.metrics import psnr
 from vqkit.modalities import open_codec
 from vqkit.modalities.image.codec import to_tensor
+from vqkit.models import Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,10 @@ def test_rd_report(model_dir: Path, images: Path, tmp_path: Path) -> None:
     assert {(str(model_dir), "static"), (str(model_dir), "context"), ("JPEG", "20"), ("JPEG", "80")} <= rows
     tok = next(r for r in result["summary"] if r["codec"] == str(model_dir) and r["setting"] == "context")
     pixels = 16 * 16  # the one image of images/sub
-    assert tok["bpp_cross_entropy"] - 1e-9 <= tok["bpp_payload"] <= tok["bpp_cross_entropy"] + 64 / pixels
+    # a layered payload (one stream per stage): per stage at most a 64-bit stream end and a 1-byte length
+    stages = len(Tokenizer.from_pretrained(model_dir).symbol_layout())
+    slack = stages * (64 + 8)
+    assert tok["bpp_cross_entropy"] - 1e-9 <= tok["bpp_payload"] <= tok["bpp_cross_entropy"] + slack / pixels
     assert tok["bpp_file"] - tok["bpp_payload"] >= 8 * 30 / pixels  # magic, ids, shapes, CRC: never free
     jpeg = sorted((r for r in result["summary"] if r["codec"] == "JPEG"), key=lambda r: r["bpp_file"])
     assert jpeg[0]["psnr"] < jpeg[1]["psnr"]  # more bits, better fidelity

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from ..codec.container import TokenFile
 from ..codec.tiled import Codec, Encoded
 from ..data.files import find_files
 from ..modalities import MODALITIES, Modality, open_codec
@@ -120,13 +121,22 @@ def _wrong_kind(path: Path, codec: Codec[Any], media: Modality) -> str:
     return f"a {owner.name} file; {codec.name} is a {media.name} model ({', '.join(media.extensions)})"
 
 
+def _check_stages(codec: Codec[Any], stages: int | None) -> None:
+    held = len(codec.specs)
+    if stages is not None and (held == 1 or not 1 <= stages <= held):
+        raise UsageError(f"--stages {stages}: {codec.name} has {held} stage(s)"
+                         + ("; only a model of several stages (e.g. RFSQ) can drop stages" if held == 1 else
+                            f": choose 1..{held}"))
+
+
 def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: bool, device: str,
-               existing: Existing = "refuse") -> int:
+               existing: Existing = "refuse", stages: int | None = None) -> int:
     jobs = plan(inputs, out, _extensions(), SUFFIX, existing)
     codec, media = open_codec(model, resolve_device(device))
     if prior not in codec.fitted_priors and prior != "uniform":
         raise UsageError(f"{codec.name} has no prior tables for --prior {prior}: use --prior uniform, or fit them "
                          "with `vqkit fit-prior RUN_DIR --data DIR`")
+    _check_stages(codec, stages)
     failed, total_bits, total_units = 0, 0.0, 0.0
     start = time.perf_counter()
     for job in _progress(jobs, "encode"):
@@ -136,7 +146,7 @@ def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: b
             if job.source.suffix.lower() not in media.extensions:
                 raise ValueError(_wrong_kind(job.source, codec, media))
             signal = media.read(job.source, codec)
-            encoded = codec.encode(signal, prior)
+            encoded = codec.encode(signal, prior, stages)
             line = (f"{job.source} -> {job.target}: {len(encoded.data):,} bytes, {media.rate(encoded, codec)}, "
                     f"{media.describe(signal, codec)}")
             if check:
@@ -158,15 +168,17 @@ def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: b
     return _summary("encode", jobs, failed, extra)
 
 
-def run_decode(inputs: Sequence[str], out: str, model: str, device: str, existing: Existing = "refuse") -> int:
+def run_decode(inputs: Sequence[str], out: str, model: str, device: str, existing: Existing = "refuse",
+               stages: int | None = None) -> int:
     codec, media = open_codec(model, resolve_device(device))
     jobs = plan(inputs, out, (SUFFIX,), media.decoded_suffix, existing)
+    _check_stages(codec, stages)
     failed = 0
     for job in _progress(jobs, "decode"):
         if job.skip:
             continue
         try:
-            signal = codec.decode(job.source.read_bytes())
+            signal = codec.decode(job.source.read_bytes(), stages)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             media.write(job.target, signal, codec)
         except (ValueError, OSError, RuntimeError) as err:
@@ -175,6 +187,30 @@ def run_decode(inputs: Sequence[str], out: str, model: str, device: str, existin
             continue
         tqdm.write(f"{job.source} -> {job.target} ({media.describe(signal, codec)})")
     return _summary("decode", jobs, failed)
+
+
+def run_truncate(inputs: Sequence[str], out: str, stages: int, existing: Existing = "refuse") -> int:
+    """Cut layered ``.vqt`` files to their first ``stages`` stages, without the model (an embedded bitstream)."""
+    if stages < 1:
+        raise UsageError(f"--stages {stages}: keep at least one stage")
+    jobs = plan(inputs, out, (SUFFIX,), SUFFIX, existing)
+    failed = 0
+    for job in _progress(jobs, "truncate"):
+        if job.skip:
+            continue
+        try:
+            data = job.source.read_bytes()
+            file = TokenFile.from_bytes(data)
+            cut = file.truncated(stages).to_bytes()
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(job.target, cut)
+        except (ValueError, OSError) as err:
+            failed += 1
+            _fail(job, err)
+            continue
+        tqdm.write(f"{job.source} -> {job.target}: {file.grid[0]} -> {stages} stages, {len(data):,} -> "
+                   f"{len(cut):,} bytes")
+    return _summary("truncate", jobs, failed)
 
 
 def run_fit_prior(run: str, data: str, max_images: int, device: str) -> Path:

@@ -28,6 +28,7 @@ def describe(path: Path) -> dict[str, Any]:
         "token_grid": list(file.grid), "stages": file.grid[0], "codebook_sizes": list(file.codebook_sizes),
         "prior": file.prior, "model_id": file.model_id.hex(), "tile": file.tile,
         "payload_bytes": len(file.payload), "side_info_bytes": len(file.side_info),
+        "layer_bytes": [len(layer) for layer in file.layers()] if file.layered else None,
         "header_bytes": len(data) - len(file.payload) - len(file.side_info),
         "bits_per_sample": 8 * len(data) / samples, "nominal_bits_per_sample": nominal / samples,
         "sample_unit": modality.sample_unit,
@@ -45,6 +46,9 @@ def format_info(info: dict[str, Any]) -> str:
              f"(nominal {info['nominal_bits_per_sample']:.4f})",
              f"  bytes       payload {info['payload_bytes']:,}, side information {info['side_info_bytes']:,}, "
              f"header {info['header_bytes']}"]
+    if info.get("layer_bytes"):
+        lines.append(f"  layers      {info['layer_bytes']} bytes per stage: `vqkit truncate --stages K` keeps "
+                     "the first K")
     if "decodes_with" in info:
         lines.append(f"  model       {info['decodes_with']}")
     return "\n".join(lines)

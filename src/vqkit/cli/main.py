@@ -185,13 +185,20 @@ def _compare(args: argparse.Namespace) -> int:
 def _encode(args: argparse.Namespace) -> int:
     from .files import run_encode
 
-    return run_encode(args.inputs, args.out, args.model, args.prior, args.check, args.device, _existing(args))
+    return run_encode(args.inputs, args.out, args.model, args.prior, args.check, args.device, _existing(args),
+                      args.stages)
 
 
 def _decode(args: argparse.Namespace) -> int:
     from .files import run_decode
 
-    return run_decode(args.inputs, args.out, args.model, args.device, _existing(args))
+    return run_decode(args.inputs, args.out, args.model, args.device, _existing(args), args.stages)
+
+
+def _truncate(args: argparse.Namespace) -> int:
+    from .files import run_truncate
+
+    return run_truncate(args.inputs, args.out, args.stages, _existing(args))
 
 
 def _existing(args: argparse.Namespace) -> Any:
@@ -243,6 +250,8 @@ def _add_codec_commands(sub: Any) -> None:
                      help="entropy model: uniform (nominal rate), static (per-stage histograms), context")
     enc.add_argument("--check", action="store_true",
                      help="decode each file again and print its fidelity (PSNR; SI-SDR and mel distance for speech)")
+    enc.add_argument("--stages", type=int, default=None, metavar="K",
+                     help="a model of several stages (RFSQ, RVQ): keep only the first K (smaller file, coarser)")
     enc.add_argument("--device", default="cpu", help=device_help)
     _output_policy(enc)
     enc.set_defaults(func=_encode)
@@ -251,9 +260,20 @@ def _add_codec_commands(sub: Any) -> None:
     dec.add_argument("inputs", nargs="+", metavar="FILE", help=".vqt files or folders of them")
     dec.add_argument("-o", "--out", required=True, help="output folder for the PNGs (WAVs)")
     dec.add_argument("--model", default="default", help=model_help)
+    dec.add_argument("--stages", type=int, default=None, metavar="K",
+                     help="decode only the first K stages of a layered file (the coarser picture)")
     dec.add_argument("--device", default="cpu", help=device_help)
     _output_policy(dec)
     dec.set_defaults(func=_decode)
+    cut = sub.add_parser("truncate", help="cut layered .vqt files to their first K stages (no model needed)",
+                         description="An embedded bitstream: a file of a multi-stage model (RFSQ, RVQ) codes each "
+                                     "stage in its own layer, so its first K stages are a smaller, valid file "
+                                     "that decodes to the K-stage reconstruction.")
+    cut.add_argument("inputs", nargs="+", metavar="FILE", help=".vqt files or folders of them")
+    cut.add_argument("-o", "--out", required=True, help="output folder for the cut files")
+    cut.add_argument("--stages", type=int, required=True, metavar="K", help="stages to keep (1..the file's)")
+    _output_policy(cut)
+    cut.set_defaults(func=_truncate)
     info = sub.add_parser("info", help="what a .vqt file holds: modality, size, tokens, prior, model id, rate",
                           description="Read .vqt headers (no model needed); with --model, also say whether that "
                                       "model decodes each file.")

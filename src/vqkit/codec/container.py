@@ -4,7 +4,7 @@ Layout (little-endian; ``varint`` = unsigned LEB128, at most 10 bytes)::
 
     magic        4 bytes  b"VQT\\x00"
     version      u8       format major version; a reader refuses versions it does not know
-    flags        u8       reserved, must be 0
+    flags        u8       bit 0 = layered payload (below); the other bits are reserved and must be 0
     modality     u8       0 = image, 1 = audio (MODALITIES; a new modality registers its code)
     prior        u8       0 = uniform, 1 = static, 2 = context, 3 = uniform.v2: prior class and version (PRIORS)
     model_id     16 bytes first 16 bytes of the SHA-256 over what decoding needs (config, weights, prior tables)
@@ -16,12 +16,19 @@ Layout (little-endian; ``varint`` = unsigned LEB128, at most 10 bytes)::
     payload      varint length, then that many bytes: the entropy-coded tokens
     crc32        u32      zlib.crc32 of every byte above
 
+A **layered** payload (flag bit 0) codes each stage in its own range-coder stream, stage after stage:
+``varint length, bytes`` per stage present. Stage k's probabilities depend only on stages < k, so the
+first k layers alone decode to the coarser signal of k stages: :meth:`TokenFile.truncated` cuts a file
+to its first k stages without the model (an embedded bitstream, as JPEG 2000's quality layers), and the
+grid and codebook sizes of a cut file name the stages it still holds.
+
 Every size is checked against a cap before anything is allocated, and the whole file must be
 consumed: trailing bytes are an error. Parsing lives here and nowhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 from dataclasses import dataclass
@@ -43,6 +50,8 @@ def register(table: dict[str, int], name: str, code: int) -> None:
         raise ValueError(f"{name!r} -> {code} clashes with the registered codes {table}")
     table[name] = code
 MODEL_ID_BYTES = 16
+FLAG_LAYERED = 0x01
+KNOWN_FLAGS = FLAG_LAYERED
 
 # Caps: far above any real use, low enough that a hostile header cannot make us allocate much.
 MAX_DIMS = 4
@@ -83,6 +92,7 @@ class TokenFile:
     payload: bytes
     side_info: bytes = b""
     tile: int = 0
+    layered: bool = False
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -111,6 +121,23 @@ class TokenFile:
             raise TokenFileError(f"tile {self.tile} is outside 0..{MAX_DIM}")
         if len(self.side_info) > MAX_SIDE_BYTES or len(self.payload) > MAX_PAYLOAD_BYTES:
             raise TokenFileError("side information or payload larger than the format's caps")
+        if self.layered:
+            self.layers()  # the stage framing must consume the payload exactly
+
+    def layers(self) -> list[bytes]:
+        """A layered file's payload as one coded stream per stage (a plain file: the whole payload, once)."""
+        return layers_of(self.payload, self.grid[0]) if self.layered else [self.payload]
+
+    def truncated(self, stages: int) -> TokenFile:
+        """This file cut to its first ``stages`` stages (a layered file only): no model needed."""
+        held = self.grid[0]
+        if not self.layered:
+            raise TokenFileError("this file's stages are coded in one stream and cannot be cut: encode it "
+                                 "again with a layered payload (any model of more than one stage writes one)")
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= held:
+            raise TokenFileError(f"stages must be an integer in 1..{held} (the stages this file holds), got {stages!r}")
+        return dataclasses.replace(self, grid=(stages, *self.grid[1:]), codebook_sizes=self.codebook_sizes[:stages],
+                                   payload=layered_payload(self.layers()[:stages]))
 
     @property
     def header_bytes(self) -> int:
@@ -119,7 +146,8 @@ class TokenFile:
 
     def to_bytes(self) -> bytes:
         out = bytearray(MAGIC)
-        out += struct.pack("<BBBB", VERSION, 0, MODALITIES[self.modality], PRIORS[self.prior])
+        flags = FLAG_LAYERED if self.layered else 0
+        out += struct.pack("<BBBB", VERSION, flags, MODALITIES[self.modality], PRIORS[self.prior])
         out += self.model_id
         for shape in (self.signal_shape, self.grid):
             out += _varint(len(shape))
@@ -195,7 +223,7 @@ class _Reader:
 def _parse(body: bytes) -> TokenFile:
     r = _Reader(body, len(MAGIC) + 1)
     flags, modality, prior = r.take(3, "header")
-    if flags:
+    if flags & ~KNOWN_FLAGS:
         raise CorruptFileError(f"reserved flag bits set (0x{flags:02x}): corrupt, or written by a newer vqkit")
     names = {v: k for k, v in MODALITIES.items()}, {v: k for k, v in PRIORS.items()}
     if modality not in names[0]:
@@ -214,11 +242,27 @@ def _parse(body: bytes) -> TokenFile:
     if r.pos != len(body):
         raise CorruptFileError(f"{len(body) - r.pos} unexpected bytes after the payload")
     try:
-        return TokenFile(names[0][modality], names[1][prior], model_id, signal, grid, sizes, payload, side, tile)
+        return TokenFile(names[0][modality], names[1][prior], model_id, signal, grid, sizes, payload, side, tile,
+                         layered=bool(flags & FLAG_LAYERED))
     except CorruptFileError:
         raise
     except TokenFileError as err:
         raise CorruptFileError(f"invalid token file header: {err}") from err
+
+
+def layers_of(payload: bytes, stages: int) -> list[bytes]:
+    """Inverse of :func:`layered_payload` for ``stages`` layers; the framing must consume ``payload`` exactly."""
+    r, out = _Reader(payload, 0), []
+    for s in range(stages):
+        out.append(r.take(r.varint(f"length of stage {s}'s layer", MAX_PAYLOAD_BYTES), f"stage {s}'s layer"))
+    if r.pos != len(payload):
+        raise CorruptFileError(f"{len(payload) - r.pos} bytes after the last stage's layer")
+    return out
+
+
+def layered_payload(layers: list[bytes]) -> bytes:
+    """One coded stream per stage -> a layered payload (each layer behind its varint length)."""
+    return b"".join(_varint(len(layer)) + layer for layer in layers)
 
 
 def _varint(value: int) -> bytes:

@@ -212,30 +212,42 @@ class Codec(Generic[Signal]):
         return self.adapter.finish(out, shape)
 
     # -- files -----------------------------------------------------------------------------------
-    def encode(self, signal: Signal, prior: str = "context") -> Encoded:
-        """A signal -> the ``.vqt`` bytes and their rates."""
+    def encode(self, signal: Signal, prior: str = "context", stages: int | None = None) -> Encoded:
+        """A signal -> the ``.vqt`` bytes and their rates; ``stages``: keep only the first k stages of a
+        multi-stage model (the file is the full one cut, :meth:`TokenFile.truncated`)."""
         grid, side, shape = self.tokens(signal)
-        return self.pack(grid, b"" if side is None else side.tobytes(), shape, prior)
+        return self.pack(grid, b"" if side is None else side.tobytes(), shape, prior, stages)
 
-    def pack(self, grid: np.ndarray, side: bytes, shape: tuple[int, ...], prior: str) -> Encoded:
-        """Tokens (S, *positions) and side information of a signal of stored ``shape`` -> file and rates."""
+    def pack(self, grid: np.ndarray, side: bytes, shape: tuple[int, ...], prior: str,
+             stages: int | None = None) -> Encoded:
+        """Tokens (S, *positions) and side information of a signal of stored ``shape`` -> file and rates.
+        A model of several stages writes a layered payload (each stage its own stream), so files can be cut."""
         if prior == "uniform":
             prior = uniform_name(self.specs)  # the current version (what coding split codebooks needs)
-        payload, ce = coders.encode(self.prior(prior), grid)
+        layered = len(self.specs) > 1
+        if stages is not None and not (layered and 1 <= stages <= len(self.specs)):
+            raise ValueError(f"{self.name}: stages must be in 1..{len(self.specs)} for a model of "
+                             f"{len(self.specs)} stage(s), got {stages}")
+        k = len(self.specs) if stages is None else stages
+        payload, ce = coders.encode(self.prior(prior).prefix(k), grid[:k], layered)
         f = self.model.downsample_factor
-        file = TokenFile(self.adapter.modality, prior, self.model_id, shape, tuple(grid.shape),
-                         tuple(s.size for s in self.specs), payload, side, self.tile * f)
+        file = TokenFile(self.adapter.modality, prior, self.model_id, shape, tuple(grid[:k].shape),
+                         tuple(s.size for s in self.specs[:k]), payload, side, self.tile * f, layered)
         data, side_bits = file.to_bytes(), 8 * len(side)
-        nominal = math.prod(grid.shape[1:]) * sum(math.log2(s.size) for s in self.specs)
+        nominal = math.prod(grid.shape[1:]) * sum(math.log2(s.size) for s in self.specs[:k])
         samples = math.prod(self.adapter.spatial(shape))
         return Encoded(data, samples, nominal + side_bits, ce + side_bits, 8 * len(payload), 8 * len(data))
 
-    def decode(self, data: bytes) -> Signal:
-        """``.vqt`` bytes -> the signal; TokenFileError (a ValueError) naming what is wrong."""
+    def decode(self, data: bytes, stages: int | None = None) -> Signal:
+        """``.vqt`` bytes -> the signal; TokenFileError (a ValueError) naming what is wrong. ``stages``:
+        decode only the first k stages of a layered file (the coarser signal, from a prefix of the payload)."""
         file = TokenFile.from_bytes(data)
+        if stages is not None:
+            file = file.truncated(stages)
         tables = self.tables_for(file.model_id)
         grid, side = self.check(file, check_id=False)
-        tokens = coders.decode(prior_of(file.prior, self.specs, tables), file.payload, grid)
+        prior = prior_of(file.prior, self.specs, tables).prefix(grid[0])
+        tokens = coders.decode(prior, file.payload, grid, file.layered)
         return self.render(tokens, side, file.signal_shape)
 
     def check(self, file: TokenFile, check_id: bool = True) -> tuple[tuple[int, ...], np.ndarray | None]:
@@ -249,9 +261,13 @@ class Codec(Generic[Signal]):
         if file.tile != self.tile * f:
             raise TokenFileError(f"file was encoded with tiles of {file.tile}, this codec uses {self.tile * f}")
         positions = tuple(-(-n // f) for n in self.adapter.spatial(file.signal_shape))
-        grid = (len(self.specs), *positions)
-        if file.grid != grid or file.codebook_sizes != tuple(s.size for s in self.specs):
-            raise TokenFileError(f"token grid {file.grid} / sizes {file.codebook_sizes} do not fit this model {grid}")
+        held = file.grid[0] if file.layered and len(self.specs) > 1 else len(self.specs)  # a cut file: fewer
+        grid = (min(held, len(self.specs)), *positions)
+        if file.layered and len(self.specs) == 1:
+            raise TokenFileError(f"a layered file, but {self.name} has one stage")
+        if file.grid != grid or file.codebook_sizes != tuple(s.size for s in self.specs[: grid[0]]):
+            raise TokenFileError(f"token grid {file.grid} / sizes {file.codebook_sizes} do not fit this model "
+                                 f"{(len(self.specs), *positions)}")
         side_shape = tuple(self.model.side_shape)
         if not side_shape:
             if file.side_info:

@@ -10,6 +10,7 @@ registered in :data:`vqkit.codec.priors.PRIORS`.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -69,6 +70,15 @@ class Prior(ABC):
 
     def __init__(self, specs: Sequence[StageSpec]) -> None:
         self.specs = tuple(specs)
+
+    def prefix(self, stages: int) -> Prior:
+        """This prior over the first ``stages`` stages only (what a file cut to those stages was coded with:
+        walks are stage-major and each stage looks back only, so its tables for the kept stages are the same)."""
+        if not 1 <= stages <= len(self.specs):
+            raise ValueError(f"a prefix of {stages} stages of a {len(self.specs)}-stage prior")
+        cut = copy.copy(self)
+        cut.specs = self.specs[:stages]
+        return cut
 
     def symbolization(self, stage: int) -> StageSpec:
         """How this prior splits ``stage``'s tokens into digits (the stage's own spec by default)."""
