@@ -107,6 +107,16 @@ def test_rd_report(model_dir: Path, images: Path, tmp_path: Path) -> None:
     assert {(str(model_dir), "static"), (str(model_dir), "context"), ("JPEG", "20"), ("JPEG", "80")} <= rows
     tok = next(r for r in result["summary"] if r["codec"] == str(model_dir) and r["setting"] == "context")
     pixels = 16 * 16  # the one image of images/sub
+    # every stage cut of the multi-stage model is a point of its curve, and each curve has its BD-rate rows
+    stage_rows = sorted(r["stages"] for r in result["summary"] if r["codec"] == str(model_dir)
+                        and r["setting"] == "context")
+    assert stage_rows == list(range(1, len(stage_rows) + 1)) and len(stage_rows) > 1
+    bd = [b for b in result["bd"] if b["model"] == str(model_dir) and b["prior"] == "context"]
+    assert {b["against"] for b in bd} == {"JPEG", "WebP", "AVIF"} & {r["codec"] for r in result["summary"]}
+    assert all(b["points"] == len(stage_rows) for b in bd)
+    assert "Bjøntegaard" in (out / "report.md").read_text()
+    tok = max((r for r in result["summary"] if r["codec"] == str(model_dir) and r["setting"] == "context"),
+              key=lambda r: r["stages"])
     # a layered payload (one stream per stage): per stage at most a 64-bit stream end and a 1-byte length
     stages = len(Tokenizer.from_pretrained(model_dir).symbol_layout())
     slack = stages * (64 + 8)

@@ -23,8 +23,10 @@ import numpy as np
 from PIL import Image, features
 from tqdm import tqdm
 
+from ..codec.tiled import Codec
 from ..data.files import find_images, spread
 from ..metrics import psnr, ssim
+from ..metrics.bjontegaard import bd_psnr, bd_rate, overlap
 from ..modalities import IMAGE, open_codec
 from ..modalities.image.codec import to_tensor
 from ..modalities.image.io import read_image
@@ -97,14 +99,17 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
         pixels = image.shape[0] * image.shape[1]
         for model, (codec, _) in zip(models, codecs, strict=True):
             grid, side, shape = codec.tokens(image)
-            decoded = codec.render(grid, side, shape)
-            p, s = _quality(image, decoded)
-            for prior in cfg.priors:
-                encoded = codec.pack(grid, b"" if side is None else side.tobytes(), shape, prior)
-                if prior == cfg.priors[0] and not np.array_equal(codec.decode(encoded.data), decoded):
-                    raise RuntimeError(f"{path}: the .vqt file does not decode to the measured image")
-                records.append({"codec": model, "setting": prior, "image": path.name, "psnr": p, "ssim": s,
-                                **{f"bpp_{k}": v for k, v in encoded.bits_per_sample().items()}})
+            side_bytes = b"" if side is None else side.tobytes()
+            total = grid.shape[0]
+            for k in _stage_cuts(codec):
+                decoded = codec.render(grid[:k], side, shape)
+                p, s = _quality(image, decoded)
+                for prior in cfg.priors:
+                    encoded = codec.pack(grid, side_bytes, shape, prior, None if k == total else k)
+                    if prior == cfg.priors[0] and not np.array_equal(codec.decode(encoded.data), decoded):
+                        raise RuntimeError(f"{path}: the .vqt file does not decode to the measured image")
+                    records.append({"codec": model, "setting": prior, "stages": k, "image": path.name, "psnr": p,
+                                    "ssim": s, **{f"bpp_{n}": v for n, v in encoded.bits_per_sample().items()}})
         for name, fmt in classical.items():
             for q in cfg.qualities:
                 bits, decoded = _classical(image, fmt, q)
@@ -114,7 +119,7 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
     summary = _summarise(records)
     result = {"config": dataclasses.asdict(cfg), "models": models, "images": len(files),
               "wall_seconds": time.perf_counter() - start, "skipped_codecs": sorted(set(CLASSICAL) - set(classical)),
-              "summary": summary, "records": records}
+              "summary": summary, "bd": bd_table(summary, models), "records": records}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "rd.json", (json.dumps(result, indent=1) + "\n").encode())
@@ -123,18 +128,57 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
     return result
 
 
+def _stage_cuts(codec: Codec[Any]) -> range:
+    """The operating points of one model: every prefix of stages of a layered (multi-stage) model, else one."""
+    total = len(codec.specs)
+    return range(1, total + 1) if total > 1 else range(total, total + 1)
+
+
 def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["codec"], str(r["setting"])), []).append(r)
+        groups.setdefault((r["codec"], str(r["setting"]), int(r.get("stages", 0))), []).append(r)
     rows = []
-    for (codec, setting), rs in groups.items():
+    for (codec, setting, stages), rs in groups.items():
         row: dict[str, Any] = {"codec": codec, "setting": setting, "images": len(rs)}
+        if stages:
+            row["stages"] = stages
         for key in ("psnr", "ssim", *(f"bpp_{k}" for k in RATES)):
             if key in rs[0]:
                 row[key] = float(np.mean([r[key] for r in rs]))
         rows.append(row)
     return rows
+
+
+def curves(summary: list[dict[str, Any]], models: list[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(codec, prior) -> its operating points sorted by rate: a tokenizer's stage cuts, a classical codec's
+    qualities (prior "")."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in summary:
+        key = (r["codec"], r["setting"] if r["codec"] in models else "")
+        out.setdefault(key, []).append(r)
+    return {k: sorted(v, key=lambda r: r["bpp_file"]) for k, v in out.items()}
+
+
+def bd_table(summary: list[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
+    """Bjøntegaard deltas (whole-file bpp, PSNR) of every tokenizer curve against every classical codec, over
+    the PSNR range both reach (:mod:`vqkit.metrics.bjontegaard`); None where a curve has one point or none
+    of its range overlaps."""
+    table, all_curves = [], curves(summary, models)
+    for (model, prior), pts in all_curves.items():
+        if model not in models:
+            continue
+        for name in CLASSICAL:
+            ref = all_curves.get((name, ""))
+            if not ref:
+                continue
+            args = ([r["bpp_file"] for r in ref], [r["psnr"] for r in ref],
+                    [r["bpp_file"] for r in pts], [r["psnr"] for r in pts])
+            shared = overlap(args[1], args[3])
+            table.append({"model": model, "prior": prior, "against": name, "points": len(pts),
+                          "bd_rate": bd_rate(*args), "bd_psnr": bd_psnr(*args),
+                          "psnr_range": None if shared is None else list(shared)})
+    return table
 
 
 def _plot(summary: list[dict[str, Any]], models: list[str], path: Path, data: str, n: int) -> None:
@@ -146,13 +190,17 @@ def _plot(summary: list[dict[str, Any]], models: list[str], path: Path, data: st
             if rows:
                 ax.plot([r["bpp_file"] for r in rows], [r[metric] for r in rows], "o-", ms=3, label=name)
         for i, model in enumerate(models):
-            rows = [r for r in summary if r["codec"] == model]
-            color, y = f"C{3 + i}", rows[0][metric]
-            ax.plot([rows[0]["bpp_nominal"], min(r["bpp_file"] for r in rows)], [y, y], ":", color=color)
-            ax.plot(rows[0]["bpp_nominal"], y, "o", mfc="none", color=color, ms=7)
-            for row, marker in zip(rows, "*Ds^", strict=False):
-                ax.plot(row["bpp_file"], y, marker, color=color, ms=11 if marker == "*" else 6,
-                        label=f"{Path(model).name}, {row['setting']} prior")
+            color = f"C{3 + i}"
+            for (name, prior), rows in curves(summary, models).items():
+                if name != model:
+                    continue
+                marker = "*" if prior == "context" else "D"
+                ax.plot([r["bpp_file"] for r in rows], [r[metric] for r in rows], "-", marker=marker, color=color,
+                        ms=9 if marker == "*" else 5, alpha=1.0 if prior == "context" else 0.5,
+                        label=f"{Path(model).name}, {prior} prior" + (f" ({len(rows)} stage cuts)"
+                                                                      if len(rows) > 1 else ""))
+            top = max((r for r in summary if r["codec"] == model), key=lambda r: r["bpp_nominal"])
+            ax.plot(top["bpp_nominal"], top[metric], "o", mfc="none", color=color, ms=7)
         ax.set_xlabel("bits per pixel (whole file; ○ = a tokenizer's nominal rate, Σ log2 K per token)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -174,14 +222,27 @@ def format_report(result: dict[str, Any]) -> str:
              "(entropy coding is lossless).", ""]
     if result["skipped_codecs"]:
         lines += [f"Not available in this Pillow: {', '.join(result['skipped_codecs'])}.", ""]
-    lines += ["## Tokenizers", "", "| model | prior | nominal | cross-entropy | payload | file | file vs nominal | "
-              "PSNR (dB) | SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["## Tokenizers", "", "A model of several stages (RFSQ, RVQ) gives one operating point per prefix of its "
+              "stages: the file cut to its first k stages (`vqkit truncate`), decoded.", "",
+              "| model | prior | stages | nominal | cross-entropy | payload | file | file vs nominal | "
+              "PSNR (dB) | SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for model in result["models"]:
-        for r in (r for r in summary if r["codec"] == model):
+        for r in sorted((r for r in summary if r["codec"] == model), key=lambda r: (r["setting"], r["bpp_file"])):
             saving = 1 - r["bpp_file"] / r["bpp_nominal"]
-            lines.append(f"| {model} | {r['setting']} | {r['bpp_nominal']:.3f} | {r['bpp_cross_entropy']:.3f} | "
-                         f"{r['bpp_payload']:.3f} | {r['bpp_file']:.3f} | {-saving:+.1%} | {r['psnr']:.2f} | "
-                         f"{r['ssim']:.4f} |")
+            lines.append(f"| {model} | {r['setting']} | {r.get('stages', '')} | {r['bpp_nominal']:.3f} | "
+                         f"{r['bpp_cross_entropy']:.3f} | {r['bpp_payload']:.3f} | {r['bpp_file']:.3f} | "
+                         f"{-saving:+.1%} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+    lines += ["", "## Bjøntegaard deltas against the classical codecs", "",
+              "Whole-file bpp and mean PSNR; piecewise-cubic (PCHIP) interpolation over the PSNR range both curves "
+              "reach (`vqkit.metrics.bjontegaard`). BD-rate < 0: the tokenizer needs fewer bits than the codec for "
+              "the same PSNR. n/a: one operating point, or no shared PSNR range.", "",
+              "| model | prior | points | against | BD-rate | BD-PSNR (dB) | PSNR range (dB) |",
+              "|---|---|---:|---|---:|---:|---|"]
+    for b in result.get("bd", []):
+        rate = "n/a" if b["bd_rate"] is None else f"{b['bd_rate']:+.1%}"
+        gain = "n/a" if b["bd_psnr"] is None else f"{b['bd_psnr']:+.2f}"
+        span = "—" if b["psnr_range"] is None else f"{b['psnr_range'][0]:.2f}–{b['psnr_range'][1]:.2f}"
+        lines.append(f"| {b['model']} | {b['prior']} | {b['points']} | {b['against']} | {rate} | {gain} | {span} |")
     lines += ["", "## Classical codecs", "", "| codec | quality | bpp (file) | PSNR (dB) | SSIM |",
               "|---|---:|---:|---:|---:|"]
     for name in CLASSICAL:
