@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from vqkit.codec import PriorTables, StageSpec, TokenFile, coders
 from vqkit.codec.priors import prior_of
+from vqkit.models import Tokenizer, TokenizerConfig
 from vqkit.models.registry import DEFAULT_QUANTIZER_ARGS, build_quantizer
 from vqkit.quantizers import MultiScaleRQ
 from vqkit.quantizers.multiscale import VAR_PATCH_NUMS, phi_assignment
@@ -246,6 +247,22 @@ def test_registry_builds_var_defaults() -> None:
     assert q.patch_nums == VAR_PATCH_NUMS and q.num_tokens == 680 and q.codebook_size == 4096 and q.dim == 32
     small = build_quantizer("msrq", {"dim": 4, "codebook_size": 16, "patch_nums": [1, 2, 4]})
     assert small.num_phi == 3 and small(torch.randn(1, 4, 4, 4)).indices.shape == (1, 21)
+
+
+def test_tokenizer_decodes_pyramid_prefixes_and_the_tiled_codec_refuses_them() -> None:
+    torch.manual_seed(0)
+    args = {"dim": 8, "codebook_size": 32, "patch_nums": [1, 2, 4, 8]}
+    model = Tokenizer(TokenizerConfig(arch="rfsq_conv", conv_channels=(16, 32), quantizer="msrq",
+                                      quantizer_args=args)).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    idx = model.encode(x)
+    assert idx.shape == (2, 1 + 4 + 16 + 64)
+    assert torch.equal(model.decode(idx), model(x)[0])
+    assert model.decode(idx[:, :5]).shape == (2, 3, 32, 32)  # the first two scales
+    with pytest.raises(ValueError, match=r"\(B, L\) \(a token pyramid\)"):
+        model.decode(idx.reshape(2, 5, 17))
+    with pytest.raises(ValueError, match="tiled codec"):
+        model.encode_tokens(x)
 
 
 # -- bad input --------------------------------------------------------------------------------------------

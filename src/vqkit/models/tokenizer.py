@@ -120,7 +120,11 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def encode_tokens(self, signals: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(B, C, *spatial) -> (tokens (B, *positions, S) with a stage axis always, side information or None)."""
+        """(B, C, *spatial) -> (tokens (B, *positions, S) with a stage axis always, side information or None).
+        A token pyramid has no positions to tile: refused by name (code it as a (1, L) grid, see the README)."""
+        if isinstance(self.quantizer, MultiScaleRQ):
+            raise ValueError("Tokenizer: the tiled codec codes token grids aligned with the signal; a MultiScaleRQ "
+                             "pyramid depends on the whole latent map (code its (1, L) tokens with vqkit.codec.coders)")
         if self.side_shape:
             idx, side = self.encode_with_side_info(signals)
             return idx, side
