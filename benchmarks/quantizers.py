@@ -59,9 +59,10 @@ import torch
 from torch import Tensor, nn
 
 from _common import check_device, fmt, load_vqp
-from vqkit.quantizers import EMAVQ, FSQ, LFQ, QuantizerOutput, ResidualFSQ, SimVQ
+from vqkit.quantizers import EMAVQ, FSQ, LFQ, MultiScaleRQ, QuantizerOutput, ResidualFSQ, ResidualVQ, SimVQ
 from vqkit.quantizers import search as vqsearch
 from vqkit.quantizers import search_bf16 as vqsearch_bf16
+from vqkit.quantizers.multiscale import VAR_PATCH_NUMS
 
 MIB = 2**20
 
@@ -81,6 +82,18 @@ class SearchConfig:
     name: str
     dim: int
     codes: int
+
+
+class LatentMap(nn.Module):
+    """Feeds a multi-scale quantizer the benchmark's (tokens, d) as (tokens / 256, 16, 16, d) maps: VAR's grid.
+    ``tokens`` counts latent positions here (a map of 256 positions gives VAR's 680 pyramid tokens)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, z: Tensor) -> Any:
+        return self.inner(z.reshape(-1, 16, 16, z.shape[-1]))
 
 
 SEARCH_CONFIGS = {c.name: c for c in (SearchConfig("search-65536", 128, 65536),
@@ -122,6 +135,24 @@ def make_configs() -> dict[str, Config]:
                "vqp LFQ(entropy_loss_weight=0.1, commitment_loss_weight=0.25 (default 0), diversity_gamma=1.0), "
                "inv_temperature 100 = vqkit temperature 0.01"),
         ema(4096), ema(65536), ema(65536, "fp32"), sim(4096), sim(65536), sim(65536, "fp32"), sim(262144),
+        # VAR's tokenizer quantizer. vqp's HierarchicalVQ is the closest module, not the same algorithm
+        # (bilinear, not bicubic, upsampling; an EMA codebook; commitment per level on the pooled residual,
+        # not VAR's loss on each partial reconstruction; another phi choice rule): a reference for cost only.
+        Config("msrq-4096", 32, 4096,
+               lambda: LatentMap(MultiScaleRQ(32, 4096, VAR_PATCH_NUMS)),
+               lambda v: LatentMap(v.HierarchicalVQ(dim=32, codebook_size=4096, scales=VAR_PATCH_NUMS,
+                                                    accept_image_fmap=True, channel_first=False, kmeans_init=False,
+                                                    threshold_ema_dead_code=0, commitment_weight=0.25,
+                                                    rotation_trick=False, quant_resi=0.5, share_quant_resi=4)),
+               "tokens = latent positions, 16x16 maps, VAR's 10 scales (680 pyramid tokens a map); vqp "
+               "HierarchicalVQ(scales=VAR's, kmeans_init=False, threshold_ema_dead_code=0, commitment_weight=0.25, "
+               "rotation_trick=False, quant_resi=0.5, share_quant_resi=4): the closest vqp module, another algorithm"),
+        # the same total tokens as msrq-4096 within 13% (3 x 256 = 768 a map vs 680): vqkit's own residual VQ
+        Config("rvq3-4096", 32, 4096, lambda: ResidualVQ(32, 4096, 3, ema=True, decay=0.99, beta=0.25),
+               lambda v: v.ResidualVQ(dim=32, codebook_size=4096, num_quantizers=3, decay=0.99, commitment_weight=0.25,
+                                      kmeans_init=False, threshold_ema_dead_code=0, rotation_trick=False),
+               "3-stage residual EMA VQ on the same positions (768 tokens a 16x16 map); vqp ResidualVQ(kmeans_init="
+               "False, threshold_ema_dead_code=0, rotation_trick=False, commitment_weight=0.25)"),
     ]
     return {c.name: c for c in configs}
 
@@ -420,6 +451,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"vqp {info['vqp'] or 'not run'}\n\n{format_table(records)}{search_md}\n\nTargets:\n"
                 + "\n".join(check_targets(records + searches)) + f"\n\nNotes (median of {args.repeats} alternating "
                 f"repeats; forward+backward, train mode):\n{notes}")
+    by_name = {r["config"]: r for r in records}
+    if {"msrq-4096", "rvq3-4096"} <= set(by_name):  # VAR's pyramid against residual VQ at ~ the same tokens
+        ms, rq = by_name["msrq-4096"]["vqkit"]["median_s"], by_name["rvq3-4096"]["vqkit"]["median_s"]
+        markdown += (f"\n- msrq-4096 (680 tokens a map) vs vqkit rvq3-4096 (768): step time msrq/rvq3 = {ms / rq:.2f}, "
+                     f"time per output token msrq/rvq3 = {(ms / 680) / (rq / 768):.2f}")
     print(markdown)
     report = {"machine": info, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "records": records, "search": searches}

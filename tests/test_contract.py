@@ -29,6 +29,7 @@ def test_exports() -> None:
         "ResidualFSQ",
         "ResidualVQ",
         "ResidualSimVQ",
+        "MultiScaleRQ",  # not in the catalogue below: one square (B, h, w, dim) map in (tests/test_multiscale.py)
         "QuantizerOutput",
     ):
         assert hasattr(Q, name), name

@@ -20,6 +20,7 @@ from ..quantizers import (
     LFQ,
     VQ,
     FactorizedVQ,
+    MultiScaleRQ,
     Quantizer,
     ResidualFSQ,
     ResidualSimVQ,
@@ -45,6 +46,7 @@ QUANTIZERS: dict[str, Callable[..., Quantizer]] = {
     "rfsq": ResidualFSQ,
     "rvq": ResidualVQ,
     "rsimvq": ResidualSimVQ,
+    "msrq": MultiScaleRQ,
 }
 
 DEFAULT_QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
@@ -54,6 +56,8 @@ DEFAULT_QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
     "lfq": {"dim": 12},  # the LFQ-12 baseline of RFSQ
     "bsq": {"dim": 18},  # BSQ-ViT's 18-bit tokenizer (groups of 9 bits)
     "simvq": {"dim": 128, "codebook_size": 65536},  # SimVQ's 65k image model
+    # VAR's tokenizer: 32 channels, 4096 codes, 10 scales of a 16×16 map (680 tokens)
+    "msrq": {"dim": 32, "codebook_size": 4096, "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]},
 }
 
 DEFAULT_CONV_CHANNELS: dict[str, tuple[int, ...]] = {

@@ -5,7 +5,8 @@ Signals are float ``(B, channels, *positions)`` in **[-1, 1]** (documented, not 
 every position axis a multiple of ``downsample_factor``. The encoder gives ``(B, C, h, w)`` (or ``(B, C, t)``);
 the model, not the quantizer, moves it to channels-last ``(B, h, w, C)`` because quantizers take
 ``(..., dim)``. Tokens are ``(B, h, w)`` (``(B, t)``), or ``(B, h, w, S)`` for residual quantizers,
-with h = H / f and w = W / f.
+with h = H / f and w = W / f; a multi-scale quantizer (:class:`~vqkit.quantizers.MultiScaleRQ`) gives a
+pyramid ``(B, L)`` instead (L = Σ s_k², scale by scale), and decodes any prefix of whole scales.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..quantizers import QuantizerOutput, ResidualQuantizer, SymbolLayout
+from ..quantizers import MultiScaleRQ, QuantizerOutput, ResidualQuantizer, SymbolLayout
 from ..validation import ConfigError, resolve_device
 from . import pretrained
 from .config import TokenizerConfig
@@ -82,7 +83,7 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, indices: Tensor, side_info: Tensor | None = None) -> Tensor:
-        """Indices (B, h, w) or (B, h, w, S) -> images (B, 3, h·f, w·f).
+        """Indices (B, h, w) or (B, h, w, S) (a pyramid: (B, L)) -> images (B, 3, h·f, w·f).
 
         A residual quantizer also decodes its first S' < S stages (coarse reconstruction);
         ``side_info`` is only for instance-LayerNorm RFSQ (see :meth:`encode_with_side_info`).
@@ -90,6 +91,8 @@ class Tokenizer(nn.Module):
         axes = "h, w" if self.signal_ndim == 2 else "t"
         ndim = 1 + self.signal_ndim + self.residual
         expected = f"(B, {axes}, S)" if self.residual else f"(B, {axes})"
+        if isinstance(self.quantizer, MultiScaleRQ):  # a token pyramid (B, L): the quantizer checks L
+            ndim, expected = 2, "(B, L) (a token pyramid)"
         if not isinstance(indices, Tensor) or indices.ndim != ndim:
             shape = tuple(indices.shape) if isinstance(indices, Tensor) else type(indices).__name__
             raise ValueError(f"Tokenizer: expected indices of shape {expected}, got {shape}")
@@ -117,7 +120,11 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def encode_tokens(self, signals: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(B, C, *spatial) -> (tokens (B, *positions, S) with a stage axis always, side information or None)."""
+        """(B, C, *spatial) -> (tokens (B, *positions, S) with a stage axis always, side information or None).
+        A token pyramid has no positions to tile: refused by name (code it as a (1, L) grid, see the README)."""
+        if isinstance(self.quantizer, MultiScaleRQ):
+            raise ValueError("Tokenizer: the tiled codec codes token grids aligned with the signal; a MultiScaleRQ "
+                             "pyramid depends on the whole latent map (code its (1, L) tokens with vqkit.codec.coders)")
         if self.side_shape:
             idx, side = self.encode_with_side_info(signals)
             return idx, side

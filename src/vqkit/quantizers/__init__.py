@@ -6,6 +6,7 @@ from .factorized import FactorizedVQ
 from .fsq import FSQ
 from .layout import SymbolLayout
 from .lfq import LFQ
+from .multiscale import MultiScaleRQ
 from .residual import ResidualFSQ, ResidualQuantizer, ResidualSimVQ, ResidualVQ
 from .simvq import SimVQ
 from .vq import EMAVQ, VQ
@@ -17,6 +18,7 @@ __all__ = [
     "LFQ",
     "VQ",
     "FactorizedVQ",
+    "MultiScaleRQ",
     "NonFiniteError",
     "Quantizer",
     "QuantizerOutput",
