@@ -1,5 +1,8 @@
 """Speed and memory of ``vqkit encode`` / ``decode``: images per second, the share of the time spent in
-entropy coding (against the tokenizer's own encode/decode), and peak memory on a large photo.
+entropy coding (against the tokenizer's own encode/decode), and peak memory on a large photo; then every
+operating point of the model (each stage cut of a multi-stage one) on one 768×512 photo beside Pillow's
+JPEG, WebP and AVIF in the same run, as ratios to AVIF at quality 30 (encode) and to the reference
+tokenizer (decode, ``--reference``, the shipped default).
 
     .venv/bin/python benchmarks/codec.py --model default --data ../shared/data/images/kodak24
     .venv/bin/python benchmarks/codec.py --model runs/rfsq-cpu --large 4000x3000
@@ -13,15 +16,19 @@ process for the large image, so earlier work does not hide it.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, features
 
 from vqkit.codec import TokenFile, coders
 from vqkit.codec.tiled import Codec
@@ -30,21 +37,98 @@ from vqkit.modalities import open_codec
 from vqkit.modalities.image.io import read_image
 
 
-def phases(codec: Codec[np.ndarray], image: np.ndarray, prior: str) -> dict[str, float]:
+def phases(codec: Codec[np.ndarray], image: np.ndarray, prior: str, stages: int | None = None) -> dict[str, float]:
+    """Seconds of each phase of one encode and decode (``stages``: the file cut to its first k stages)."""
     t0 = time.perf_counter()
     grid, side, shape = codec.tokens(image)
     t1 = time.perf_counter()
-    encoded = codec.pack(grid, b"" if side is None else side.tobytes(), shape, prior)
+    encoded = codec.pack(grid, b"" if side is None else side.tobytes(), shape, prior, stages)
     t2 = time.perf_counter()
     file = TokenFile.from_bytes(encoded.data)
     expected, side_info = codec.check(file)
-    tokens = coders.decode(codec.prior(prior), file.payload, expected)
+    tokens = coders.decode(codec.prior(prior).prefix(expected[0]), file.payload, expected, file.layered)
     t3 = time.perf_counter()
     codec.render(tokens, side_info, shape)
     t4 = time.perf_counter()
-    assert np.array_equal(tokens, grid)
+    assert np.array_equal(tokens, grid[: expected[0]])
     return {"tokens": t1 - t0, "entropy_encode": t2 - t1, "entropy_decode": t3 - t2, "render": t4 - t3,
             "bpp": encoded.bits_per_sample()["file"]}
+
+
+def photo_768x512(data: str) -> np.ndarray:
+    """A real photo at 768×512, the Kodak originals' size: the first image of ``data`` resized (Lanczos) —
+    Kodak24 here is 500×500 crops — or scikit-image's astronaut when ``data`` has no image."""
+    files = find_images(data) if Path(data).is_dir() else []
+    if files:
+        source = Image.fromarray(read_image(files[0]))
+    else:
+        from skimage import data as samples
+
+        source = Image.fromarray(samples.astronaut())
+    return np.asarray(source.convert("RGB").resize((768, 512), Image.Resampling.LANCZOS))
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _pillow(image: np.ndarray, fmt: str, quality: int, repeats: int) -> dict[str, float]:
+    def encode() -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format=fmt, quality=quality)
+        return buf.getvalue()
+
+    data = encode()
+
+    def decode() -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    return {"encode": _median_seconds(encode, repeats), "decode": _median_seconds(decode, repeats),
+            "bpp": 8 * len(data) / (image.shape[0] * image.shape[1])}
+
+
+def operating_points(model: str, reference: str, data: str, prior: str, repeats: int) -> list[dict[str, Any]]:
+    """Every operating point of ``model`` and Pillow's codecs on one 768×512 photo, in one run."""
+    image = photo_768x512(data)
+    rows: list[dict[str, Any]] = []
+    for fmt, name, qualities in (("JPEG", "JPEG", (50, 75)), ("WEBP", "WebP", (50,)), ("AVIF", "AVIF", (30, 60))):
+        if fmt != "JPEG" and not features.check(fmt.lower()):
+            continue
+        rows += [{"codec": name, "setting": f"q{q}", **_pillow(image, fmt, q, repeats)} for q in qualities]
+    for name in dict.fromkeys([reference, model]):
+        codec, _ = open_codec(name)
+        total = len(codec.specs)
+        for k in range(1, total + 1) if total > 1 else (None,):
+            runs = [phases(codec, image, prior, k) for _ in range(repeats)]
+            med = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
+            rows.append({"codec": name, "setting": f"{k}/{total} stages" if k else prior, "bpp": med["bpp"],
+                         "encode": med["tokens"] + med["entropy_encode"],
+                         "decode": med["entropy_decode"] + med["render"],
+                         "entropy_share_encode": med["entropy_encode"] / (med["tokens"] + med["entropy_encode"]),
+                         "entropy_share_decode": med["entropy_decode"] / (med["entropy_decode"] + med["render"])})
+    return rows
+
+
+def print_operating_points(rows: list[dict[str, Any]], reference: str) -> None:
+    avif = next((r for r in rows if r["codec"] == "AVIF" and r["setting"] == "q30"), None)
+    ref = next(r for r in rows if r["codec"] == reference)
+    print("\n768×512 photo, every operating point beside Pillow (median of the repeats, same run)")
+    print("| codec | setting | bpp | encode ms | decode ms | encode / AVIF q30 | decode / reference tokenizer | "
+          "entropy coding share (enc / dec) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        enc_ratio = f"{r['encode'] / avif['encode']:.3f}×" if avif else "n/a"
+        dec_ratio = f"{r['decode'] / ref['decode']:.2f}×" if "entropy_share_decode" in r else ""
+        share = (f"{r['entropy_share_encode']:.0%} / {r['entropy_share_decode']:.0%}"
+                 if "entropy_share_decode" in r else "")
+        print(f"| {r['codec']} | {r['setting']} | {r['bpp']:.3f} | {1e3 * r['encode']:.1f} | {1e3 * r['decode']:.1f} | "
+              f"{enc_ratio} | {dec_ratio} | {share} |")
 
 
 def large(model: str, size: str, prior: str) -> dict[str, float]:
@@ -71,12 +155,19 @@ def main() -> None:
     parser.add_argument("--prior", default="context")
     parser.add_argument("--large", default="4000x3000", help="WxH of the large image ('' to skip)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--reference", default="default", help="tokenizer whose decode time the ratios divide by")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each operating point (median)")
+    parser.add_argument("--points-only", action="store_true", help="only the 768×512 operating-point table")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(large(args.model, args.large, args.prior)))
+        return
+    if args.points_only:
+        print_operating_points(operating_points(args.model, args.reference, args.data, args.prior, args.repeats),
+                               args.reference)
         return
     codec, _ = open_codec(args.model)
     files = find_images(args.data)[: args.max_images]
@@ -100,6 +191,8 @@ def main() -> None:
               f"decode {result['entropy_decode'] + result['render']:.1f} s (entropy decoding "
               f"{result['entropy_decode']:.1f} s), peak RSS {result['peak_rss_mb']:.0f} MB "
               f"(process before the image: {result['rss_before_mb']:.0f} MB), {result['bpp']:.3f} bpp")
+    print_operating_points(operating_points(args.model, args.reference, args.data, args.prior, args.repeats),
+                           args.reference)
 
 
 if __name__ == "__main__":
