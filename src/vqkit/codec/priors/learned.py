@@ -1,0 +1,198 @@
+"""The learned prior: each FSQ/LFQ digit's distribution predicted by a small network from what is already
+decoded — the neighbours of the same stage in the checkerboard order of :mod:`..symbols`, the digits
+before it in the same token, and the previous stage at the same position — instead of counted.
+
+**Bit-exact across machines and thread counts.** A decoder must rebuild the encoder's probabilities to
+the last bit, so inference is integer arithmetic only (numpy int64; no BLAS, no float, no torch): inputs
+are the digits themselves (centred: 2d − (R − 1)), weights are fixed-point integers (:data:`FW` fraction
+bits), the hidden layer is floored to :data:`FH` fraction bits, logits to :data:`FL`, and the softmax is a
+lookup in a stored integer table of exp(−k / 2^FL) (computed once when fitted, then stored: no ``exp`` at
+decode). Every table entry is at least 1, so no symbol ever gets probability zero. The weights' bounds are
+checked when loaded so that no int64 sum can overflow: integer sums are exact in any order.
+
+Fitting trains the same network in float32 with torch (cross-entropy, Adam) on token grids of the
+training set, then rounds the weights: the rate it is judged by is the integer model's.
+Per stage and digit one MLP ``features -> HIDDEN (ReLU) -> R logits``; its features:
+
+* the four (2-D) or 2·rank neighbours' digits of the same stage, all of them, masked to 0 where there is
+  no neighbour yet (pass 0) or beyond the border, plus one validity flag per neighbour;
+* the same token's digits before this one (the later ones 0);
+* the previous stage's digits at this position (0 for stage 0);
+* the pass, one-hot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from ..symbols import StageSpec, neighbours, passes
+from .base import Prior, Visit
+from .counts import get_array
+
+FW, FH, FL = 12, 8, 5
+"""Fraction bits of the weights, the hidden layer and the logits."""
+LOGIT_SPAN = 20
+"""Logits more than this many nats below the largest share the table's last entry (probability ≈ e^-20)."""
+EXP_ONE = 1 << 24
+"""exp(0) in the softmax table; entries are round(EXP_ONE · exp(−k / 2^FL)), at least 1."""
+HIDDEN = 32
+WEIGHT_CAP = 1 << 24
+"""|integer weight| bound checked on load: with features ≤ 2^6 and hidden ≤ 2^20, sums stay below 2^53."""
+HIDDEN_CAP = (1 << 20) - 1
+
+
+def exp_table() -> np.ndarray:
+    """(LOGIT_SPAN · 2^FL + 1,) int64: round(EXP_ONE · exp(−k / 2^FL)), each at least 1."""
+    k = np.arange(LOGIT_SPAN * (1 << FL) + 1, dtype=np.float64)
+    return np.maximum(np.round(EXP_ONE * np.exp(-k / (1 << FL))), 1).astype(np.int64)
+
+
+def n_passes(rank: int) -> int:
+    """Passes of the checkerboard order of :func:`..symbols.passes` for grids of ``rank`` axes."""
+    return 3 if rank == 2 else 2
+
+
+def n_features(spec: StageSpec, prev: StageSpec | None, rank: int) -> int:
+    d, m = len(spec.radices), (4 if rank == 2 else 2 * rank)
+    return m * (d + 1) + d + (len(prev.radices) if prev is not None else 0) + n_passes(rank)
+
+
+def _centred(digits: np.ndarray, radix: int | np.ndarray) -> np.ndarray:
+    return 2 * digits - (radix - 1)
+
+
+def features(spec: StageSpec, prev: StageSpec | None, digits: np.ndarray, prev_tokens: np.ndarray | None,
+             j: int, p: int, flat: np.ndarray, positions: tuple[int, ...]) -> np.ndarray:
+    """Integer features (n, F) of digit ``j`` at positions ``flat`` of pass ``p``; ``digits`` (D, N) the stage's
+    digits (only those already decoded are read), ``prev_tokens`` (N,) the previous stage's tokens or None."""
+    d, n = len(spec.radices), len(flat)
+    nbr, valid = neighbours(positions, p, flat)
+    radices = np.array(spec.radices, np.int64)[:, None, None]
+    nd = _centred(digits[:, nbr], radices) * valid[None]  # (D, n, m)
+    parts = [nd.transpose(1, 2, 0).reshape(n, -1), valid.astype(np.int64)]
+    intra = np.zeros((n, d), np.int64)
+    for i in range(j):
+        intra[:, i] = _centred(digits[i, flat], spec.radices[i])
+    parts.append(intra)
+    if prev is not None:
+        assert prev_tokens is not None
+        pd = prev.split(prev_tokens[flat])
+        parts.append(np.stack([_centred(pd[i], r) for i, r in enumerate(prev.radices)], 1))
+    onehot = np.zeros((n, n_passes(len(positions))), np.int64)
+    onehot[:, p] = 1
+    parts.append(onehot)
+    return np.concatenate(parts, axis=1)
+
+
+class IntMLP:
+    """One digit's network in fixed point: w1 (H, F), b1 (H,) at 2^FW; w2 (R, H) at 2^FW, b2 (R,) at 2^(FW+FH)."""
+
+    def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> None:
+        for name, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
+            if a.dtype != np.int64 or np.abs(a).max(initial=0) > (WEIGHT_CAP << (FH if name == "b2" else 0)):
+                raise ValueError(f"learned prior: {name} is not int64 within the fixed-point bounds")
+        self.w1, self.b1, self.w2, self.b2 = w1, b1, w2, b2
+
+    def weights(self, x: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """Integer features (n, F) -> unnormalised integer probabilities (n, R), each at least 1."""
+        h = np.clip((x @ self.w1.T + self.b1) >> (FW - FH), 0, HIDDEN_CAP)
+        logits = (h @ self.w2.T + self.b2) >> (FW + FH - FL)
+        gap = np.minimum(logits.max(axis=1, keepdims=True) - logits, len(table) - 1)
+        out: np.ndarray = table[gap]
+        return out
+
+
+class Learned(Prior):
+    """Integer MLPs per stage and digit (``nets[s][j]``) for grids of spatial ``rank``; ordinal stages only."""
+
+    name = "learned"
+
+    def __init__(self, specs: Sequence[StageSpec], nets: list[list[IntMLP]], table: np.ndarray, rank: int) -> None:
+        super().__init__(specs)
+        if not all(spec.ordinal for spec in self.specs):
+            raise ValueError("the learned prior models FSQ/LFQ digits: every stage must be ordinal")
+        self.nets, self.table, self.rank = nets, table, rank
+
+    def _prev(self, s: int) -> StageSpec | None:
+        return self.specs[s - 1] if s else None
+
+    def _walk(self, tokens: np.ndarray, positions: tuple[int, ...], visit: Visit) -> None:
+        if len(positions) != self.rank:
+            raise ValueError(f"learned prior fitted on {self.rank}-D token grids, got a {len(positions)}-D one")
+        n = int(np.prod(positions))
+        for s, spec in enumerate(self.specs):
+            digits = np.zeros((len(spec.radices), n), np.int64)
+            prev = tokens[s - 1].reshape(-1) if s else None
+            for p, flat in enumerate(passes(positions)):
+                if not len(flat):
+                    continue
+                for j in range(len(spec.radices)):
+                    x = features(spec, self._prev(s), digits, prev, j, p, flat, positions)
+                    probs = self.nets[s][j].weights(x, self.table).astype(np.float64)
+                    digits[j, flat] = visit(s, j, flat, probs)
+            tokens[s] = spec.join(digits).reshape(positions)
+
+    # -- fitting ----------------------------------------------------------------------------
+    @classmethod
+    def samples(cls, specs: Sequence[StageSpec], grids: Sequence[np.ndarray], s: int,
+                j: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(features, symbols) of digit j of stage s over ``grids``, as the walk will compute them."""
+        spec, prev = specs[s], specs[s - 1] if s else None
+        for grid in grids:
+            positions = tuple(grid.shape[1:])
+            digits = spec.split(grid[s].reshape(-1))
+            prev_tokens = grid[s - 1].reshape(-1) if s else None
+            for p, flat in enumerate(passes(positions)):
+                if len(flat):
+                    yield features(spec, prev, digits, prev_tokens, j, p, flat, positions), digits[j][flat]
+
+    @classmethod
+    def fit(cls, specs: Sequence[StageSpec], grids: Sequence[np.ndarray], max_samples: int = 200_000,
+            steps: int = 600, seed: int = 0) -> Learned:
+        """Train one network per stage and digit on up to ``max_samples`` digits each, then round it."""
+        from .learned_fit import train_mlp
+
+        if not grids:
+            raise ValueError("Learned.fit: no token grids")
+        rank = grids[0].ndim - 1
+        rng = np.random.default_rng(seed)
+        nets = []
+        for s, spec in enumerate(specs):
+            stage = []
+            for j, r in enumerate(spec.radices):
+                xs, ys = zip(*cls.samples(specs, grids, s, j), strict=True)
+                x, y = np.concatenate(xs), np.concatenate(ys)
+                if len(y) > max_samples:
+                    keep = rng.choice(len(y), max_samples, replace=False)
+                    x, y = x[keep], y[keep]
+                stage.append(train_mlp(x, y, r, HIDDEN, steps, seed + 1000 * s + j))
+            nets.append(stage)
+        return cls(specs, nets, exp_table(), rank)
+
+    # -- storage ------------------------------------------------------------------------------
+    def to_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        arrays["learned.exp"] = self.table
+        arrays["learned.rank"] = np.array([self.rank], np.int64)
+        for s, stage in enumerate(self.nets):
+            for j, net in enumerate(stage):
+                for part in ("w1", "b1", "w2", "b2"):
+                    arrays[f"learned.{s}.{j}.{part}"] = getattr(net, part)
+
+    @classmethod
+    def from_arrays(cls, specs: Sequence[StageSpec], arrays: dict[str, np.ndarray]) -> Learned:
+        table = get_array(arrays, "learned.exp", (LOGIT_SPAN * (1 << FL) + 1,))
+        if table.dtype != np.int64 or table.min() < 1 or table.max() > EXP_ONE:
+            raise ValueError("prior tables: learned.exp is not a table of positive integers")
+        rank = int(get_array(arrays, "learned.rank", (1,))[0])
+        if not 1 <= rank <= 4:
+            raise ValueError(f"prior tables: learned.rank {rank} out of range")
+        nets = []
+        for s, spec in enumerate(specs):
+            f = n_features(spec, specs[s - 1] if s else None, rank)
+            nets.append([IntMLP(get_array(arrays, f"learned.{s}.{j}.w1", (HIDDEN, f)),
+                                get_array(arrays, f"learned.{s}.{j}.b1", (HIDDEN,)),
+                                get_array(arrays, f"learned.{s}.{j}.w2", (r, HIDDEN)),
+                                get_array(arrays, f"learned.{s}.{j}.b2", (r,))) for j, r in enumerate(spec.radices)])
+        return cls(specs, nets, table, rank)
