@@ -45,6 +45,9 @@ SINGLE: dict[str, Callable[..., torch.nn.Module]] = {
     "emavq": lambda check_finite=True: EMAVQ(8, 64, check_finite=check_finite),
     "factorized": lambda check_finite=True: FactorizedVQ(12, 64, code_dim=8, check_finite=check_finite),
     "simvq": lambda check_finite=True: SimVQ(8, 64, check_finite=check_finite),
+    "vq_rot": lambda check_finite=True: VQ(8, 64, gradient="rotation", check_finite=check_finite),
+    "emavq_rot": lambda check_finite=True: EMAVQ(8, 64, gradient="rotation", check_finite=check_finite),
+    "simvq_rot": lambda check_finite=True: SimVQ(8, 64, gradient="rotation", check_finite=check_finite),
 }
 
 RESIDUAL: dict[str, Callable[..., torch.nn.Module]] = {
