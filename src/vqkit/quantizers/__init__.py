@@ -4,6 +4,7 @@ from .base import NonFiniteError, Quantizer, QuantizerOutput
 from .bsq import BSQ
 from .factorized import FactorizedVQ
 from .fsq import FSQ
+from .grouped import GroupedQuantizer
 from .layout import SymbolLayout
 from .lfq import LFQ
 from .residual import ResidualFSQ, ResidualQuantizer, ResidualSimVQ, ResidualVQ
@@ -17,6 +18,7 @@ __all__ = [
     "LFQ",
     "VQ",
     "FactorizedVQ",
+    "GroupedQuantizer",
     "NonFiniteError",
     "Quantizer",
     "QuantizerOutput",
