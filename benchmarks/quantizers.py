@@ -59,7 +59,18 @@ import torch
 from torch import Tensor, nn
 
 from _common import check_device, fmt, load_vqp
-from vqkit.quantizers import EMAVQ, FSQ, LFQ, MultiScaleRQ, QuantizerOutput, ResidualFSQ, ResidualVQ, SimVQ
+from vqkit.quantizers import (
+    EMAVQ,
+    FSQ,
+    LFQ,
+    GroupedQuantizer,
+    MultiScaleRQ,
+    Quantizer,
+    QuantizerOutput,
+    ResidualFSQ,
+    ResidualVQ,
+    SimVQ,
+)
 from vqkit.quantizers import search as vqsearch
 from vqkit.quantizers import search_bf16 as vqsearch_bf16
 from vqkit.quantizers.multiscale import VAR_PATCH_NUMS
@@ -122,6 +133,27 @@ def make_configs() -> dict[str, Config]:
                       "vqp SimVQ(rotation_trick=False, codebook_transform=Linear(128, 128, bias=True), "
                       "input_to_quantize_commit_loss_weight=0.25, commitment_weight=1.0)")
 
+    def rotation(k: int, d: int) -> Config:
+        opts = dict(decay=0.99, eps=1e-5, commitment_weight=0.25, kmeans_init=False, threshold_ema_dead_code=0,
+                    rotation_trick=True)
+        return Config(f"emavq-rot-{k}-d{d}", d, k, lambda: EMAVQ(d, k, decay=0.99, beta=0.25, gradient="rotation"),
+                      lambda v: v.VectorQuantize(dim=d, codebook_size=k, **opts),
+                      "rotation trick; vqp VectorQuantize(" + ", ".join(f"{a}={b}" for a, b in opts.items()) + ")")
+
+    def grouped(groups: int, group_levels: list[int], stages: int) -> Config:
+        n = len(group_levels)
+
+        def inner() -> Quantizer:
+            return FSQ(group_levels, symmetric=True) if stages == 1 else \
+                ResidualFSQ(group_levels, stages, "scale", symmetric=True)
+
+        return Config(f"grouped-{'fsq' if stages == 1 else f'rfsq{stages}'}-g{groups}", groups * n, 0,
+                      lambda: GroupedQuantizer(inner, groups),
+                      lambda v: v.GroupedResidualFSQ(dim=groups * n, groups=groups, levels=group_levels,
+                                                     num_quantizers=stages),
+                      f"vqp GroupedResidualFSQ(groups={groups}, levels={group_levels}, num_quantizers={stages}); "
+                      f"vqkit GroupedQuantizer of {'FSQ(symmetric=True)' if stages == 1 else 'ResidualFSQ(scale)'}")
+
     levels = [8, 8, 8, 5, 5, 5]
     configs = [
         Config("fsq", 6, 0, lambda: FSQ(levels), lambda v: v.FSQ(levels=levels), "vqp FSQ(levels) defaults"),
@@ -153,6 +185,7 @@ def make_configs() -> dict[str, Config]:
                                       kmeans_init=False, threshold_ema_dead_code=0, rotation_trick=False),
                "3-stage residual EMA VQ on the same positions (768 tokens a 16x16 map); vqp ResidualVQ(kmeans_init="
                "False, threshold_ema_dead_code=0, rotation_trick=False, commitment_weight=0.25)"),
+        rotation(4096, 128), rotation(512, 32), grouped(4, [8, 5, 5, 5], 1), grouped(2, [4] * 5, 4),
     ]
     return {c.name: c for c in configs}
 
@@ -412,7 +445,10 @@ def check_targets(records: list[dict[str, Any]]) -> list[str]:
                ("simvq-65536", "speed_ratio", ">=", 3.0), ("lfq-65536", "speed_ratio", ">=", 20.0),
                ("fsq", "speed_ratio", ">=", 1.0), ("rfsq", "speed_ratio", ">=", 1.0),
                ("emavq-65536", "vqkit_over_floor", "<=", 1.5), ("simvq-65536", "vqkit_over_floor", "<=", 1.5),
-               ("simvq-262144", "vqkit_over_floor", "<=", 1.5), ("search-65536", "bf16_over_floor", "<=", 0.6)]
+               ("simvq-262144", "vqkit_over_floor", "<=", 1.5), ("search-65536", "bf16_over_floor", "<=", 0.6),
+               ("emavq-rot-4096-d128", "speed_ratio", ">=", 1.0), ("emavq-rot-512-d32", "speed_ratio", ">=", 1.0),
+               ("grouped-fsq-g4", "speed_ratio", ">=", 1.0), ("grouped-rfsq4-g2", "speed_ratio", ">=", 1.0),
+               ("emavq-rot-4096-d128", "memory_ratio", ">=", 1.0), ("grouped-fsq-g4", "memory_ratio", ">=", 1.0)]
     by_name, lines = {r["config"]: r for r in records}, []
     for name, key, op, bound in targets:
         if name not in by_name:

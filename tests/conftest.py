@@ -18,6 +18,7 @@ from vqkit.quantizers import (
     LFQ,
     VQ,
     FactorizedVQ,
+    GroupedQuantizer,
     ResidualQuantizer,
     SimVQ,
 )
@@ -45,6 +46,9 @@ SINGLE: dict[str, Callable[..., torch.nn.Module]] = {
     "emavq": lambda check_finite=True: EMAVQ(8, 64, check_finite=check_finite),
     "factorized": lambda check_finite=True: FactorizedVQ(12, 64, code_dim=8, check_finite=check_finite),
     "simvq": lambda check_finite=True: SimVQ(8, 64, check_finite=check_finite),
+    "vq_rot": lambda check_finite=True: VQ(8, 64, gradient="rotation", check_finite=check_finite),
+    "emavq_rot": lambda check_finite=True: EMAVQ(8, 64, gradient="rotation", check_finite=check_finite),
+    "simvq_rot": lambda check_finite=True: SimVQ(8, 64, gradient="rotation", check_finite=check_finite),
 }
 
 RESIDUAL: dict[str, Callable[..., torch.nn.Module]] = {
@@ -58,6 +62,15 @@ RESIDUAL: dict[str, Callable[..., torch.nn.Module]] = {
     "rvq_grad_ln": _rq(lambda: [VQ(8, 32) for _ in range(2)], "layernorm"),
     "rsimvq_ln_instance": _rq(lambda: [SimVQ(8, 32) for _ in range(2)], "layernorm", layernorm_stats="instance"),
     "rsimvq_scale": _rq(lambda: [SimVQ(8, 32) for _ in range(2)], "scale"),
+    # grouped: a trailing axis of groups × stages, like residual stages
+    "grouped_fsq": lambda check_finite=True: GroupedQuantizer(lambda: FSQ(LEVELS), 2, check_finite=check_finite),
+    "grouped_lfq": lambda check_finite=True: GroupedQuantizer(lambda: LFQ(4), 2, check_finite=check_finite),
+    "grouped_vq_shared": lambda check_finite=True: GroupedQuantizer(lambda: VQ(4, 32), 2, shared=True,
+                                                                    check_finite=check_finite),
+    "grouped_simvq_rot": lambda check_finite=True: GroupedQuantizer(lambda: SimVQ(4, 32, gradient="rotation"), 2,
+                                                                    check_finite=check_finite),
+    "grouped_rfsq": lambda check_finite=True: GroupedQuantizer(
+        lambda: ResidualQuantizer([FSQ((5, 5, 5)), FSQ((5, 5, 5))], "scale"), 2, check_finite=check_finite),
 }
 
 ALL = {**SINGLE, **RESIDUAL}

@@ -30,6 +30,7 @@ def test_exports() -> None:
         "ResidualVQ",
         "ResidualSimVQ",
         "MultiScaleRQ",  # not in the catalogue below: one square (B, h, w, dim) map in (tests/test_multiscale.py)
+        "GroupedQuantizer",
         "QuantizerOutput",
     ):
         assert hasattr(Q, name), name
@@ -63,7 +64,8 @@ def test_forward_output_structure(any_name: str, kind: str) -> None:
 def test_attributes(any_name: str) -> None:
     q = make(any_name)
     assert isinstance(q.dim, int)
-    assert q.num_stages == (3 if any_name.startswith(("rfsq", "rvq_ema")) else 2 if any_name in RESIDUAL else 1)
+    stages = 4 if any_name == "grouped_rfsq" else 3 if any_name.startswith(("rfsq", "rvq_ema")) else 2
+    assert q.num_stages == (stages if any_name in RESIDUAL else 1)
     assert isinstance(q.bits_per_token, float)
     expected = sum(math.log2(k) for k in q.codebook_sizes)
     assert q.bits_per_token == pytest.approx(expected, rel=1e-12, abs=0)
@@ -527,11 +529,11 @@ def test_residual_decode_too_many_stages(residual_name: str) -> None:
     z = z_for(q)
     idx = q.encode(z)
     extra = torch.cat([idx, idx[..., :1]], dim=-1)
-    side = q.encode_with_side_info(z)[1] if is_instance_ln(q) else None
+    side = {"side_info": q.encode_with_side_info(z)[1]} if is_instance_ln(q) else {}
     with pytest.raises(ValueError, match="stages"):
-        q.decode(extra, side_info=side)
+        q.decode(extra, **side)
     with pytest.raises(ValueError, match="stages"):
-        q.decode(torch.tensor(0), side_info=side)
+        q.decode(torch.tensor(0), **side)
 
 
 def test_instance_layernorm_decode_needs_side_info() -> None:
@@ -613,3 +615,4 @@ def test_sizes_that_cannot_be_indexed_are_refused(build, match: str) -> None:  #
 def test_catalogue_is_complete() -> None:
     kinds = {type(make(n)).__name__ for n in ALL}
     assert {"FSQ", "LFQ", "BSQ", "VQ", "EMAVQ", "FactorizedVQ", "SimVQ", "ResidualQuantizer"} <= kinds
+    assert "GroupedQuantizer" in kinds

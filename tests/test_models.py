@@ -124,6 +124,7 @@ QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
     "rvq": {"dim": 8, "codebook_size": 32, "num_stages": 2},
     "rsimvq": {"dim": 8, "codebook_size": 32, "num_stages": 2},
     "msrq": {"dim": 8, "codebook_size": 32, "patch_nums": [1, 2, 4, 8]},  # 32×32 images, f = 4: an 8×8 map
+    "grouped": {"inner": "fsq", "groups": 2, "levels": [5, 5, 5]},
 }
 
 

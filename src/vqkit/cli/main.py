@@ -294,9 +294,9 @@ def _add_codec_commands(sub: Any) -> None:
     from ..experiments.rd import RDConfig
 
     rd = sub.add_parser("rd", help="rate-distortion of tokenizers beside JPEG, WebP and AVIF on the same images",
-                        description="Every tokenizer (four rates each; every stage cut of a multi-stage model) and every "
-                                    "classical codec at a sweep "
-                                    "of qualities, on the same images in the same run: report.md, rd.json, rd.png.")
+                        description="Every tokenizer (four rates each; every stage cut of a multi-stage model) and "
+                                    "every classical codec at a sweep of qualities, on the same images in the same "
+                                    "run, with Bjøntegaard deltas: report.md, rd.json, rd.png.")
     rd.add_argument("--model", action="append", help=f"{model_help}; repeat for several (default: default)")
     add_dataclass_options(rd, RDConfig)
     rd.set_defaults(func=_rd)

@@ -20,6 +20,7 @@ from ..quantizers import (
     LFQ,
     VQ,
     FactorizedVQ,
+    GroupedQuantizer,
     MultiScaleRQ,
     Quantizer,
     ResidualFSQ,
@@ -35,6 +36,19 @@ from .vqgan import VQGANDecoder, VQGANEncoder
 if TYPE_CHECKING:
     from .config import TokenizerConfig
 
+
+def grouped(inner: str, groups: int, shared: bool = False, **inner_args: Any) -> Quantizer:
+    """Grouped / multi-head form of the registry quantizer ``inner`` (:class:`~vqkit.quantizers.GroupedQuantizer`):
+    ``groups`` channel groups, each quantized by ``inner`` built from the remaining arguments (one group's: its
+    ``dim`` is the group's), one quantizer per group or one ``shared``. The inner arguments sit next to
+    ``inner``/``groups``/``shared`` in the same flat JSON object, as ``rvq``'s stage options do (configs hold
+    flat objects), e.g. ``{"inner": "fsq", "groups": 4, "levels": [8, 5, 5]}``."""
+    if not isinstance(inner, str) or inner not in QUANTIZERS:
+        raise ValueError(f"quantizer 'grouped': unknown inner quantizer {inner!r}; known: {sorted(QUANTIZERS)}")
+    build_quantizer(inner, inner_args)  # refuses bad inner arguments by name before anything is repeated
+    return GroupedQuantizer(lambda: build_quantizer(inner, inner_args), groups, shared=shared)
+
+
 QUANTIZERS: dict[str, Callable[..., Quantizer]] = {
     "fsq": FSQ,
     "lfq": LFQ,
@@ -47,6 +61,7 @@ QUANTIZERS: dict[str, Callable[..., Quantizer]] = {
     "rvq": ResidualVQ,
     "rsimvq": ResidualSimVQ,
     "msrq": MultiScaleRQ,
+    "grouped": grouped,
 }
 
 DEFAULT_QUANTIZER_ARGS: dict[str, dict[str, Any]] = {

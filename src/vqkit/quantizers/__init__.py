@@ -4,6 +4,7 @@ from .base import NonFiniteError, Quantizer, QuantizerOutput
 from .bsq import BSQ
 from .factorized import FactorizedVQ
 from .fsq import FSQ
+from .grouped import GroupedQuantizer
 from .layout import SymbolLayout
 from .lfq import LFQ
 from .multiscale import MultiScaleRQ
@@ -18,6 +19,7 @@ __all__ = [
     "LFQ",
     "VQ",
     "FactorizedVQ",
+    "GroupedQuantizer",
     "MultiScaleRQ",
     "NonFiniteError",
     "Quantizer",

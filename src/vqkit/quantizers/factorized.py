@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..validation import Dim, NonNegativeFloat, Size, check_args
-from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
+from .base import Quantizer, check_codebook, check_size, l2_normalize
+from .rotation import Gradient, through
 from .search import (
     DEFAULT_MAX_BYTES,
     SEARCH_ARGS,
@@ -22,7 +23,8 @@ from .search import (
     nearest_code,
 )
 
-ARGS = {"dim": Dim, "codebook_size": Size, "code_dim": Dim, "beta": NonNegativeFloat, **SEARCH_ARGS}
+ARGS = {"dim": Dim, "codebook_size": Size, "code_dim": Dim, "beta": NonNegativeFloat, "gradient": Gradient,
+        **SEARCH_ARGS}
 """Types of FactorizedVQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
@@ -31,6 +33,7 @@ class FactorizedVQ(Quantizer):
 
     loss = ||sg(x) - q||² + beta·||x - sg(q)||² in the normalised low-dimensional space: the first
     (codebook) term trains only the codebook, the second (commitment) only ``project_in`` and z.
+    ``gradient="rotation"``: the rotation trick in the normalised space (λ = 1 there: a pure rotation).
     """
 
     def __init__(
@@ -42,17 +45,19 @@ class FactorizedVQ(Quantizer):
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
         search_precision: SearchPrecision = "auto",
+        gradient: Gradient = "ste",
     ) -> None:
         super().__init__()
         owner = "FactorizedVQ"
         args = check_args(owner, ARGS, dim=dim, codebook_size=codebook_size, code_dim=code_dim, beta=beta,
-                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision)
+                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision,
+                          gradient=gradient)
         beta, check_finite = args["beta"], args["check_finite"]
         dim, code_dim = check_size(owner, "dim", dim, 1), check_size(owner, "code_dim", code_dim, 1)
         codebook_size = check_size(owner, "codebook_size", codebook_size, 2)
         check_codebook(owner, codebook_size, code_dim)
         self.dim, self.codebook_size, self.code_dim = dim, codebook_size, code_dim
-        self.beta, self.check_finite = beta, check_finite
+        self.beta, self.check_finite, self.gradient = beta, check_finite, args["gradient"]
         self.search_bytes = check_search_bytes(owner, search_bytes)
         self.search_precision = check_search_precision(owner, search_precision)
         self.project_in = nn.Linear(dim, code_dim)
@@ -73,7 +78,7 @@ class FactorizedVQ(Quantizer):
         indices = self._search(x)
         q = l2_normalize(self.codebook.float()[indices])
         loss = F.mse_loss(q, x.detach()) + self.beta * F.mse_loss(x, q.detach())
-        quantized: Tensor = self.project_out(straight_through(x, q))
+        quantized: Tensor = self.project_out(through(x, q, self.gradient))
         return quantized, indices, loss
 
     def _encode(self, z: Tensor) -> Tensor:
@@ -84,4 +89,5 @@ class FactorizedVQ(Quantizer):
         return codes
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, codebook_size={self.codebook_size}, code_dim={self.code_dim}"
+        return (f"dim={self.dim}, codebook_size={self.codebook_size}, code_dim={self.code_dim}, "
+                f"gradient={self.gradient!r}")

@@ -17,6 +17,9 @@ U(-1/K, 1/K) would also shrink the codebook ~K-fold, which tests the scale, not 
 
 Speed: C·Wᵀ is formed once per step without gradient for the search; only the N selected
 rows go through W with gradient, so backward costs O(N·d²), not O(K·d²).
+
+``gradient="rotation"``: the rotation trick (:mod:`.rotation`) instead of the straight-through gradient to z;
+vqp's SimVQ turns it on by default, vqkit keeps the official code's straight-through default.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..validation import Dim, NonNegativeFloat, Size, check_args
-from .base import Quantizer, check_codebook, check_size, straight_through
+from .base import Quantizer, check_codebook, check_size
+from .rotation import Gradient, through
 from .search import (
     DEFAULT_MAX_BYTES,
     SEARCH_ARGS,
@@ -39,7 +43,7 @@ from .search import (
 )
 
 ARGS = {"dim": Dim, "codebook_size": Size, "beta": NonNegativeFloat, "train_codebook": bool,
-        "init": Literal["gaussian", "uniform"], **SEARCH_ARGS}
+        "init": Literal["gaussian", "uniform"], "gradient": Gradient, **SEARCH_ARGS}
 """Types of SimVQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
@@ -56,18 +60,19 @@ class SimVQ(Quantizer):
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
         search_precision: SearchPrecision = "auto",
+        gradient: Gradient = "ste",
     ) -> None:
         super().__init__()
         args = check_args("SimVQ", ARGS, dim=dim, codebook_size=codebook_size, beta=beta, train_codebook=train_codebook,
                           init=init, search_bytes=search_bytes, check_finite=check_finite,
-                          search_precision=search_precision)
+                          search_precision=search_precision, gradient=gradient)
         beta, train_codebook, check_finite = args["beta"], args["train_codebook"], args["check_finite"]
         dim, codebook_size = check_size("SimVQ", "dim", dim, 1), check_size("SimVQ", "codebook_size", codebook_size, 2)
         check_codebook("SimVQ", codebook_size, dim)
         if init not in ("gaussian", "uniform"):
             raise ValueError(f"SimVQ: init must be 'gaussian' or 'uniform', got {init!r}")
         self.dim, self.codebook_size = dim, codebook_size
-        self.beta, self.check_finite = beta, check_finite
+        self.beta, self.check_finite, self.gradient = beta, check_finite, args["gradient"]
         self.search_bytes = check_search_bytes("SimVQ", search_bytes)
         self.search_precision = check_search_precision("SimVQ", search_precision)
         self.train_codebook, self.init = train_codebook, init
@@ -95,7 +100,7 @@ class SimVQ(Quantizer):
         indices = self._encode(z)
         q = self.linear(self.codebook.float()[indices])  # W sees only the selected rows
         loss = self.beta * F.mse_loss(z, q.detach()) + F.mse_loss(q, z.detach())
-        return straight_through(z, q), indices, loss
+        return through(z, q, self.gradient), indices, loss
 
     def _decode(self, indices: Tensor) -> Tensor:
         codes: Tensor = self.linear(self.codebook.float()[indices])
@@ -103,4 +108,4 @@ class SimVQ(Quantizer):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, codebook_size={self.codebook_size}, "
-                f"train_codebook={self.train_codebook}, init={self.init}")
+                f"train_codebook={self.train_codebook}, init={self.init}, gradient={self.gradient!r}")

@@ -21,6 +21,10 @@ likewise never write a non-finite row.
 Loss convention of VQ, FactorizedVQ and SimVQ (van den Oord et al.): the *codebook* term
 ||sg(z) - q||² has weight 1 and sends gradient only to the codebook; the *commitment* term
 beta·||z - sg(q)||² sends gradient only to z (the encoder).
+
+Gradient to z through the output: straight-through (``gradient="ste"``, the default) or the rotation trick
+(``gradient="rotation"``, :mod:`.rotation`), for all four code-vector quantizers (VQ, EMAVQ, FactorizedVQ,
+SimVQ) and their residual forms (a stage option). It changes no forward value, index or loss.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from torch import Tensor, nn
 
 from .. import distributed
 from ..validation import Dim, NonNegativeFloat, Size, check_args
-from .base import Quantizer, check_codebook, check_size, l2_normalize, straight_through
+from .base import Quantizer, check_codebook, check_size, l2_normalize
+from .rotation import Gradient, through
 from .search import (
     DEFAULT_MAX_BYTES,
     SEARCH_ARGS,
@@ -41,9 +46,11 @@ from .search import (
     nearest_code,
 )
 
-VQ_ARGS = {"dim": Dim, "codebook_size": Size, "beta": NonNegativeFloat, "l2_normalize": bool, **SEARCH_ARGS}
+VQ_ARGS = {"dim": Dim, "codebook_size": Size, "beta": NonNegativeFloat, "l2_normalize": bool, "gradient": Gradient,
+           **SEARCH_ARGS}
 EMAVQ_ARGS = {"dim": Dim, "codebook_size": Size, "decay": float, "beta": NonNegativeFloat, "eps": float,
-              "dead_code_threshold": NonNegativeFloat, "kmeans_init": bool, "kmeans_iters": Size, **SEARCH_ARGS}
+              "dead_code_threshold": NonNegativeFloat, "kmeans_init": bool, "kmeans_iters": Size, "gradient": Gradient,
+              **SEARCH_ARGS}
 """Types of the arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
@@ -90,15 +97,17 @@ class VQ(Quantizer):
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
         search_precision: SearchPrecision = "auto",
+        gradient: Gradient = "ste",
     ) -> None:
         super().__init__()
         args = check_args("VQ", VQ_ARGS, dim=dim, codebook_size=codebook_size, beta=beta, l2_normalize=l2_normalize,
-                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision)
+                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision,
+                          gradient=gradient)
         beta, l2_normalize, check_finite = args["beta"], args["l2_normalize"], args["check_finite"]
         dim, codebook_size = check_size("VQ", "dim", dim, 1), check_size("VQ", "codebook_size", codebook_size, 2)
         check_codebook("VQ", codebook_size, dim)
         self.dim, self.codebook_size = dim, codebook_size
-        self.beta, self.l2_normalize = beta, l2_normalize
+        self.beta, self.l2_normalize, self.gradient = beta, l2_normalize, args["gradient"]
         self.search_bytes, self.check_finite = check_search_bytes("VQ", search_bytes), check_finite
         self.search_precision = check_search_precision("VQ", search_precision)
         bound = 1.0 / codebook_size
@@ -120,13 +129,14 @@ class VQ(Quantizer):
         indices = self._search(x)
         q = self._normed(self.codebook.float()[indices])  # gradient reaches the selected codes only
         loss = F.mse_loss(q, x.detach()) + self.beta * F.mse_loss(x, q.detach())
-        return straight_through(x, q), indices, loss
+        return through(x, q, self.gradient), indices, loss
 
     def _decode(self, indices: Tensor) -> Tensor:
         return self._normed(self.codebook.detach().float()[indices])
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, codebook_size={self.codebook_size}, l2_normalize={self.l2_normalize}"
+        return (f"dim={self.dim}, codebook_size={self.codebook_size}, l2_normalize={self.l2_normalize}, "
+                f"gradient={self.gradient!r}")
 
 
 class EMAVQ(Quantizer):
@@ -156,11 +166,13 @@ class EMAVQ(Quantizer):
         search_bytes: int = DEFAULT_MAX_BYTES,
         check_finite: bool = True,
         search_precision: SearchPrecision = "auto",
+        gradient: Gradient = "ste",
     ) -> None:
         super().__init__()
         args = check_args("EMAVQ", EMAVQ_ARGS, dim=dim, codebook_size=codebook_size, decay=decay, beta=beta, eps=eps,
                           dead_code_threshold=dead_code_threshold, kmeans_init=kmeans_init, kmeans_iters=kmeans_iters,
-                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision)
+                          search_bytes=search_bytes, check_finite=check_finite, search_precision=search_precision,
+                          gradient=gradient)
         decay, beta, eps, check_finite = args["decay"], args["beta"], args["eps"], args["check_finite"]
         dead_code_threshold, kmeans_init = args["dead_code_threshold"], args["kmeans_init"]
         dim, codebook_size = check_size("EMAVQ", "dim", dim, 1), check_size("EMAVQ", "codebook_size", codebook_size, 2)
@@ -170,7 +182,7 @@ class EMAVQ(Quantizer):
         if not eps > 0:
             raise ValueError(f"EMAVQ: eps (Laplace smoothing) must be > 0, got {eps}")
         self.dim, self.codebook_size = dim, codebook_size
-        self.decay, self.beta, self.eps = decay, beta, eps
+        self.decay, self.beta, self.eps, self.gradient = decay, beta, eps, args["gradient"]
         self.dead_code_threshold = dead_code_threshold
         self.kmeans_init, self.kmeans_iters = kmeans_init, check_size("EMAVQ", "kmeans_iters", kmeans_iters, 0)
         self.search_bytes, self.check_finite = check_search_bytes("EMAVQ", search_bytes), check_finite
@@ -195,7 +207,7 @@ class EMAVQ(Quantizer):
         if self.training:
             self._ema_update(flat.detach(), indices.reshape(-1))
         loss = self.beta * F.mse_loss(z, q)
-        return straight_through(z, q), indices, loss
+        return through(z, q, self.gradient), indices, loss
 
     def _decode(self, indices: Tensor) -> Tensor:
         return self.codebook.float()[indices]
@@ -252,5 +264,6 @@ class EMAVQ(Quantizer):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, decay={self.decay}, "
-            f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}"
+            f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}, "
+            f"gradient={self.gradient!r}"
         )
