@@ -20,10 +20,27 @@ from .priors import Prior, code_length
 _WORD_BYTES = 4  # constriction's compressed words are uint32
 
 
+_FAMILY = constriction.stream.model.Categorical(perfect=False)
+"""The categorical model family: one distribution per symbol, given as rows of a 2-D array."""
+
+
 def _model(probs: np.ndarray | int) -> object:
     if isinstance(probs, int):
         return constriction.stream.model.Uniform(probs)
     return constriction.stream.model.Categorical(probs, perfect=False)
+
+
+def _put(encoder: object, symbols: np.ndarray, probs: np.ndarray | int) -> None:
+    if isinstance(probs, np.ndarray) and probs.ndim == 2:
+        encoder.encode(symbols.astype(np.int32), _FAMILY, probs)  # type: ignore[attr-defined]
+    else:
+        encoder.encode(symbols.astype(np.int32), _model(probs))  # type: ignore[attr-defined]
+
+
+def _get(decoder: object, n: int, probs: np.ndarray | int) -> np.ndarray:
+    if isinstance(probs, np.ndarray) and probs.ndim == 2:
+        return np.asarray(decoder.decode(_FAMILY, probs), dtype=np.int64)  # type: ignore[attr-defined]
+    return np.asarray(decoder.decode(_model(probs), n), dtype=np.int64)  # type: ignore[attr-defined]
 
 
 def encode(prior: Prior, tokens: np.ndarray, layered: bool = False) -> tuple[bytes, float]:
@@ -40,7 +57,7 @@ def encode(prior: Prior, tokens: np.ndarray, layered: bool = False) -> tuple[byt
 
     def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
         symbols = read(s, j, where, probs)
-        encoders[s if layered else 0].encode(symbols.astype(np.int32), _model(probs))
+        _put(encoders[s if layered else 0], symbols, probs)
         bits[0] += code_length(symbols, probs)
         return symbols
 
@@ -66,7 +83,7 @@ def decode(prior: Prior, payload: bytes, grid: tuple[int, ...], layered: bool = 
 
     def visit(s: int, j: int, where: np.ndarray, probs: np.ndarray | int) -> np.ndarray:
         try:
-            return np.asarray(decoders[s if layered else 0].decode(_model(probs), len(where)), dtype=np.int64)
+            return _get(decoders[s if layered else 0], len(where), probs)
         except (AssertionError, ValueError, RuntimeError) as err:  # constriction's word for invalid data
             raise CorruptFileError(f"payload is not a valid coding of this token grid ({err})") from err
 

@@ -6,7 +6,8 @@ Layout (little-endian; ``varint`` = unsigned LEB128, at most 10 bytes)::
     version      u8       format major version; a reader refuses versions it does not know
     flags        u8       bit 0 = layered payload (below); the other bits are reserved and must be 0
     modality     u8       0 = image, 1 = audio (MODALITIES; a new modality registers its code)
-    prior        u8       0 = uniform, 1 = static, 2 = context, 3 = uniform.v2: prior class and version (PRIORS)
+    prior        u8       0 = uniform, 1 = static, 2 = context, 3 = uniform.v2, 4 = learned: prior class and
+                          version (PRIORS)
     model_id     16 bytes first 16 bytes of the SHA-256 over what decoding needs (config, weights, prior tables)
     signal       varint n, then n varints: the original signal's shape (image: C, H, W)
     grid         varint n, then n varints: the token grid (stages, *positions), e.g. (S, h, w)
@@ -37,7 +38,7 @@ MAGIC = b"VQT\x00"
 VERSION = 1
 MODALITIES = {"image": 0, "audio": 1}
 """The signal kinds a file may hold (the header's modality byte); a new modality registers its own."""
-PRIORS = {"uniform": 0, "static": 1, "context": 2, "uniform.v2": 3}
+PRIORS = {"uniform": 0, "static": 1, "context": 2, "uniform.v2": 3, "learned": 4}
 """Prior classes (and versions: a new version of a prior is a new code) a file may be coded with."""
 
 

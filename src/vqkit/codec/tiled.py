@@ -123,8 +123,11 @@ class Codec(Generic[Signal]):
     # -- identity -------------------------------------------------------------------------------
     @property
     def fitted_priors(self) -> tuple[str, ...]:
-        """The priors a file can be written with: static and context once tables are fitted, else uniform."""
-        return ("static", "context") if self.tables is not None else ("uniform",)
+        """The priors a file can be written with: static and context once tables are fitted (and learned where
+        it was fitted too), else uniform."""
+        if self.tables is None:
+            return ("uniform",)
+        return ("static", "context", "learned") if self.tables.learned is not None else ("static", "context")
 
     @property
     def model_id(self) -> bytes:
@@ -290,11 +293,12 @@ class Codec(Generic[Signal]):
         side = b"\0" * (4 * tiles * math.prod(self.model.side_shape)) if self.model.side_shape else b""
         return {p: [float(self.pack(g, side, shape, p).file_bits) for g in grids] for p in self.fitted_priors}
 
-    def fit_prior(self, signals: Iterable[Signal]) -> PriorTables:
-        """Count the tokens of ``signals`` (whole, as the codec encodes them)."""
+    def fit_prior(self, signals: Iterable[Signal], learned: bool = False) -> PriorTables:
+        """Count the tokens of ``signals`` (whole, as the codec encodes them); ``learned``: also train the
+        learned prior on them."""
         grids = [self.tokens(signal)[0] for signal in signals]
         vectors: list[Any] = []
         for s, spec in enumerate(self.specs):
             codes = None if spec.ordinal or spec.size > CODE_VECTORS_LIMIT else self.model.code_vectors(s)
             vectors.append(None if codes is None else codes.float().cpu().numpy())
-        return PriorTables.fit(self.specs, grids, vectors)
+        return PriorTables.fit(self.specs, grids, vectors, learned)

@@ -21,8 +21,8 @@ import numpy as np
 from ..symbols import StageSpec
 
 Visit = Callable[[int, int, np.ndarray, "np.ndarray | int"], np.ndarray]
-"""(stage, digit, flat positions, probabilities (R,) float64 or the radix of a uniform model)
--> that digit's symbols at those positions."""
+"""(stage, digit, flat positions, probabilities — (R,) float64 shared by those positions, (n, R) one row per
+position, or the radix of a uniform model) -> that digit's symbols at those positions."""
 
 
 PRECISION = 24
@@ -33,12 +33,14 @@ def quantized_weights(probs: np.ndarray) -> np.ndarray:
     """The integer weights (summing to 2^24, each at least 1) that constriction's
     ``Categorical(probs, perfect=False)`` codes with: left cumulative ``floor(P_<i · (2^24 − R) / ΣP) + i``
     with the running sums taken in order, as its fast quantizer computes them. What a symbol costs in a
-    file is ``-log2(w / 2^24)``, not ``-log2(p)``: the two differ most for large skewed alphabets."""
-    n = len(probs)
-    cum = np.cumsum(probs)  # sequential, left to right, as constriction accumulates
-    scale = float((1 << PRECISION) - n) / float(cum[-1])
-    left = np.floor(np.concatenate(([0.0], cum[:-1])) * scale).astype(np.int64) + np.arange(n)
-    weights: np.ndarray = np.diff(np.append(left, 1 << PRECISION))
+    file is ``-log2(w / 2^24)``, not ``-log2(p)``: the two differ most for large skewed alphabets.
+    ``probs`` (R,) or one distribution per row (n, R)."""
+    n = probs.shape[-1]
+    cum = np.cumsum(probs, axis=-1)  # sequential, left to right, as constriction accumulates
+    scale = float((1 << PRECISION) - n) / cum[..., -1:]
+    left = np.floor(np.concatenate((np.zeros_like(cum[..., :1]), cum[..., :-1]), axis=-1) * scale)
+    left = left.astype(np.int64) + np.arange(n)
+    weights: np.ndarray = np.diff(left, axis=-1, append=np.full_like(left[..., :1], 1 << PRECISION))
     return weights
 
 
@@ -48,13 +50,16 @@ def code_length(symbols: np.ndarray, probs: np.ndarray | int) -> float:
     if isinstance(probs, int):
         return len(symbols) * math.log2(probs)
     weights = quantized_weights(probs)
-    return float(PRECISION * len(symbols) - np.log2(weights[symbols]).sum())
+    chosen = weights[symbols] if probs.ndim == 1 else np.take_along_axis(weights, symbols[:, None], 1)
+    return float(PRECISION * len(symbols) - np.log2(chosen).sum())
 
 
 def ideal_code_length(symbols: np.ndarray, probs: np.ndarray | int) -> float:
     """Bits of ``symbols`` under the float64 model itself (what an ideal coder would spend)."""
     if isinstance(probs, int):
         return len(symbols) * math.log2(probs)
+    if probs.ndim == 2:
+        return float(-np.log2(np.take_along_axis(probs, symbols[:, None], 1) / probs.sum(1, keepdims=True)).sum())
     return float(-np.log2(probs[symbols]).sum())
 
 

@@ -23,35 +23,41 @@ from ..symbols import NBR_BUCKETS, StageSpec
 from .base import Prior, check_grid
 from .context import Context
 from .counts import BACKOFF
+from .learned import FH, FL, FW, HIDDEN, LOGIT_SPAN, Learned
 from .static import JOINT_MAX, Static
 from .uniform import Uniform
 
 PRIOR_FILE = "prior.safetensors"
 PRIOR_FORMAT = "vqkit.prior.v1"
+LEARNED_CONSTANTS = {"fw": FW, "fh": FH, "fl": FL, "hidden": HIDDEN, "logit_span": LOGIT_SPAN}
 
 
 class PriorTables:
-    """The static and context priors fitted on one model's training tokens (``specs``: one per stage)."""
+    """The static and context priors fitted on one model's training tokens (``specs``: one per stage), and the
+    learned prior where one was fitted (FSQ/LFQ digits only)."""
 
-    def __init__(self, static: Static, context: Context) -> None:
-        if static.specs != context.specs:
-            raise ValueError("PriorTables: static and context priors of different quantizers")
-        self.specs, self.static, self.context = static.specs, static, context
+    def __init__(self, static: Static, context: Context, learned: Learned | None = None) -> None:
+        if static.specs != context.specs or (learned is not None and learned.specs != static.specs):
+            raise ValueError("PriorTables: priors of different quantizers")
+        self.specs, self.static, self.context, self.learned = static.specs, static, context, learned
 
     @classmethod
     def fit(cls, specs: Sequence[StageSpec], grids: Sequence[np.ndarray],
-            embeddings: Sequence[np.ndarray | None] | None = None) -> PriorTables:
+            embeddings: Sequence[np.ndarray | None] | None = None, learned: bool = False) -> PriorTables:
         """Count the symbols of token grids (S, *positions) of a training set; ``embeddings`` as in
-        :meth:`Context.fit`."""
+        :meth:`Context.fit`; ``learned``: also train the learned prior (every stage ordinal)."""
         grids = [np.asarray(g, dtype=np.int64) for g in grids]
         if not grids:
             raise ValueError("PriorTables.fit: no token grids to count")
         for g in grids:
             check_grid(g, specs)
-        return cls(Static.fit(specs, grids), Context.fit(specs, grids, embeddings))
+        if learned and not all(spec.ordinal for spec in specs):
+            raise ValueError("the learned prior models FSQ/LFQ/BSQ digits; this quantizer's tokens are nominal")
+        return cls(Static.fit(specs, grids), Context.fit(specs, grids, embeddings),
+                   Learned.fit(specs, grids) if learned else None)
 
     def prior(self, name: str) -> Prior:
-        """The prior called ``name``: uniform (needs no tables), static or context."""
+        """The prior called ``name``: uniform (needs no tables), static, context or learned."""
         return prior_of(name, self.specs, self)
 
     # -- arrays, digest and bytes ---------------------------------------------------------------
@@ -60,9 +66,12 @@ class PriorTables:
         arrays: dict[str, np.ndarray] = {}
         self.static.to_arrays(arrays)
         self.context.to_arrays(arrays)
-        meta = json.dumps({"specs": [spec.to_json() for spec in self.specs], "backoff": BACKOFF,
-                           "joint_max": JOINT_MAX, "nbr_buckets": NBR_BUCKETS}, sort_keys=True)
-        return arrays, meta
+        info: dict[str, object] = {"specs": [spec.to_json() for spec in self.specs], "backoff": BACKOFF,
+                                   "joint_max": JOINT_MAX, "nbr_buckets": NBR_BUCKETS}
+        if self.learned is not None:  # absent otherwise: tables without it keep their digest
+            self.learned.to_arrays(arrays)
+            info["learned"] = LEARNED_CONSTANTS
+        return arrays, json.dumps(info, sort_keys=True)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: str) -> PriorTables:
@@ -72,7 +81,12 @@ class PriorTables:
                 info.get("nbr_buckets") != NBR_BUCKETS:
             raise ValueError("prior tables were fitted with other coding constants than this vqkit uses")
         specs = [StageSpec.from_json(d) for d in info["specs"]]
-        return cls(Static.from_arrays(specs, arrays), Context.from_arrays(specs, arrays))
+        learned = None
+        if "learned" in info or any(k.startswith("learned.") for k in arrays):
+            if info.get("learned") != LEARNED_CONSTANTS:
+                raise ValueError("the learned prior was fitted with other fixed-point constants than this vqkit uses")
+            learned = Learned.from_arrays(specs, arrays)
+        return cls(Static.from_arrays(specs, arrays), Context.from_arrays(specs, arrays), learned)
 
     def digest(self) -> str:
         """SHA-256 of the tables' contents and metadata (what the model id holds)."""
@@ -107,11 +121,17 @@ def prior_of(name: str, specs: Sequence[StageSpec], tables: PriorTables | None) 
     """The prior ``name`` for a model of ``specs`` with ``tables`` (None: only ``uniform`` exists)."""
     if name in (Uniform.name, "uniform.v2"):
         return Uniform(specs, valid_top=name == "uniform.v2")
-    if name not in (Static.name, Context.name):
-        raise ValueError(f"unknown prior {name!r}; known: {(Uniform.name, 'uniform.v2', Static.name, Context.name)}")
+    known = (Uniform.name, "uniform.v2", Static.name, Context.name, Learned.name)
+    if name not in known:
+        raise ValueError(f"unknown prior {name!r}; known: {known}")
     if tables is None:
         raise ValueError(f"the {name} prior needs fitted tables ({PRIOR_FILE}): use --prior uniform, "
                          "or fit them with `vqkit fit-prior RUN_DIR --data DIR`")
+    if name == Learned.name:
+        if tables.learned is None:
+            raise ValueError("this model's prior tables have no learned prior: fit one with "
+                             "`vqkit fit-prior RUN_DIR --data DIR --learned` (FSQ/LFQ/BSQ tokenizers)")
+        return tables.learned
     return tables.static if name == Static.name else tables.context
 
 

@@ -1,0 +1,129 @@
+"""The learned prior: integer inference that any machine reproduces bit for bit, trained weights that code
+real structure in fewer bits than the count tables, and the same refusals as every other prior."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from test_codec import smooth_grids
+from vqkit.codec import PriorTables, StageSpec, TokenFile, decode, encode
+from vqkit.codec.container import PRIORS
+from vqkit.codec.priors import Learned, quantized_weights
+from vqkit.codec.priors.learned import EXP_ONE, IntMLP, exp_table, n_features
+
+SPECS = [StageSpec.digits([5, 4, 3])] * 2  # two RFSQ-like stages of three FSQ digits
+
+
+@pytest.fixture(scope="module")
+def tables() -> PriorTables:
+    return PriorTables.fit(SPECS, smooth_grids(SPECS, 12, (12, 14), seed=0), learned=True)
+
+
+def held_out() -> list[np.ndarray]:
+    return smooth_grids(SPECS, 4, (10, 13), seed=99)
+
+
+def test_round_trip_and_rate_as_coded(tables: PriorTables) -> None:
+    prior = tables.prior("learned")
+    for grid in held_out():
+        for layered in (False, True):
+            payload, bits = encode(prior, grid, layered)
+            assert np.array_equal(decode(prior, payload, grid.shape, layered), grid)
+            assert bits <= 8 * len(payload) <= bits + 64 * (2 if layered else 1) + 16
+        assert prior.cross_entropy_bits(grid) == pytest.approx(encode(prior, grid)[1])
+
+
+def test_learned_codes_structure_in_fewer_bits_than_the_static_counts(tables: PriorTables) -> None:
+    grids = held_out()
+    bits = {name: sum(tables.prior(name).cross_entropy_bits(g) for g in grids) for name in ("static", "learned")}
+    assert bits["learned"] < 0.9 * bits["static"], bits
+
+
+def test_no_symbol_ever_has_zero_probability(tables: PriorTables) -> None:
+    rng = np.random.default_rng(0)
+    table = exp_table()
+    assert table.min() >= 1 and table[0] == EXP_ONE
+    for s, stage in enumerate(tables.learned.nets):  # type: ignore[union-attr]
+        for j, net in enumerate(stage):
+            f = n_features(SPECS[s], SPECS[s - 1] if s else None, 2)
+            x = rng.integers(-8, 9, size=(500, f))  # beyond anything a grid gives
+            w = net.weights(x, table)
+            assert w.shape == (500, SPECS[s].radices[j]) and w.min() >= 1
+            assert quantized_weights(w.astype(np.float64)).min() >= 1
+
+
+def test_decoding_is_bit_exact_in_other_processes_and_thread_counts(tables: PriorTables, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    grid = held_out()[0]
+    payload, _ = encode(tables.prior("learned"), grid, True)
+    (tmp_path / "tables.bin").write_bytes(tables.to_bytes())
+    (tmp_path / "payload.bin").write_bytes(payload)
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, torch
+        torch.set_num_threads(int(sys.argv[1]))
+        from vqkit.codec import PriorTables, decode
+        t = PriorTables.from_bytes(open({str(tmp_path / 'tables.bin')!r}, 'rb').read())
+        out = decode(t.prior('learned'), open({str(tmp_path / 'payload.bin')!r}, 'rb').read(), {grid.shape!r}, True)
+        print(out.tobytes().hex())
+    """)
+    for threads in ("1", "2"):
+        env_out = subprocess.run([sys.executable, "-c", script, threads], capture_output=True, text=True, check=True,
+                                 env={"OMP_NUM_THREADS": threads, "PATH": "/usr/bin:/bin",
+                                      "PYTHONPATH": ":".join(sys.path)})
+        assert bytes.fromhex(env_out.stdout.strip()) == grid.tobytes()
+
+
+def test_tables_with_a_learned_prior_store_and_verify(tables: PriorTables) -> None:
+    back = PriorTables.from_bytes(tables.to_bytes())
+    assert back.digest() == tables.digest() and back.learned is not None
+    without = PriorTables(tables.static, tables.context)
+    assert without.digest() != tables.digest()  # the learned weights enter the model id
+    assert "learned" not in json.loads(without.to_arrays()[1])  # tables without one keep their old digest
+    arrays, meta = tables.to_arrays()
+    big = dict(arrays)
+    big["learned.0.0.w1"] = arrays["learned.0.0.w1"] * (1 << 20)  # beyond the fixed-point bounds
+    with pytest.raises(ValueError, match="fixed-point bounds"):
+        PriorTables.from_arrays(big, meta)
+    zero = dict(arrays)
+    zero["learned.exp"] = np.zeros_like(arrays["learned.exp"])
+    with pytest.raises(ValueError, match="positive integers"):
+        PriorTables.from_arrays(zero, meta)
+    other = json.loads(meta)
+    other["learned"]["fl"] += 1
+    with pytest.raises(ValueError, match="fixed-point constants"):
+        PriorTables.from_arrays(arrays, json.dumps(other))
+    del safetensors  # the module is only imported to make sure the storage format stays safetensors
+
+
+def test_nominal_stages_and_wrong_rank_are_refused(tables: PriorTables) -> None:
+    with pytest.raises(ValueError, match="nominal"):
+        PriorTables.fit([StageSpec.nominal(64)], [np.zeros((1, 4, 4), np.int64)], learned=True)
+    with pytest.raises(ValueError, match="2-D"):
+        tables.prior("learned").cross_entropy_bits(np.zeros((2, 16), np.int64))
+    with pytest.raises(ValueError, match="no learned prior"):
+        PriorTables(tables.static, tables.context).prior("learned")
+    assert PRIORS["learned"] == 4
+    bad = IntMLP.__init__
+    with pytest.raises(ValueError, match="int64"):
+        bad(IntMLP.__new__(IntMLP), np.zeros((2, 2)), np.zeros(2, np.int64), np.zeros((2, 2), np.int64),
+            np.zeros(2, np.int64))
+
+
+def test_codec_files_with_the_learned_prior() -> None:
+    from test_compress import image_codec, photo, tokenizer
+
+    codec = image_codec(tokenizer("fsq"))
+    codec.tables = codec.fit_prior([photo(32, 32, seed=s) for s in range(3)], learned=True)
+    assert "learned" in codec.fitted_priors
+    image = photo(27, 35, seed=7)
+    encoded = codec.encode(image, "learned")
+    assert TokenFile.from_bytes(encoded.data).prior == "learned"
+    grid, side, shape = codec.tokens(image)
+    assert np.array_equal(codec.decode(encoded.data), codec.render(grid, side, shape))
+    assert isinstance(codec.tables.learned, Learned)
