@@ -249,7 +249,7 @@ def test_registry_builds_var_defaults() -> None:
     assert small.num_phi == 3 and small(torch.randn(1, 4, 4, 4)).indices.shape == (1, 21)
 
 
-def test_tokenizer_decodes_pyramid_prefixes_and_the_tiled_codec_refuses_them() -> None:
+def test_tokenizer_decodes_pyramid_prefixes_and_gives_the_codec_one_pyramid_a_map() -> None:
     torch.manual_seed(0)
     args = {"dim": 8, "codebook_size": 32, "patch_nums": [1, 2, 4, 8]}
     model = Tokenizer(TokenizerConfig(arch="rfsq_conv", conv_channels=(16, 32), quantizer="msrq",
@@ -261,8 +261,12 @@ def test_tokenizer_decodes_pyramid_prefixes_and_the_tiled_codec_refuses_them() -
     assert model.decode(idx[:, :5]).shape == (2, 3, 32, 32)  # the first two scales
     with pytest.raises(ValueError, match=r"\(B, L\) \(a token pyramid\)"):
         model.decode(idx.reshape(2, 5, 17))
-    with pytest.raises(ValueError, match="tiled codec"):
-        model.encode_tokens(x)
+    assert model.pyramid == (1, 2, 4, 8)
+    tokens, side = model.encode_tokens(x)
+    assert side is None and torch.equal(tokens, idx[..., None])  # positions: the pyramid's slots, one stage
+    assert torch.equal(model.decode_tokens(tokens[:, :5]), model.decode(idx[:, :5]))
+    with pytest.raises(ValueError, match=r"\(B, 8, 8, 8\)"):  # a map of another size than the last scale
+        model.encode_tokens(torch.zeros(1, 3, 64, 32))
 
 
 # -- bad input --------------------------------------------------------------------------------------------

@@ -7,6 +7,16 @@ prior + range coder → payload → :class:`TokenFile` → bytes. Decoding rever
 to the stored shape. Tile and margin are counted in tokens, so memory stays bounded for any signal size
 (a 4000×3000 photo, an hour of speech) and seams stay invisible. Tokens always carry a stage axis here.
 
+A **token pyramid** model (``TokenModel.pyramid``: VAR's multi-scale quantizer) gives one pyramid of
+L = Σ s_k^n tokens per latent map of exactly s_K positions a side, every scale depending on the whole map:
+it is coded in tiles of exactly s_K tokens a side with no margin (the signal padded to a multiple of s_K·f),
+each tile one pyramid, and the file's grid is (1, L, *tiles): position (l, *t) is slot l of tile t's
+pyramid, scale by scale in raster order. One stage, not one per scale: the container's grid gives every
+stage the same positions, and scale k holds s_k^n tokens a tile. On that grid the context prior's
+neighbours of slot l are slots l ± 1 of the same pyramid (the left and right tokens of its scale's row,
+but at a row's ends) and then slot l of the adjacent tiles — all decodable, as every context is. Tiles
+meet with seams (no margin can be given to a pyramid).
+
 The model id written in every file is a hash over the model's identity (its config and weights) and its
 prior tables: decoding with anything else is refused.
 """
@@ -48,6 +58,10 @@ class TokenModel(Protocol):
     @property
     def side_shape(self) -> tuple[int, ...]:
         """Shape of the float32 side information one encoded tile needs besides its tokens; () for none."""
+    @property
+    def pyramid(self) -> tuple[int, ...]:
+        """Per-scale sides (s_1, …, s_K) of a model whose tokens are one pyramid per latent map of exactly s_K
+        positions a side (``encode_tokens`` gives (1, L, S)); () for tokens aligned with the signal's positions."""
     def symbol_layout(self) -> tuple[SymbolLayout, ...]: ...
     def code_vectors(self, stage: int) -> Tensor | None: ...
     def encode_tokens(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -102,12 +116,17 @@ class Encoded:
 
 class Codec(Generic[Signal]):
     """A token model, a signal adapter, prior tables (None: uniform only) and tiles of ``tile`` tokens with
-    ``margin`` tokens of context per side (0 = one tile)."""
+    ``margin`` tokens of context per side (0 = one tile). A pyramid model takes tile = its last scale and
+    margin = 0 only."""
 
     def __init__(self, model: TokenModel, adapter: SignalAdapter[Signal], tables: PriorTables | None = None,
                  tile: int = 64, margin: int = 8, name: str = "tokenizer") -> None:
         if tile < 1 or margin < 0:
             raise ValueError(f"tile ({tile}) must be >= 1 token and margin ({margin}) >= 0 tokens")
+        self.pyramid = tuple(model.pyramid)
+        if self.pyramid and (tile != self.pyramid[-1] or margin):
+            raise ValueError(f"{name}: a token pyramid is coded in tiles of exactly its last scale "
+                             f"({self.pyramid[-1]} tokens a side) without a margin, not tile={tile}, margin={margin}")
         self.model, self.adapter, self.tile, self.margin, self.name = model, adapter, tile, margin, name
         self.specs = [StageSpec.from_layout(layout) for layout in model.symbol_layout()]
         if tables is not None and list(tables.specs) != self.specs:
@@ -173,6 +192,20 @@ class Codec(Generic[Signal]):
         m = self.margin
         return tuple(slice(max(0, a - m), min(n, b + m)) for (a, b), n in zip(inner, positions, strict=True))
 
+    def _positions(self, spatial: Sequence[int]) -> tuple[list[int], tuple[int, ...]]:
+        """A signal's sizes -> (token positions of the signal padded to the codec's stride, the file grid's
+        positions): the same for tokens aligned with the signal, (L, *tiles) for a pyramid."""
+        f, side = self.model.downsample_factor, self.tile if self.pyramid else 1
+        positions = [-(-n // (f * side)) * side for n in spatial]
+        if not self.pyramid:
+            return positions, tuple(positions)
+        slots = sum(s ** len(positions) for s in self.pyramid)
+        return positions, (slots, *(n // side for n in positions))
+
+    def _slots(self, inner: tuple[tuple[int, int], ...]) -> tuple[slice | int, ...]:
+        """Where the pyramid of the tile ``inner`` sits in a grid (L, *tiles, ...)."""
+        return (slice(None), *(a // self.tile for a, _ in inner))
+
     @torch.no_grad()
     def tokens(self, signal: Signal) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
         """A signal -> (tokens (S, *positions) int64, side information (tiles, *side_shape) float32 or None,
@@ -180,12 +213,12 @@ class Codec(Generic[Signal]):
         x, shape = self.adapter.to_tensor(signal)
         self.adapter.spatial(shape)  # what no file may hold is not encoded either (one set of limits)
         f = self.model.downsample_factor
-        pad = [p for n in reversed(x.shape[2:]) for p in (0, -n % f)]
+        positions, held = self._positions(x.shape[2:])
+        pad = [p for n, m in zip(reversed(x.shape[2:]), reversed(positions), strict=True) for p in (0, m * f - n)]
         if any(pad):
             x = F.pad(x, pad, mode=self.adapter.pad_mode)
         x = x.to(self.device)
-        positions = [n // f for n in x.shape[2:]]
-        grid = np.zeros((len(self.specs), *positions), np.int64)
+        grid = np.zeros((len(self.specs), *held), np.int64)
         sides = []
         for inner in self._tiles(positions):
             region = self._region(inner, positions)
@@ -193,6 +226,9 @@ class Codec(Generic[Signal]):
             idx, side = self.model.encode_tokens(crop)
             if side is not None:
                 sides.append(side[0].cpu().numpy())
+            if self.pyramid:  # (1, L, S): the tile's pyramid
+                grid[(slice(None), *self._slots(inner))] = idx[0].T.cpu().numpy()
+                continue
             keep = tuple(slice(a - r.start, b - r.start) for (a, b), r in zip(inner, region, strict=True))
             inner_tokens = idx[0][keep].cpu().numpy()  # (*inner, S)
             grid[(slice(None), *(slice(a, b) for a, b in inner))] = np.moveaxis(inner_tokens, -1, 0)
@@ -203,12 +239,15 @@ class Codec(Generic[Signal]):
         """Tokens (S, *positions) -> the signal of stored ``shape``, tile by tile with a margin, each tile
         written into the output as it is decoded: memory is the output plus one tile, whatever the size."""
         f, positions = self.model.downsample_factor, grid.shape[1:]
-        tokens = torch.from_numpy(np.moveaxis(grid, 0, -1)).to(self.device)  # (*positions, S)
+        if self.pyramid:  # (S, L, *tiles): the signal's token positions are the tiles' s_K each
+            positions = tuple(n * self.tile for n in grid.shape[2:])
+        tokens = torch.from_numpy(np.moveaxis(grid, 0, -1)).to(self.device)  # (*positions, S); (L, *tiles, S)
         out = self.adapter.allocate(shape)
         for t, inner in enumerate(self._tiles(positions)):
             region = self._region(inner, positions)
             side_t = None if side is None else torch.from_numpy(side[t][None].astype(np.float32)).to(self.device)
-            piece = self.model.decode_tokens(tokens[region][None], side_t)
+            part = tokens[self._slots(inner) if self.pyramid else region]  # (*region, S) or a pyramid (L, S)
+            piece = self.model.decode_tokens(part[None], side_t)
             src = tuple(slice((a - r.start) * f, (b - r.start) * f) for (a, b), r in zip(inner, region, strict=True))
             self.adapter.place(out, piece[(slice(None), slice(None), *src)].float().cpu(),
                                tuple(slice(a * f, b * f) for a, b in inner))
@@ -263,14 +302,14 @@ class Codec(Generic[Signal]):
         f = self.model.downsample_factor
         if file.tile != self.tile * f:
             raise TokenFileError(f"file was encoded with tiles of {file.tile}, this codec uses {self.tile * f}")
-        positions = tuple(-(-n // f) for n in self.adapter.spatial(file.signal_shape))
+        positions, held_positions = self._positions(self.adapter.spatial(file.signal_shape))
         held = file.grid[0] if file.layered and len(self.specs) > 1 else len(self.specs)  # a cut file: fewer
-        grid = (min(held, len(self.specs)), *positions)
+        grid = (min(held, len(self.specs)), *held_positions)
         if file.layered and len(self.specs) == 1:
             raise TokenFileError(f"a layered file, but {self.name} has one stage")
         if file.grid != grid or file.codebook_sizes != tuple(s.size for s in self.specs[: grid[0]]):
             raise TokenFileError(f"token grid {file.grid} / sizes {file.codebook_sizes} do not fit this model "
-                                 f"{(len(self.specs), *positions)}")
+                                 f"{(len(self.specs), *held_positions)}")
         side_shape = tuple(self.model.side_shape)
         if not side_shape:
             if file.side_info:
@@ -287,9 +326,12 @@ class Codec(Generic[Signal]):
 
     def file_bits(self, tokens: Tensor, shape: tuple[int, ...]) -> dict[str, list[float]]:
         """Whole-file bits, per prior the model has, of each item's tokens (B, *positions, S) as a tokenizer's
-        forward gave them, for signals of stored ``shape``; side information counted at its real size."""
+        forward gave them, for signals of stored ``shape``; side information counted at its real size. A
+        pyramid model's forward gives one pyramid (B, L, S) an item: one tile."""
         grids = np.moveaxis(tokens.cpu().numpy(), -1, 1)
-        tiles = len(self._tiles(grids.shape[2:]))
+        if self.pyramid:
+            grids = grids.reshape(*grids.shape, *(1,) * len(self.adapter.spatial(shape)))
+        tiles = 1 if self.pyramid else len(self._tiles(grids.shape[2:]))
         side = b"\0" * (4 * tiles * math.prod(self.model.side_shape)) if self.model.side_shape else b""
         return {p: [float(self.pack(g, side, shape, p).file_bits) for g in grids] for p in self.fitted_priors}
 

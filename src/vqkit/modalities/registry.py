@@ -90,9 +90,10 @@ def archive_prior(directory: Path) -> Path | None:
 
 
 def codec_for(tokenizer: Tokenizer, modality: Modality | None = None, name: str = "tokenizer") -> Codec[Any]:
-    """The codec of an in-memory ``tokenizer`` (no prior tables: uniform until :meth:`Codec.fit_prior`)."""
+    """The codec of an in-memory ``tokenizer`` (no prior tables: uniform until :meth:`Codec.fit_prior`). A token
+    pyramid is tiled in its last scale, without a margin, whatever the modality's tiling."""
     modality = modality or modality_of(tokenizer.config.arch)
-    tile, margin = modality.tile(tokenizer)
+    tile, margin = (tokenizer.pyramid[-1], 0) if tokenizer.pyramid else modality.tile(tokenizer)
     return Codec(tokenizer, modality.adapter(tokenizer), None, tile, margin, name)
 
 

@@ -118,13 +118,18 @@ class Tokenizer(nn.Module):
         q = self.quantizer
         return (q.num_stages, 2, q.dim) if q.side_bits_per_sample else ()
 
+    @property
+    def pyramid(self) -> tuple[int, ...]:
+        """The per-scale sides (s_1, …, s_K) of a multi-scale quantizer, whose tokens are one pyramid (B, L) per
+        latent map of exactly s_K positions a side (the codec tiles such a model in s_K × s_K tokens, without a
+        margin); () for tokens aligned with the signal's positions."""
+        return self.quantizer.patch_nums if isinstance(self.quantizer, MultiScaleRQ) else ()
+
     @torch.no_grad()
     def encode_tokens(self, signals: Tensor) -> tuple[Tensor, Tensor | None]:
         """(B, C, *spatial) -> (tokens (B, *positions, S) with a stage axis always, side information or None).
-        A token pyramid has no positions to tile: refused by name (code it as a (1, L) grid, see the README)."""
-        if isinstance(self.quantizer, MultiScaleRQ):
-            raise ValueError("Tokenizer: the tiled codec codes token grids aligned with the signal; a MultiScaleRQ "
-                             "pyramid depends on the whole latent map (code its (1, L) tokens with vqkit.codec.coders)")
+        A pyramid model (:attr:`pyramid`) takes signals of exactly s_K·f a side and gives (B, L, 1): its
+        positions are the pyramid's L = Σ s_k² slots, scale by scale."""
         if self.side_shape:
             idx, side = self.encode_with_side_info(signals)
             return idx, side
@@ -133,7 +138,8 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def decode_tokens(self, tokens: Tensor, side: Tensor | None = None) -> Tensor:
-        """Tokens (B, *positions, S) -> signals (B, C, *spatial); S may be fewer than the model's stages."""
+        """Tokens (B, *positions, S) -> signals (B, C, *spatial); S may be fewer than the model's stages
+        (a pyramid: (B, L', 1) with L' the tokens of a prefix of whole scales)."""
         if side is not None:
             return self.decode(tokens, side_info=side)
         return self.decode(tokens if self.residual else tokens[..., 0])

@@ -28,8 +28,8 @@ straight-through, f̂_K in the forward pass and the identity to f in the backwar
 Tokens: ``indices`` is (B, L), L = Σ s_k², scale by scale from the coarsest, each scale's s_k × s_k grid
 in raster order (VAR's order). ``decode`` accepts any prefix of whole scales, (B, Σ_{k<K'} s_k²), and
 returns f̂_{K'}: the coarser reconstruction after K' scales. :meth:`MultiScaleRQ.split_scales` gives the
-per-scale grids. The symbol contract is one nominal index per token (:meth:`symbol_layout`): a pyramid is
-coded by vqkit's coders as a one-stage, one-dimensional token grid (1, L) in this order.
+per-scale grids. The symbol contract is one nominal index per token (:meth:`symbol_layout`): the tiled codec
+codes an image of any size in tiles of one latent map each, a pyramid a tile, one stage (``vqkit.codec.tiled``).
 
 Where vqkit differs from VAR, on purpose:
 * the input is channels-last (B, h, w, dim) like every vqkit quantizer, and must be square with side

@@ -90,8 +90,8 @@ class ImageScorer(Scorer):
         ``ssim``; ``batch_psnr`` and its note; ``lpips`` and ``rfid`` (float, or ``{"unavailable": reason}``);
         usage and perplexity (means over stages, per stage, tokens and ``usage_ceiling`` = min(1, tokens / K));
         ``bits_per_token``, ``side_bits_per_image`` (instance-LayerNorm RFSQ's side information, else 0),
-        ``bits_per_pixel`` (= bits per token / f² + side bits / pixels) and, with a codec, ``file_bpp`` per
-        prior (real .vqt files, header included)."""
+        ``bits_per_pixel`` (= bits per token / f² + side bits / pixels; a pyramid: × Σ s_k² / s_K²) and, with a
+        codec, ``file_bpp`` per prior (real .vqt files, header included)."""
         n = int(self.sums[-3])
         if n == 0:
             raise ValueError("evaluate: the loader gave no images")
@@ -106,9 +106,11 @@ class ImageScorer(Scorer):
         metrics.update({k: codes[k] for k in ("usage", "perplexity", "usage_per_stage", "perplexity_per_stage",
                                               "tokens", "usage_ceiling")})
         f, side = model.downsample_factor, model.quantizer.side_bits_per_sample
+        scales = model.pyramid  # a pyramid has Σ s_k² tokens per s_K² latent positions
+        per_position = sum(s * s for s in scales) / scales[-1] ** 2 if scales else 1
         metrics["bits_per_token"] = model.bits_per_token
         metrics["side_bits_per_image"] = side
-        metrics["bits_per_pixel"] = model.bits_per_token / (f * f) + side / self.pixels
+        metrics["bits_per_pixel"] = model.bits_per_token * per_position / (f * f) + side / self.pixels
         if rates is not None:
             metrics["file_bpp"] = {prior: total / n for prior, total in rates.per_sample.items()}
         return metrics
