@@ -67,13 +67,13 @@ def evaluate_run(run_dir: str | os.PathLike[str], data: str | None = None, split
 
 
 def fit_run_prior(run_dir: str | os.PathLike[str], data: str, max_items: int, device: str | torch.device = "cpu",
-                  progress: bool = True) -> Path:
+                  progress: bool = True, learned: bool = False) -> Path:
     """Fit the prior tables of a run's (or a saved model's) final model on up to ``max_items`` training
     signals of ``data`` — split as the run split its data when ``run_dir`` is a run folder; returns the path
     of ``prior.safetensors``."""
     run = Path(run_dir)
     cfg = run_config(run) if (run / "config.json").is_file() and (run / "final").is_dir() else None
-    return fit_and_save_prior(run_dir, data, max_items, device, cfg=cfg, progress=progress)
+    return fit_and_save_prior(run_dir, data, max_items, device, cfg=cfg, progress=progress, learned=learned)
 
 
 __all__ = ["evaluate_run", "fit_run_prior", "run_config"]

@@ -213,7 +213,7 @@ def run_truncate(inputs: Sequence[str], out: str, stages: int, existing: Existin
     return _summary("truncate", jobs, failed)
 
 
-def run_fit_prior(run: str, data: str, max_images: int, device: str) -> Path:
+def run_fit_prior(run: str, data: str, max_images: int, device: str, learned: bool = False) -> Path:
     """Fit the static and context tables of ``run``'s model on up to ``max_images`` training items of its
     modality; returns the path of ``prior.safetensors`` (tables it replaces stay in ``prior-archive/``)."""
-    return fit_run_prior(run, data, max_images, device)
+    return fit_run_prior(run, data, max_images, device, learned=learned)

@@ -221,7 +221,7 @@ def _output_policy(parser: argparse.ArgumentParser) -> None:
 def _fit_prior(args: argparse.Namespace) -> int:
     from .files import run_fit_prior
 
-    path = run_fit_prior(args.run_dir, args.data, args.max_images, args.device)
+    path = run_fit_prior(args.run_dir, args.data, args.max_images, args.device, args.learned)
     print(f"wrote {path}")
     return 0
 
@@ -247,7 +247,8 @@ def _add_codec_commands(sub: Any) -> None:
     enc.add_argument("-o", "--out", required=True, help="output folder (relative paths of folder inputs kept)")
     enc.add_argument("--model", default="default", help=model_help)
     enc.add_argument("--prior", choices=PRIOR_NAMES, default="context",
-                     help="entropy model: uniform (nominal rate), static (per-stage histograms), context")
+                     help="entropy model: uniform (nominal rate), static (per-stage histograms), context (counts in "
+                          "context), learned (a network per digit; `fit-prior --learned`)")
     enc.add_argument("--check", action="store_true",
                      help="decode each file again and print its fidelity (PSNR; SI-SDR and mel distance for speech)")
     enc.add_argument("--stages", type=int, default=None, metavar="K",
@@ -288,6 +289,9 @@ def _add_codec_commands(sub: Any) -> None:
     fit.add_argument("--data", required=True,
                      help="image folder, or wav/flac folder for a speech model (its train/ split if it has one)")
     fit.add_argument("--max-images", type=int, default=2000, help="images to count, evenly spread (0 = all)")
+    fit.add_argument("--learned", action="store_true",
+                     help="also train the learned prior (FSQ/LFQ/BSQ/RFSQ models; a minute or two on a CPU): "
+                          "`vqkit encode --prior learned`")
     fit.add_argument("--device", default="cpu", help=device_help)
     fit.set_defaults(func=_fit_prior)
 

@@ -46,8 +46,9 @@ class RDConfig:
     """folder of images (searched recursively), e.g. ../shared/data/images/kodak24"""
     out: NonEmptyStr = "results/rd"
     """folder for report.md, rd.json and rd.png"""
-    priors: tuple[Literal["uniform", "static", "context"], ...] = ("static", "context")
-    """the tokenizers' entropy models, each a row: uniform, static, context"""
+    priors: tuple[Literal["uniform", "static", "context", "learned"], ...] = ("static", "context", "learned")
+    """the tokenizers' entropy models, each a row: uniform, static, context, learned (a model without fitted
+    tables for one is measured without it, and the report says so)"""
     qualities: tuple[Annotated[int, at.Ge(0), at.Le(100)], ...] = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
     """quality settings of the classical codecs (Pillow's 0-100 scale)"""
     max_images: NonNegativeInt = 0
@@ -92,6 +93,13 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
             raise ValueError(f"vqkit rd compares image tokenizers with JPEG, WebP and AVIF; {model} is a "
                              f"{modality.name} model")
     classical = classical_codecs()
+    usable = {m: [p for p in cfg.priors if p == "uniform" or p in c.fitted_priors]
+              for m, (c, _) in zip(models, codecs, strict=True)}
+    missing = {m: [p for p in cfg.priors if p not in usable[m]] for m in models if len(usable[m]) < len(cfg.priors)}
+    bare = [m for m in models if not usable[m]]
+    if bare:
+        raise ValueError(f"vqkit rd: {bare} have tables for none of the priors {cfg.priors}: fit them with "
+                         "`vqkit fit-prior`, or add --priors uniform")
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     for path in tqdm(files, desc="rd", unit="image", file=sys.stderr, disable=None):
@@ -104,9 +112,9 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
             for k in _stage_cuts(codec):
                 decoded = codec.render(grid[:k], side, shape)
                 p, s = _quality(image, decoded)
-                for prior in cfg.priors:
+                for prior in usable[model]:
                     encoded = codec.pack(grid, side_bytes, shape, prior, None if k == total else k)
-                    if prior == cfg.priors[0] and not np.array_equal(codec.decode(encoded.data), decoded):
+                    if prior == usable[model][0] and not np.array_equal(codec.decode(encoded.data), decoded):
                         raise RuntimeError(f"{path}: the .vqt file does not decode to the measured image")
                     records.append({"codec": model, "setting": prior, "stages": k, "image": path.name, "psnr": p,
                                     "ssim": s, **{f"bpp_{n}": v for n, v in encoded.bits_per_sample().items()}})
@@ -119,7 +127,7 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
     summary = _summarise(records)
     result = {"config": dataclasses.asdict(cfg), "models": models, "images": len(files),
               "wall_seconds": time.perf_counter() - start, "skipped_codecs": sorted(set(CLASSICAL) - set(classical)),
-              "summary": summary, "bd": bd_table(summary, models), "records": records}
+              "missing_priors": missing, "summary": summary, "bd": bd_table(summary, models), "records": records}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "rd.json", (json.dumps(result, indent=1) + "\n").encode())
@@ -222,6 +230,9 @@ def format_report(result: dict[str, Any]) -> str:
              "(entropy coding is lossless).", ""]
     if result["skipped_codecs"]:
         lines += [f"Not available in this Pillow: {', '.join(result['skipped_codecs'])}.", ""]
+    for model, priors in result.get("missing_priors", {}).items():
+        lines += [f"{model} has no fitted tables for the {', '.join(priors)} prior(s): measured without them "
+                  "(`vqkit fit-prior --learned` fits the learned one).", ""]
     lines += ["## Tokenizers", "", "A model of several stages (RFSQ, RVQ) gives one operating point per prefix of its "
               "stages: the file cut to its first k stages (`vqkit truncate`), decoded.", "",
               "| model | prior | stages | nominal | cross-entropy | payload | file | file vs nominal | "

@@ -99,10 +99,11 @@ def codec_for(tokenizer: Tokenizer, modality: Modality | None = None, name: str 
 
 def fit_and_save_prior(model: str | os.PathLike[str], data: str, max_items: int = 0,
                        device: str | torch.device = "cpu", cfg: TrainConfig | None = None,
-                       progress: bool = False) -> Path:
-    """Fit the static and context tables of the saved model ``model`` on up to ``max_items`` whole training
-    signals of ``data`` (a run passes its ``cfg`` so that the prior sees the run's split) and write them
-    beside it (``prior.safetensors``); returns that path. Never into the shipped default."""
+                       progress: bool = False, learned: bool = False) -> Path:
+    """Fit the static and context tables (and with ``learned`` the learned prior) of the saved model ``model``
+    on up to ``max_items`` whole training signals of ``data`` (a run passes its ``cfg`` so that the prior sees
+    the run's split) and write them beside it (``prior.safetensors``); returns that path. Never into the
+    shipped default."""
     pretrained.check_writable(model)
     codec, modality = open_codec(model, device)
     assert isinstance(codec.model, Tokenizer)
@@ -112,7 +113,10 @@ def fit_and_save_prior(model: str | os.PathLike[str], data: str, max_items: int 
 
         signals = tqdm(signals, desc="fit-prior", unit=modality.items.rstrip("s"), total=max_items or None,
                        file=sys.stderr)
-    tables = codec.fit_prior(signals)
+    if learned and not all(spec.ordinal for spec in codec.specs):
+        raise ValueError(f"{model}: the learned prior models FSQ/LFQ/BSQ digits; this model's tokens are nominal "
+                         "(VQ-family): fit without --learned")
+    tables = codec.fit_prior(signals, learned)
     directory = pretrained.resolve(model)
     kept = archive_prior(directory)
     if kept is not None and progress:
