@@ -226,6 +226,13 @@ class FSQ(Quantizer):
             digits = codes * self._half_width + self._half_width
         return self._digits_to_indices(digits.round())
 
+    def codes_to_digits(self, codes: Tensor) -> Tensor:
+        """Grid codes (..., n) -> their digits as float integers, differentiable (a rate model's input: the
+        straight-through gradient of the codes reaches the digits)."""
+        if self.symmetric:
+            return (codes + 1) * ((self._levels - 1) / 2)
+        return codes * self._half_width + self._half_width
+
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """int64 indices (...,) -> grid codes (..., n)."""
         digits = (indices.unsqueeze(-1) // self._basis) % self._levels.long()
