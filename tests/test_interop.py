@@ -388,3 +388,25 @@ def test_google_reference_fsq_differs_in_its_bound_and_its_truncating_cast() -> 
     codes16 = codes.bfloat16().float()
     assert not torch.equal(google_index(codes16), every)
     assert torch.equal(q.codes_to_indices(codes16), every)
+
+
+def test_vqps_residual_fsq_is_symmetric_fsq_behind_a_clamp_and_fixed_scales() -> None:
+    """Why from_vqp refuses vqp's ResidualFSQ, measured: its indices are those of vqkit's symmetric FSQ stages
+    applied to atanh(clamp(r_k / s_k)), with r_0 = tanh(x/c)·c soft-clamped (c = 1 + 1/(L-1)) and fixed per-channel
+    scales s_k = L^-k — none of which vqkit's ResidualFSQ (tanh bound, one learned or no scale per stage) has."""
+    levels = [5, 5, 7]
+    m = vqp.ResidualFSQ(levels=levels, num_quantizers=3, dim=3).eval()
+    x = torch.randn(1, 500, 3) * 1.5
+    _, ref = m(x)
+    lv = torch.tensor(levels, dtype=torch.float32)
+    c = 1 + 1 / (lv - 1)
+    stage = FSQ(levels, symmetric=True)
+    residual = torch.tanh(x / c) * c
+    for k in range(3):
+        scale = lv ** -k
+        y = (residual / scale).clamp(-1 + 1e-6, 1 - 1e-6)
+        idx = stage.encode(torch.atanh(y))
+        assert torch.equal(idx, ref[..., k].long())
+        residual = residual - stage.decode(idx) * scale
+    ours = ResidualFSQ(levels, 3, symmetric=True).eval()  # same levels and grid, no clamp, no fixed scales
+    assert not torch.equal(ours.encode(x), ref.long())
