@@ -59,7 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from _common import check_device, fmt, load_vqp
-from vqkit.quantizers import EMAVQ, FSQ, LFQ, QuantizerOutput, ResidualFSQ, SimVQ
+from vqkit.quantizers import EMAVQ, FSQ, LFQ, VQ, QuantizerOutput, ResidualFSQ, ResidualSimVQ, ResidualVQ, SimVQ
 from vqkit.quantizers import search as vqsearch
 from vqkit.quantizers import search_bf16 as vqsearch_bf16
 
@@ -122,6 +122,21 @@ def make_configs() -> dict[str, Config]:
                "vqp LFQ(entropy_loss_weight=0.1, commitment_loss_weight=0.25 (default 0), diversity_gamma=1.0), "
                "inv_temperature 100 = vqkit temperature 0.01"),
         ema(4096), ema(65536), ema(65536, "fp32"), sim(4096), sim(65536), sim(65536, "fp32"), sim(262144),
+        # the vqp modules vqkit.interop converts exactly (from_vqp gives these very vqkit modules)
+        Config("vq-4096", 128, 4096, lambda: VQ(128, 4096, beta=1.0),
+               lambda v: v.VectorQuantize(dim=128, codebook_size=4096, ema_update=False, learnable_codebook=True,
+                                          commitment_weight=1.0, rotation_trick=False),
+               "vqp VectorQuantize(ema_update=False, learnable_codebook=True, commitment_weight=1.0, "
+               "rotation_trick=False) = vqkit VQ(beta=1)"),
+        Config("rvq-8x1024", 128, 0, lambda: ResidualVQ(128, 1024, 8, detach_residual=True, decay=0.99, beta=0.25),
+               lambda v: v.ResidualVQ(dim=128, num_quantizers=8, codebook_size=1024, decay=0.99,
+                                      commitment_weight=0.25, rotation_trick=False),
+               "vqp ResidualVQ(8 EMA stages, decay=0.99, commitment_weight=0.25, rotation_trick=False) = vqkit "
+               "ResidualVQ(detach_residual=True)"),
+        Config("rsimvq-4x4096", 128, 0, lambda: ResidualSimVQ(128, 4096, 4, detach_residual=True),
+               lambda v: v.ResidualSimVQ(dim=128, num_quantizers=4, codebook_size=4096, rotation_trick=False),
+               "vqp ResidualSimVQ(rotation_trick=False; bias-free transforms) = vqkit ResidualSimVQ("
+               "detach_residual=True) (with a bias)"),
     ]
     return {c.name: c for c in configs}
 
