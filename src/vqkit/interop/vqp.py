@@ -29,9 +29,11 @@ scales L^-k, a hard clamp and an input soft clamp, none of which vqkit's residua
 trick until vqkit has ``gradient="rotation"`` (:data:`ROTATION_TRICK_SUPPORTED`). Options that change
 nothing on one process are accepted: ``sync_codebook`` / ``sync_kmeans`` (vqkit all-reduces EMA statistics
 whenever ``torch.distributed`` is initialised), masks (a forward argument), ``sample_codebook_temp`` without
-stochastic sampling. Losses: vqp's LFQ entropy clamps probabilities at 1e-5 inside the log (vqkit's is
-exact), vqp reports residual losses per stage (vqkit sums them), and in eval mode vqp's LFQ reports no
-commitment loss; dead-code restarts draw their random rows differently.
+stochastic sampling, FSQ's ``scale`` (stored, unused by vqp 1.32), ``allowed_dtypes`` and ``return_indices``
+(vqkit computes in float32 and returns indices always). Losses: vqp's LFQ entropy clamps probabilities
+at 1e-5 inside the log (vqkit's is exact), vqp reports residual losses per stage (vqkit sums them), in eval
+mode vqp's LFQ reports no commitment loss, and a learnable VectorQuantize reports half of vqkit's VQ loss
+(one term for both sides, the same gradients); dead-code restarts draw their random rows differently.
 """
 
 from __future__ import annotations
@@ -95,11 +97,11 @@ def _copy_linear(dst: nn.Module, src: nn.Module) -> None:
         raise ConversionError(f"cannot copy a {type(src).__name__} projection into a {type(dst).__name__}")
 
 
-def _layout_problems(m: Any, channel_first: bool | None) -> list[str]:
+def _layout_problems(m: Any, channel_first: bool | None, option: str = "channel_first=True") -> list[str]:
     problems = []
     if channel_first:
-        problems.append("channel_first=True: vqkit quantizers take channels-last (..., dim) tensors "
-                        "(set module.channel_first = False and move the channels last)")
+        problems.append(f"{option}: vqkit quantizers take channels-last (..., dim) tensors (convert a module "
+                        "built channels-last and move the channels last)")
     if not getattr(m, "force_quantization_f32", True):
         problems.append("force_quantization_f32=False: vqkit always quantizes in float32 "
                         "(set module.force_quantization_f32 = True to convert)")
@@ -187,7 +189,9 @@ def _lfq_from(m: Any, inv_temperature: float) -> LFQ | BSQ:
 def _vq_from(m: Any, owner: str = "from_vqp(VectorQuantize)") -> VQ | EMAVQ:
     cb = m._codebook
     sampling = getattr(cb.gumbel_sample, "keywords", {})
-    problems = _layout_problems(m, not m.channel_last or m.accept_image_fmap or m.accept_3d_fmap)
+    layout = {"channel_last=False": not m.channel_last, "accept_image_fmap=True": m.accept_image_fmap,
+              "accept_3d_fmap=True": m.accept_3d_fmap}
+    problems = _layout_problems(m, any(layout.values()), ", ".join(k for k, v in layout.items() if v))
     flags = {
         "heads": (m.heads != 1 or m.separate_codebook_per_head, "one codebook per token only"),
         "codebook_dim": (m.has_projections, "vqkit's VQ has no projection in or out"),
