@@ -63,11 +63,13 @@ from vqkit.quantizers import (
     EMAVQ,
     FSQ,
     LFQ,
+    VQ,
     GroupedQuantizer,
     MultiScaleRQ,
     Quantizer,
     QuantizerOutput,
     ResidualFSQ,
+    ResidualSimVQ,
     ResidualVQ,
     SimVQ,
 )
@@ -186,6 +188,21 @@ def make_configs() -> dict[str, Config]:
                "3-stage residual EMA VQ on the same positions (768 tokens a 16x16 map); vqp ResidualVQ(kmeans_init="
                "False, threshold_ema_dead_code=0, rotation_trick=False, commitment_weight=0.25)"),
         rotation(4096, 128), rotation(512, 32), grouped(4, [8, 5, 5, 5], 1), grouped(2, [4] * 5, 4),
+        # the vqp modules vqkit.interop converts exactly (from_vqp gives these very vqkit modules)
+        Config("vq-4096", 128, 4096, lambda: VQ(128, 4096, beta=1.0),
+               lambda v: v.VectorQuantize(dim=128, codebook_size=4096, ema_update=False, learnable_codebook=True,
+                                          commitment_weight=1.0, rotation_trick=False),
+               "vqp VectorQuantize(ema_update=False, learnable_codebook=True, commitment_weight=1.0, "
+               "rotation_trick=False) = vqkit VQ(beta=1)"),
+        Config("rvq-8x1024", 128, 0, lambda: ResidualVQ(128, 1024, 8, detach_residual=True, decay=0.99, beta=0.25),
+               lambda v: v.ResidualVQ(dim=128, num_quantizers=8, codebook_size=1024, decay=0.99,
+                                      commitment_weight=0.25, rotation_trick=False),
+               "vqp ResidualVQ(8 EMA stages, decay=0.99, commitment_weight=0.25, rotation_trick=False) = vqkit "
+               "ResidualVQ(detach_residual=True)"),
+        Config("rsimvq-4x4096", 128, 0, lambda: ResidualSimVQ(128, 4096, 4, detach_residual=True),
+               lambda v: v.ResidualSimVQ(dim=128, num_quantizers=4, codebook_size=4096, rotation_trick=False),
+               "vqp ResidualSimVQ(rotation_trick=False; bias-free transforms) = vqkit ResidualSimVQ("
+               "detach_residual=True) (with a bias)"),
     ]
     return {c.name: c for c in configs}
 

@@ -50,26 +50,28 @@ def _u(n: int, bits: int, temperature: float, seed: int) -> torch.Tensor:
 
 
 # -- codes and indices ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bit_order", ["lsb", "msb"])
 @pytest.mark.parametrize("bits", [1, 2, 5, 8])
-def test_codes_are_the_sphere_corners_in_lsb_order(bits: int) -> None:
-    q = BSQ(bits)
+def test_codes_are_the_sphere_corners_in_bit_order(bits: int, bit_order: str) -> None:
+    q = BSQ(bits, bit_order=bit_order)  # type: ignore[arg-type]
     codes = q.decode(torch.arange(2**bits))
     assert codes.dtype == torch.float32
-    torch.testing.assert_close(codes.double(), corners(bits), rtol=0, atol=1e-7)
+    expected = corners(bits) if bit_order == "lsb" else corners(bits).flip(-1)  # msb: channel 0 the top bit
+    torch.testing.assert_close(codes.double(), expected, rtol=0, atol=1e-7)
     torch.testing.assert_close(codes.norm(dim=-1), torch.ones(2**bits), rtol=0, atol=1e-6)
     assert torch.equal(q.encode(codes), torch.arange(2**bits))  # index -> code -> index: a bijection
 
 
 def test_bit_j_is_channel_j() -> None:
-    q = BSQ(6)
     z = -torch.ones(6, 6) + 2 * torch.eye(6)  # row j: only channel j positive
-    assert q.encode(z).tolist() == [1, 2, 4, 8, 16, 32]
-    assert q.encode(torch.zeros(1, 6)).item() == 0  # sign(0) = -1: bit clear
+    assert BSQ(6, bit_order="lsb").encode(z).tolist() == [1, 2, 4, 8, 16, 32]
+    assert BSQ(6).encode(z).tolist() == [32, 16, 8, 4, 2, 1]  # msb, the default: channel 0 is the top bit
+    assert BSQ(6).encode(torch.zeros(1, 6)).item() == 0  # sign(0) = -1: bit clear
 
 
 @pytest.mark.parametrize("bits", [1, 3, 6])
 def test_nearest_corner_against_brute_force(bits: int) -> None:
-    q = BSQ(bits).eval()
+    q = BSQ(bits, bit_order="lsb").eval()  # corners() is in LSB order
     z = torch.randn(500, bits, generator=torch.Generator().manual_seed(bits)) * 3
     u = F.normalize(z.double(), dim=-1)
     dist = (u.unsqueeze(1) - corners(bits).unsqueeze(0)).pow(2).sum(-1)  # (N, 2^bits)
@@ -168,7 +170,7 @@ def test_62_bits_accepted_63_refused() -> None:
     z = torch.randn(4, 9, 62)
     out = q.train()(z)
     assert torch.isfinite(out.loss)
-    expected = [sum(1 << j for j in range(62) if v[j] > 0) for v in z.reshape(-1, 62).tolist()]  # Python ints
+    expected = [sum(1 << (61 - j) for j in range(62) if v[j] > 0) for v in z.reshape(-1, 62).tolist()]  # MSB first
     assert out.indices.reshape(-1).tolist() == expected
     assert torch.equal(q.eval()(z).quantized, q.decode(q.encode(z)))
     top = q.decode(torch.tensor([2**62 - 1]))

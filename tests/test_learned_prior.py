@@ -154,8 +154,8 @@ def test_codec_files_with_the_learned_prior() -> None:
 
 def test_cli_fit_learned_then_encode_and_decode(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from PIL import Image
-    from test_compress import photo, tokenizer
 
+    from test_compress import photo, tokenizer
     from vqkit.cli import main
 
     model, data = tmp_path / "model", tmp_path / "train"

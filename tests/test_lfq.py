@@ -128,16 +128,22 @@ def test_training_loss_matches_brute_force() -> None:
     torch.testing.assert_close(q(z).loss, 0.25 * commit)
 
 
-def test_indices_and_codes() -> None:
-    q = LFQ(4)
+@pytest.mark.parametrize("bit_order", ["lsb", "msb"])
+def test_indices_and_codes(bit_order: str) -> None:
+    q = LFQ(4, bit_order=bit_order)  # type: ignore[arg-type]
     assert q.codebook_size == 16
     z = torch.tensor([[0.3, -0.2, 0.1, -5.0], [-1.0, -1.0, -1.0, -1.0], [2.0, 2.0, 2.0, 2.0], [-0.1, 0.5, -0.1, 0.5]])
     out = q(z)
-    assert out.indices.tolist() == [1 + 4, 0, 15, 2 + 8]
+    codes = all_codes(4).float()
+    if bit_order == "lsb":
+        assert out.indices.tolist() == [1 + 4, 0, 15, 2 + 8]
+    else:  # channel 0 is the most significant bit
+        assert out.indices.tolist() == [8 + 2, 0, 15, 4 + 1]
+        codes = codes.flip(-1)
     expected = torch.where(z > 0, 1.0, -1.0)
     assert torch.equal(out.quantized, expected)
     assert torch.equal(q.decode(out.indices), expected)
-    assert torch.equal(q.decode(torch.arange(16)), all_codes(4).float())
+    assert torch.equal(q.decode(torch.arange(16)), codes)
 
 
 def test_projection_and_entropy_through_projection() -> None:
@@ -222,4 +228,8 @@ def test_size_limits() -> None:
     z = torch.ones(3, 62)
     z[1] = -1
     z[2, :61] = -1
-    assert q.encode(z).tolist() == [2**62 - 1, 0, 2**61]
+    assert q.encode(z).tolist() == [2**62 - 1, 0, 1]  # MSB first: the last channel is bit 0
+    z[2] = -z[2]
+    assert q.encode(z).tolist() == [2**62 - 1, 0, 2**62 - 2]
+    lsb = LFQ(62, codebook_entropy="factorized", bit_order="lsb")
+    assert lsb.encode(z).tolist() == [2**62 - 1, 0, 2**61 - 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -468,3 +469,25 @@ def test_residual_constructor_limits() -> None:
     ):
         with pytest.raises(ValueError, match=match):
             build()
+
+
+@pytest.mark.parametrize("build", [lambda d: ResidualVQ(8, 32, 3, detach_residual=d, ema=False),
+                                   lambda d: ResidualSimVQ(8, 32, 3, detach_residual=d)])
+def test_detach_residual_changes_the_gradients_only(build: Any) -> None:
+    """r_k = r_{k-1} - sg(c_k) (SoundStream, EnCodec, vqp): the same forward pass; each of the S stages
+    passes its straight-through gradient to z, where with the residual attached only stage 0 does."""
+    z = torch.randn(40, build(False).dim)
+    out: dict[bool, Any] = {}
+    grads = {}
+    for detach in (False, True):
+        torch.manual_seed(0)
+        q = build(detach)
+        zz = z.clone().requires_grad_(True)
+        out[detach] = q(zz)
+        (out[detach].quantized.sum() + 0 * out[detach].loss).backward()
+        grads[detach] = zz.grad
+    assert torch.equal(out[True].quantized, out[False].quantized)
+    assert torch.equal(out[True].indices, out[False].indices)
+    assert torch.equal(out[True].loss, out[False].loss)
+    torch.testing.assert_close(grads[False], torch.ones_like(z))
+    torch.testing.assert_close(grads[True], torch.full_like(z, 3.0))

@@ -68,12 +68,21 @@ DEFAULT_QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
     # RFSQ 2×2048 LayerNorm: 2 stages of 11 bits (22 bits/token; the paper's "12-bit" adds sizes).
     "rfsq": {"levels": [8, 8, 8, 4], "num_stages": 2, "conditioning": "layernorm"},
     "fsq": {"levels": [8, 8, 8, 8]},  # the 12-bit FSQ baseline of RFSQ
-    "lfq": {"dim": 12},  # the LFQ-12 baseline of RFSQ
-    "bsq": {"dim": 18},  # BSQ-ViT's 18-bit tokenizer (groups of 9 bits)
+    "lfq": {"dim": 12, "bit_order": "msb"},  # the LFQ-12 baseline of RFSQ
+    "bsq": {"dim": 18, "bit_order": "msb"},  # BSQ-ViT's 18-bit tokenizer (groups of 9 bits)
     "simvq": {"dim": 128, "codebook_size": 65536},  # SimVQ's 65k image model
     # VAR's tokenizer: 32 channels, 4096 codes, 10 scales of a 16×16 map (680 tokens)
     "msrq": {"dim": 32, "codebook_size": 4096, "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]},
 }
+
+LEGACY_QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
+    "lfq": {"bit_order": "lsb"},
+    "bsq": {"bit_order": "lsb"},
+}
+"""What a config's quantizer arguments mean where they omit an argument whose default changed: every LFQ/BSQ
+config written before ``bit_order`` existed numbers its tokens LSB-first, and its ``.vqt`` files name the
+model by a hash of that very config (so it cannot be rewritten to say so). Explicit arguments win; the
+registry defaults (:data:`DEFAULT_QUANTIZER_ARGS`, used for empty arguments) say ``"msb"``."""
 
 DEFAULT_CONV_CHANNELS: dict[str, tuple[int, ...]] = {
     "rfsq_conv": RFSQ_CONV_CHANNELS,
@@ -82,11 +91,13 @@ DEFAULT_CONV_CHANNELS: dict[str, tuple[int, ...]] = {
 
 
 def build_quantizer(name: str, args: Mapping[str, Any]) -> Quantizer:
-    """``QUANTIZERS[name](**args)``; unknown names and arguments raise ValueError naming them."""
+    """``QUANTIZERS[name](**args)``, arguments missing from ``args`` read as :data:`LEGACY_QUANTIZER_ARGS` says;
+    unknown names and arguments raise ValueError naming them."""
     if name not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {name!r}; known: {sorted(QUANTIZERS)}")
     ctor = QUANTIZERS[name]
-    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+    kwargs = {**LEGACY_QUANTIZER_ARGS.get(name, {}), **{k: list(v) if isinstance(v, tuple) else v
+                                                        for k, v in args.items()}}
     try:
         inspect.signature(ctor).bind(**kwargs)
     except TypeError as err:

@@ -6,8 +6,10 @@ Zhao, Xiong, Krähenbühl, "Image and Video Tokenization with Binary Spherical Q
 z (..., dim) is projected to ``bits`` channels if ``dim != bits`` (x = W_in z + b), put on the unit
 sphere, u = x / ||x||, and quantized to the nearest corner of the hypercube scaled onto the sphere,
 q = sign(u) / √bits (sign(0) = -1): the corner with the largest <u, c>, hence the nearest one on the
-sphere. The index is Σ_j [x_j > 0]·2^j (bit 0 least significant, as vqkit's LFQ), so the codes decode
-from the indices alone; the output is project_out(q) with the straight-through gradient of u (the
+sphere. The index is the binary number of the bits [x_j > 0] in ``bit_order`` (``"msb"``, the default:
+channel 0 most significant, as the official code and vqp; ``"lsb"``: as vqkit before ``bit_order``, and
+what a config without it means — see :mod:`.lfq`), so the codes decode from the indices alone; the
+output is project_out(q) with the straight-through gradient of u (the
 gradient flows through the normalisation, as in vqp and the official code).
 
 Losses, loss = commitment_weight·mean((u - sg(q))²) + entropy_weight·(H_sample - gamma·H_codebook),
@@ -35,7 +37,8 @@ Where vqkit follows or deviates, on purpose:
   vqkit's LFQ) where the official configs and recent vqp set it to 0;
 * numerics: vqp clamps p at 1e-5 (the official code adds 1e-8) inside the logs; vqkit's entropies are
   exact (logsigmoid sums, probabilities below 2^-63 dropped);
-* index bit order: LSB first (vqkit's LFQ); the official code and vqp are MSB first.
+* index bit order: MSB first by default, as the official code and vqp (``bit_order="lsb"`` for vqkit's
+  earlier order).
 """
 
 from __future__ import annotations
@@ -49,14 +52,24 @@ from torch import Tensor, nn
 from ..validation import Dim, NonNegativeFloat, PositiveFloat, Size, check_args
 from .base import Quantizer, check_size, l2_normalize, straight_through
 from .layout import SymbolLayout
-from .lfq import MAX_BITS, MAX_LOGIT, binary_entropy_from_logits, exact_codebook_entropy, index_to_signs
+from .lfq import (
+    MAX_BITS,
+    MAX_LOGIT,
+    BitOrder,
+    binary_entropy_from_logits,
+    bit_powers,
+    check_bit_order,
+    exact_codebook_entropy,
+    index_to_signs,
+)
 
 DEFAULT_GROUP_SIZE = 9
 """The paper's group size (BSQ-ViT's default ``group_size=9``)."""
 MAX_GROUP_SIZE = 24
 """Largest group whose exact entropy table (2^group_size float32) is computed: 64 MiB."""
 ARGS = {"dim": Dim, "bits": Size | None, "group_size": Size | None, "entropy_weight": NonNegativeFloat,
-        "commitment_weight": NonNegativeFloat, "gamma": float, "temperature": PositiveFloat, "check_finite": bool}
+        "commitment_weight": NonNegativeFloat, "gamma": float, "temperature": PositiveFloat, "check_finite": bool,
+        "bit_order": BitOrder}
 """Types of BSQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
@@ -79,11 +92,12 @@ class BSQ(Quantizer):
         gamma: float = 1.0,
         temperature: float = 0.01,
         check_finite: bool = True,
+        bit_order: BitOrder = "msb",
     ) -> None:
         super().__init__()
         args = check_args("BSQ", ARGS, dim=dim, bits=bits, group_size=group_size, entropy_weight=entropy_weight,
                           commitment_weight=commitment_weight, gamma=gamma, temperature=temperature,
-                          check_finite=check_finite)
+                          check_finite=check_finite, bit_order=bit_order)
         self.dim = check_size("BSQ", "dim", dim, 1)
         self.bits = self.dim if args["bits"] is None else args["bits"]
         if not 1 <= self.bits <= MAX_BITS:
@@ -101,7 +115,8 @@ class BSQ(Quantizer):
         self.gamma: float = args["gamma"]
         self.temperature: float = args["temperature"]
         self.check_finite = args["check_finite"]
-        self.register_buffer("_powers", 2 ** torch.arange(self.bits, dtype=torch.long), persistent=False)
+        self.bit_order: BitOrder = check_bit_order("BSQ", bit_order)
+        self.register_buffer("_powers", bit_powers(self.bits, self.bit_order), persistent=False)
         self.project_in: nn.Module = nn.Linear(self.dim, self.bits) if self.bits != self.dim else nn.Identity()
         self.project_out: nn.Module = nn.Linear(self.bits, self.dim) if self.bits != self.dim else nn.Identity()
 
@@ -151,12 +166,14 @@ class BSQ(Quantizer):
         return self._to_indices(self._project_in(z))  # the signs of x are those of u: no normalisation
 
     def _decode(self, indices: Tensor) -> Tensor:
-        codes: Tensor = self.project_out(index_to_signs(indices, self.bits) * (1.0 / math.sqrt(self.bits)))
+        signs = index_to_signs(indices, self.bits, self.bit_order)
+        codes: Tensor = self.project_out(signs * (1.0 / math.sqrt(self.bits)))
         return codes
 
     def symbol_layout(self) -> tuple[SymbolLayout, ...]:
-        """One bit per digit, least significant first (bit j is ``u_j > 0``, weighted 2^j)."""
+        """One bit per digit of the index, least significant first (see :meth:`.LFQ.symbol_layout`)."""
         return (SymbolLayout.digits((2,) * self.bits),)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, bits={self.bits}, group_size={self.group_size}, temperature={self.temperature}"
+        return (f"dim={self.dim}, bits={self.bits}, group_size={self.group_size}, temperature={self.temperature}, "
+                f"bit_order={self.bit_order!r}")

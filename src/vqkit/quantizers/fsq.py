@@ -15,6 +15,26 @@ Deviations from the papers' text, on purpose:
   symmetric about 0; the default grid of FSQ is asymmetric for even L (L=8 → {-1, …, 0.75}).
   A level of 2 needs the symmetric grid (the asymmetric one degenerates to {-1, 0}).
 
+The grid and the index cast next to the other implementations (tests/test_interop.py checks each claim):
+
+================  ==================================  =============================  ============================
+                  Google reference (FSQ paper A.1)    vqp 1.32 ``FSQ``               vqkit ``FSQ``
+================  ==================================  =============================  ============================
+half-width        (L-1)(1-eps)/2, eps = 1e-3          (L-1)(1+eps)/2                 (L-1)(1+eps)/2
+shift (even L)    tan(½ / half-width)                 atanh(½ / half-width)          atanh(½ / half-width)
+code              round(bound)/(L//2)                 the same                       the same
+digits -> index   Σ code-digits·basis as float, cast  the float sum, rounded, int32  digits rounded, then summed
+                  to uint32: truncates                                               exactly, int64
+symmetric grid    —                                   ``preserve_symmetry=True``     ``symmetric=True`` (same)
+math dtype        the input's                         float32 (float64 kept)         float32 always
+================  ==================================  =============================  ============================
+
+So vqp and vqkit give identical codes and indices for float32 and bf16 inputs (float64 inputs: vqp keeps
+float64, vqkit rounds to float32 first). The reference has the same implicit codebook (the same code for
+every index) but its cells move by O(eps): an input whose bound lies within ~L·eps of a rounding boundary
+can get the neighbouring code; and its truncating cast loses one from an index whenever the float sum
+falls just below the integer (codes k/3 or k/5 stored in bf16 do).
+
 Sizes: ∏levels must fit an int64 index (≤ 2^63 - 1), and each level ≤ 2^22 (:data:`MAX_LEVEL`):
 digits are computed in float32, and beyond ~2^22 levels float32's tanh can no longer reach every
 digit (at 2^23 some cells are unreachable). Both are refused at construction.

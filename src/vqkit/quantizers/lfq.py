@@ -3,8 +3,18 @@
 Yu et al., "Language Model Beats Diffusion — Tokenizer is Key to Visual Generation"
 (MAGVIT-v2), ICLR 2024; the LFQ baseline of both RFSQ and SimVQ.
 
-Each of ``bits`` channels becomes ±1; the index is Σ_i [z_i > 0]·2^i (channel 0 least
-significant, as in FSQ's mixed radix); the codebook is {-1, 1}^bits.
+Each of ``bits`` channels becomes ±1; the codebook is {-1, 1}^bits. The index is a binary number
+of the bits [z_i > 0] in ``bit_order``:
+
+* ``"msb"`` (default): channel 0 most significant, index = Σ_i [z_i > 0]·2^(bits-1-i), as vqp,
+  the BSQ code and Cosmos number their tokens;
+* ``"lsb"``: channel 0 least significant, index = Σ_i [z_i > 0]·2^i, as Open-MAGVIT2 and every vqkit
+  LFQ/BSQ before ``bit_order`` existed. A model config without ``bit_order`` means ``"lsb"``
+  (:data:`vqkit.models.registry.LEGACY_QUANTIZER_ARGS`), so saved models and their ``.vqt`` files
+  decode as they always did.
+
+The order is a property of the model, like its weights: it is in the quantizer's arguments, hence
+in the config that a ``.vqt`` file's model id hashes, and the two orders of one model are two models.
 
 The entropy regulariser uses p(c|z) ∝ exp(-||z - c||²/τ) over the 2^bits codes. That
 distribution factorises over bits, p(c|z) = Π_i σ(4·c_i·z_i/τ), so
@@ -42,6 +52,7 @@ from .base import Quantizer, check_size, straight_through
 from .layout import SymbolLayout
 
 EntropyMode = Literal["exact", "factorized"]
+BitOrder = Literal["msb", "lsb"]
 _EXACT_MAX_BITS = 24
 MAX_BITS = 62
 """2^62 codes: the largest power-of-two codebook whose size, like its indices, is an int64."""
@@ -49,7 +60,8 @@ MAX_LOGIT = 200.0
 """|logit| above which σ is 0 or 1 in float32 (σ(-104) underflows): clipping there changes nothing."""
 _MIN_LOG_P = -63 * math.log(2)
 ARGS = {"dim": Dim, "bits": Size | None, "entropy_weight": NonNegativeFloat, "commitment_weight": NonNegativeFloat,
-        "gamma": float, "temperature": float, "codebook_entropy": EntropyMode | None, "check_finite": bool}
+        "gamma": float, "temperature": float, "codebook_entropy": EntropyMode | None, "check_finite": bool,
+        "bit_order": BitOrder}
 """Types of LFQ's arguments (:func:`vqkit.validation.check_args`); ranges are checked in ``__init__``."""
 
 
@@ -60,10 +72,24 @@ def binary_entropy_from_logits(logits: Tensor) -> Tensor:
     return p * F.softplus(-logits) + (1 - p) * F.softplus(logits)
 
 
-def index_to_signs(indices: Tensor, bits: int) -> Tensor:
-    """int64 (...,) -> (..., bits) of ±1; bit 0 is the least significant."""
+def index_to_signs(indices: Tensor, bits: int, bit_order: BitOrder = "lsb") -> Tensor:
+    """int64 (...,) -> (..., bits) of ±1; channel 0 is the least (``"lsb"``) or most (``"msb"``) significant bit."""
     shifts = torch.arange(bits, device=indices.device)
+    if bit_order == "msb":
+        shifts = shifts.flip(0)
     return ((indices.unsqueeze(-1) >> shifts) & 1).float() * 2 - 1
+
+
+def bit_powers(bits: int, bit_order: BitOrder) -> Tensor:
+    """(bits,) int64 weight of each channel's bit in the index: 2^i (``"lsb"``) or 2^(bits-1-i) (``"msb"``)."""
+    powers = 2 ** torch.arange(bits, dtype=torch.long)
+    return powers.flip(0) if bit_order == "msb" else powers
+
+
+def check_bit_order(owner: str, bit_order: str) -> BitOrder:
+    if bit_order not in ("msb", "lsb"):
+        raise ValueError(f"{owner}: bit_order must be 'msb' or 'lsb', got {bit_order!r}")
+    return "msb" if bit_order == "msb" else "lsb"
 
 
 def exact_codebook_entropy(logits: Tensor) -> Tensor:
@@ -114,11 +140,12 @@ class LFQ(Quantizer):
         temperature: float = 0.01,
         codebook_entropy: EntropyMode | None = None,
         check_finite: bool = True,
+        bit_order: BitOrder = "msb",
     ) -> None:
         super().__init__()
         args = check_args("LFQ", ARGS, dim=dim, bits=bits, entropy_weight=entropy_weight,
                           commitment_weight=commitment_weight, gamma=gamma, temperature=temperature,
-                          codebook_entropy=codebook_entropy, check_finite=check_finite)
+                          codebook_entropy=codebook_entropy, check_finite=check_finite, bit_order=bit_order)
         entropy_weight, commitment_weight, gamma = args["entropy_weight"], args["commitment_weight"], args["gamma"]
         temperature, check_finite = args["temperature"], args["check_finite"]
         self.dim = check_size("LFQ", "dim", dim, 1)
@@ -142,7 +169,8 @@ class LFQ(Quantizer):
         self.temperature = temperature
         self.codebook_entropy: EntropyMode = codebook_entropy
         self.check_finite = check_finite
-        self.register_buffer("_powers", 2 ** torch.arange(self.bits, dtype=torch.long), persistent=False)
+        self.bit_order: BitOrder = check_bit_order("LFQ", bit_order)
+        self.register_buffer("_powers", bit_powers(self.bits, self.bit_order), persistent=False)
         self.project_in: nn.Module = nn.Linear(self.dim, self.bits) if self.bits != self.dim else nn.Identity()
         self.project_out: nn.Module = nn.Linear(self.bits, self.dim) if self.bits != self.dim else nn.Identity()
 
@@ -180,12 +208,14 @@ class LFQ(Quantizer):
         return self._to_indices(self._project_in(z))
 
     def _decode(self, indices: Tensor) -> Tensor:
-        codes: Tensor = self.project_out(index_to_signs(indices, self.bits))
+        codes: Tensor = self.project_out(index_to_signs(indices, self.bits, self.bit_order))
         return codes
 
     def symbol_layout(self) -> tuple[SymbolLayout, ...]:
-        """One bit per digit, least significant first (bit j is ``z_j > 0``, weighted 2^j)."""
+        """One bit per digit of the index, least significant first: digit j is channel j's bit (``"lsb"``) or
+        channel bits-1-j's (``"msb"``). The same layout either way; the order is the model's (its config)."""
         return (SymbolLayout.digits((2,) * self.bits),)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, bits={self.bits}, codebook_entropy={self.codebook_entropy!r}"
+        return (f"dim={self.dim}, bits={self.bits}, codebook_entropy={self.codebook_entropy!r}, "
+                f"bit_order={self.bit_order!r}")

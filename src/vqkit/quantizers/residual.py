@@ -11,7 +11,10 @@ input space, the inverse of that conditioning; the output is the sum of the cont
 and r_k = r_{k-1} - c_k, r_0 = z. As printed, the paper's eq. (10) has the sign reversed
 (r_k = LN⁻¹(q_k) - r_{k-1}) and Algorithm 1 sums q_k instead of q_k/α_k: both are fixed here
 (the README's Methods section). As in the official code the residual is not detached, no stage adds a loss
-of its own beyond its quantizer's, and the first stage is conditioned too.
+of its own beyond its quantizer's, and the first stage is conditioned too. ``detach_residual=True`` is the
+SoundStream / EnCodec / vqp form, r_k = r_{k-1} - sg(c_k): the forward pass is the same, but every stage's
+straight-through and commitment gradients reach z (with the residual attached, stage k > 0 sees
+d r_k / d z = 0, so only stage 0's do).
 
 Scale parameterisation: α_k = exp(p_k), p_k = 0, starts at exactly the paper's 1.0 and stays
 positive; ``scale_param="softplus"`` is the official α = softplus(p), which starts at 0.693.
@@ -65,7 +68,7 @@ MAX_STAGES = 1024
 """Most stages a residual quantizer may have (a typo of 10**9 stages would build modules for ever)."""
 ARGS = {"conditioning": Conditioning, "scale_param": ScaleParam, "layernorm_stats": LayerNormStats,
         "momentum": float, "eps": float, "check_finite": bool,
-        "num_stages": Annotated[int, at.Le(MAX_STAGES)], "symmetric": bool, "ema": bool}
+        "num_stages": Annotated[int, at.Le(MAX_STAGES)], "symmetric": bool, "ema": bool, "detach_residual": bool}
 """Types of the residual quantizers' arguments (:func:`vqkit.validation.check_args`); ranges checked after."""
 
 
@@ -101,10 +104,13 @@ class ResidualQuantizer(Quantizer):
         momentum: float = 0.1,
         eps: float = 1e-5,
         check_finite: bool = True,
+        detach_residual: bool = False,
     ) -> None:
         super().__init__()
         args = _check("ResidualQuantizer", conditioning=conditioning, scale_param=scale_param,
-                      layernorm_stats=layernorm_stats, momentum=momentum, eps=eps, check_finite=check_finite)
+                      layernorm_stats=layernorm_stats, momentum=momentum, eps=eps, check_finite=check_finite,
+                      detach_residual=detach_residual)
+        self.detach_residual: bool = args["detach_residual"]
         momentum, eps, check_finite = args["momentum"], args["eps"], args["check_finite"]
         if not isinstance(stages, Iterable) or isinstance(stages, str | bytes | Quantizer):
             raise ConfigError(f"ResidualQuantizer: invalid stages = {stages!r} ({type(stages).__name__}): "
@@ -272,7 +278,7 @@ class ResidualQuantizer(Quantizer):
                 idx = stage._encode(x)
                 q = stage._decode(idx)
             contribution = self._uncondition(k, q, stats, scales)
-            residual = residual - contribution
+            residual = residual - (contribution.detach() if self.detach_residual else contribution)
             total = contribution if total is None else total + contribution
             indices.append(idx)
             if stats is not None:
@@ -339,7 +345,8 @@ class ResidualQuantizer(Quantizer):
             return self._decode(indices.long(), None if side_info is None else side_info.float())
 
     def extra_repr(self) -> str:
-        return f"conditioning={self.conditioning!r}, num_stages={self.num_stages}, codebook_sizes={list(self._sizes)}"
+        return (f"conditioning={self.conditioning!r}, num_stages={self.num_stages}, codebook_sizes={list(self._sizes)}"
+                + (", detach_residual=True" if self.detach_residual else ""))
 
 
 def ResidualFSQ(
@@ -351,13 +358,14 @@ def ResidualFSQ(
     scale_param: ScaleParam = "exp",
     layernorm_stats: LayerNormStats = "running",
     check_finite: bool = True,
+    detach_residual: bool = False,
 ) -> ResidualQuantizer:
     """RFSQ: ``num_stages`` FSQ stages over ``levels`` (dim = len(levels))."""
     _check("ResidualFSQ", num_stages=num_stages, symmetric=symmetric, conditioning=conditioning)
     num_stages = check_size("ResidualFSQ", "num_stages", num_stages, 1)
     stages = [FSQ(levels, symmetric=symmetric) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
-                             check_finite=check_finite)
+                             check_finite=check_finite, detach_residual=detach_residual)
 
 
 def ResidualVQ(
@@ -370,6 +378,7 @@ def ResidualVQ(
     scale_param: ScaleParam = "exp",
     layernorm_stats: LayerNormStats = "running",
     check_finite: bool = True,
+    detach_residual: bool = False,
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual VQ (EnCodec / SoundStream): EMAVQ stages, or gradient VQ with ``ema=False``."""
@@ -379,7 +388,7 @@ def ResidualVQ(
     _check_stage_options("ResidualVQ", cls, stage_options)
     stages = [cls(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
-                             check_finite=check_finite)
+                             check_finite=check_finite, detach_residual=detach_residual)
 
 
 def ResidualSimVQ(
@@ -391,6 +400,7 @@ def ResidualSimVQ(
     scale_param: ScaleParam = "exp",
     layernorm_stats: LayerNormStats = "running",
     check_finite: bool = True,
+    detach_residual: bool = False,
     **stage_options: Any,
 ) -> ResidualQuantizer:
     """Residual SimVQ: each stage its own frozen codebook and linear layer."""
@@ -399,4 +409,4 @@ def ResidualSimVQ(
     _check_stage_options("ResidualSimVQ", SimVQ, stage_options)
     stages = [SimVQ(dim, codebook_size, **stage_options) for _ in range(num_stages)]
     return ResidualQuantizer(stages, conditioning, scale_param=scale_param, layernorm_stats=layernorm_stats,
-                             check_finite=check_finite)
+                             check_finite=check_finite, detach_residual=detach_residual)
