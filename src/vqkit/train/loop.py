@@ -34,12 +34,13 @@ from ..data.files import set_epoch, skipped_count, split_note
 from ..evaluate import evaluate
 from ..modalities import fit_and_save_prior, modality_of
 from ..models import Tokenizer
-from ..quantizers import NonFiniteError, Quantizer
+from ..quantizers import FSQ, NonFiniteError, Quantizer
 from ..storage import atomic_write, remove_debris
-from ..validation import resolve_device
+from ..validation import ConfigError, resolve_device
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .log import RunLog, collapse_warning
+from .rate import DigitRate
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,15 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if optim.ema_decay > 0 else None
         self.opt = torch.optim.Adam(self.model.parameters(), lr=optim.lr, betas=(optim.betas[0], optim.betas[1]),
                                     weight_decay=optim.weight_decay)
+        # the image objective's rate term (rate-distortion training): a prior over the digits, trained jointly
+        self.rate_weight = float(getattr(cfg.objective, "rate_weight", 0.0))
+        self.rate: DigitRate | None = None
+        if self.rate_weight > 0:
+            if self.ctx.world > 1:
+                raise ConfigError("rate_weight > 0 (rate-distortion training) runs in one process for now, "
+                                  "not under torchrun")
+            self.rate = DigitRate.for_quantizer(self.model.quantizer).to(self.ctx.device)
+            self.opt.add_param_group({"params": list(self.rate.parameters()), "weight_decay": 0.0})
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
         self.disc: nn.Module | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
@@ -191,6 +201,8 @@ class Trainer:
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
+        if self.rate is not None:
+            state["rate"] = self.rate.state_dict()
         if self.disc is not None and self.disc_opt is not None:
             state["disc"] = _unwrap(self.disc).state_dict()
             state["disc_optimizer"] = self.disc_opt.state_dict()
@@ -202,6 +214,8 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.rate is not None:
+            self.rate.load_state_dict(state["rate"])
         if self.disc is not None and self.disc_opt is not None:
             self.disc.load_state_dict(state["disc"])
             self.disc_opt.load_state_dict(state["disc_optimizer"])
@@ -241,6 +255,12 @@ class Trainer:
             recon = recon.float()
             loss, terms = self.objective(recon, images)
             loss = loss + out.loss
+            if self.rate is not None:
+                quantizer = self.model.quantizer
+                assert isinstance(quantizer, FSQ)
+                bpp = self.rate(quantizer.codes_to_digits(out.quantized.float())) / images[:, 0].numel()
+                loss = loss + self.rate_weight * bpp
+                terms = {**terms, "bpp_rate": bpp.item()}
             if gan and self.disc is not None:
                 loss = loss + self.disc(recon, images, True)
         self.opt.zero_grad(set_to_none=True)
@@ -368,7 +388,7 @@ class Trainer:
             final.save_pretrained(self.run_dir / "final")
             if self.cfg.run.prior_items:
                 fit_and_save_prior(self.run_dir / "final", self.cfg.data.train, self.cfg.run.prior_items,
-                                   self.ctx.device, cfg=self.cfg)
+                                   self.ctx.device, cfg=self.cfg, learned=self.rate is not None)
             atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self._barrier()
         return summary
