@@ -126,3 +126,32 @@ def test_cli_truncate_and_decode_stages(codec, tmp_path) -> None:  # type: ignor
     # the shipped single-stage default cannot drop stages: a usage error before any work
     assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "d"), "--stages", "1"]) == 2
     assert not (tmp_path / "d").exists()
+
+
+def test_quality_is_a_stage_count_and_decode_finds_shipped_models(codec, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from vqkit.cli import main
+    from vqkit.codec.priors import save_prior
+
+    model = tmp_path / "model"
+    codec.model.save_pretrained(model)
+    save_prior(model, codec.tables)
+    Image.fromarray(photo(5)).save(tmp_path / "a.png")
+    sizes = []
+    for q in range(1, STAGES + 1):
+        out = tmp_path / f"q{q}"
+        assert main(["encode", str(tmp_path / "a.png"), "-o", str(out), "--model", str(model), "--quality", str(q)]) == 0
+        data = (out / "a.vqt").read_bytes()
+        assert TokenFile.from_bytes(data).grid[0] == q
+        sizes.append(len(data))
+    assert sizes == sorted(sizes)
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "bad"), "--model", str(model),
+                 "--quality", str(STAGES + 1)]) == 2
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "bad"), "--model", str(model),
+                 "--quality", "1", "--stages", "1"]) == 2
+    # without --model, decode picks the shipped model a file names; a file of another model is an error
+    assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "dflt")]) == 0
+    assert main(["decode", str(tmp_path / "dflt"), "-o", str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back" / "a.png").is_file()
+    assert main(["decode", str(tmp_path / "q1"), "-o", str(tmp_path / "none")]) == 1

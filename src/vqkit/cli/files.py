@@ -121,22 +121,51 @@ def _wrong_kind(path: Path, codec: Codec[Any], media: Modality) -> str:
     return f"a {owner.name} file; {codec.name} is a {media.name} model ({', '.join(media.extensions)})"
 
 
-def _check_stages(codec: Codec[Any], stages: int | None) -> None:
+def _check_stages(codec: Codec[Any], stages: int | None, flag: str = "--stages") -> None:
     held = len(codec.specs)
     if stages is not None and (held == 1 or not 1 <= stages <= held):
-        raise UsageError(f"--stages {stages}: {codec.name} has {held} stage(s)"
+        raise UsageError(f"{flag} {stages}: {codec.name} has {held} stage(s)"
                          + ("; only a model of several stages (e.g. RFSQ) can drop stages" if held == 1 else
                             f": choose 1..{held}"))
 
 
-def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: bool, device: str,
-               existing: Existing = "refuse", stages: int | None = None) -> int:
+def _shipped_codec_of(data: bytes, cache: dict[str, tuple[Codec[Any], Modality]], device: str) -> tuple[
+        Codec[Any], Modality]:
+    """The shipped model (``default``, ``codec``) whose model id (or archived tables) a file names."""
+    from ..codec.container import ModelMismatchError
+    from ..models.pretrained import SHIPPED, shipped
+
+    file = TokenFile.from_bytes(data)
+    for name in SHIPPED:
+        if shipped(name) is None:
+            continue
+        if name not in cache:
+            cache[name] = open_codec(name, resolve_device(device))
+        try:
+            cache[name][0].tables_for(file.model_id)
+        except ModelMismatchError:
+            continue
+        return cache[name]
+    raise ValueError(f"encoded with model {file.model_id.hex()}, which is none of the models shipped with vqkit "
+                     f"({', '.join(SHIPPED)}): pass --model with the model that encoded it")
+
+
+def run_encode(inputs: Sequence[str], out: str, model: str | None, prior: str | None, check: bool, device: str,
+               existing: Existing = "refuse", stages: int | None = None, quality: int | None = None) -> int:
+    """Encode every input; ``quality`` Q keeps the first Q stages of a multi-stage model (``model`` None: the
+    shipped ``codec`` family with ``quality``, else the shipped ``default``); ``prior`` None: the best the
+    model has (learned, else context, else uniform)."""
+    if quality is not None and stages is not None:
+        raise UsageError("--quality and --stages choose the same thing (the stages kept): give one")
     jobs = plan(inputs, out, _extensions(), SUFFIX, existing)
+    model = model or ("codec" if quality is not None else "default")
     codec, media = open_codec(model, resolve_device(device))
+    prior = prior or next(p for p in ("learned", "context", "uniform") if p in codec.fitted_priors or p == "uniform")
     if prior not in codec.fitted_priors and prior != "uniform":
         raise UsageError(f"{codec.name} has no prior tables for --prior {prior}: use --prior uniform, or fit them "
-                         "with `vqkit fit-prior RUN_DIR --data DIR`")
-    _check_stages(codec, stages)
+                         "with `vqkit fit-prior RUN_DIR --data DIR`" + (" --learned" if prior == "learned" else ""))
+    _check_stages(codec, stages if quality is None else quality, "--stages" if quality is None else "--quality")
+    stages = stages if quality is None else quality
     failed, total_bits, total_units = 0, 0.0, 0.0
     start = time.perf_counter()
     for job in _progress(jobs, "encode"):
@@ -168,17 +197,26 @@ def run_encode(inputs: Sequence[str], out: str, model: str, prior: str, check: b
     return _summary("encode", jobs, failed, extra)
 
 
-def run_decode(inputs: Sequence[str], out: str, model: str, device: str, existing: Existing = "refuse",
+def run_decode(inputs: Sequence[str], out: str, model: str | None, device: str, existing: Existing = "refuse",
                stages: int | None = None) -> int:
-    codec, media = open_codec(model, resolve_device(device))
-    jobs = plan(inputs, out, (SUFFIX,), media.decoded_suffix, existing)
-    _check_stages(codec, stages)
+    """Decode with ``model``, or (None) with whichever shipped model each file names by its model id."""
+    cache: dict[str, tuple[Codec[Any], Modality]] = {}
+    if model is not None:
+        cache[model] = open_codec(model, resolve_device(device))
+        codec, media = cache[model]
+        _check_stages(codec, stages)
+        suffix = media.decoded_suffix
+    else:
+        suffix = ".png"  # every shipped model is an image model
+    jobs = plan(inputs, out, (SUFFIX,), suffix, existing)
     failed = 0
     for job in _progress(jobs, "decode"):
         if job.skip:
             continue
         try:
-            signal = codec.decode(job.source.read_bytes(), stages)
+            data = job.source.read_bytes()
+            codec, media = cache[model] if model is not None else _shipped_codec_of(data, cache, device)
+            signal = codec.decode(data, stages)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             media.write(job.target, signal, codec)
         except (ValueError, OSError, RuntimeError) as err:

@@ -186,7 +186,7 @@ def _encode(args: argparse.Namespace) -> int:
     from .files import run_encode
 
     return run_encode(args.inputs, args.out, args.model, args.prior, args.check, args.device, _existing(args),
-                      args.stages)
+                      args.stages, args.quality)
 
 
 def _decode(args: argparse.Namespace) -> int:
@@ -245,10 +245,15 @@ def _add_codec_commands(sub: Any) -> None:
                                      "coded with the model's prior, its original size stored.")
     enc.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     enc.add_argument("-o", "--out", required=True, help="output folder (relative paths of folder inputs kept)")
-    enc.add_argument("--model", default="default", help=model_help)
-    enc.add_argument("--prior", choices=PRIOR_NAMES, default="context",
+    enc.add_argument("--model", default=None,
+                     help=model_help + "; default: 'codec' with --quality, else 'default'")
+    enc.add_argument("--quality", type=int, default=None, metavar="Q",
+                     help="rate control: keep the first Q stages of a multi-stage model (the shipped 'codec' family: "
+                          "Q = 1 (smallest files) .. 6 (best pictures); its model card lists the rates)")
+    enc.add_argument("--prior", choices=PRIOR_NAMES, default=None,
                      help="entropy model: uniform (nominal rate), static (per-stage histograms), context (counts in "
-                          "context), learned (a network per digit; `fit-prior --learned`)")
+                          "context), learned (a network per digit; `fit-prior --learned`); default: the best the "
+                          "model has (learned, else context, else uniform)")
     enc.add_argument("--check", action="store_true",
                      help="decode each file again and print its fidelity (PSNR; SI-SDR and mel distance for speech)")
     enc.add_argument("--stages", type=int, default=None, metavar="K",
@@ -260,7 +265,8 @@ def _add_codec_commands(sub: Any) -> None:
                          description="Decode .vqt files with the model that encoded them (checked by model id).")
     dec.add_argument("inputs", nargs="+", metavar="FILE", help=".vqt files or folders of them")
     dec.add_argument("-o", "--out", required=True, help="output folder for the PNGs (WAVs)")
-    dec.add_argument("--model", default="default", help=model_help)
+    dec.add_argument("--model", default=None,
+                     help=model_help + "; default: the shipped model ('default' or 'codec') each file names")
     dec.add_argument("--stages", type=int, default=None, metavar="K",
                      help="decode only the first K stages of a layered file (the coarser picture)")
     dec.add_argument("--device", default="cpu", help=device_help)

@@ -66,12 +66,28 @@ def check_directory(directory: object) -> str | os.PathLike[str]:
                      "by save_pretrained, a run directory, or 'default'")
 
 
+SHIPPED = ("default", "codec")
+"""Models shipped inside the package (``vqkit/assets/NAME``): the default tokenizer and the codec family (an
+RFSQ tokenizer whose stage cuts are ``vqkit encode --quality``'s operating points)."""
+
+
+def shipped(name: str) -> Path | None:
+    """The folder of the shipped model ``name``, or None if vqkit ships none of that name (or it is absent)."""
+    if name not in SHIPPED:
+        return None
+    path = Path(str(resources.files("vqkit") / "assets" / name))
+    return path if (path / CONFIG_NAME).is_file() else None
+
+
 def resolve(directory: str | os.PathLike[str]) -> Path:
-    """``"default"`` -> the tokenizer shipped inside the package; a run directory -> its ``final/``;
-    anything else is taken as a ``save_pretrained`` directory."""
+    """A shipped name (``"default"``, ``"codec"``) -> that model's folder inside the package; a run directory
+    -> its ``final/``; anything else is taken as a ``save_pretrained`` directory."""
     directory = check_directory(directory)
-    if str(directory) == "default":
-        return Path(str(resources.files("vqkit") / "assets" / "default"))
+    if str(directory) in SHIPPED:
+        found = shipped(str(directory))
+        if found is None:
+            raise ValueError(f"this vqkit ships no {directory!r} model (its package data is missing)")
+        return found
     path = Path(directory)
     return path / "final" if (path / "final" / CONFIG_NAME).is_file() else path
 
@@ -79,9 +95,12 @@ def resolve(directory: str | os.PathLike[str]) -> Path:
 def check_writable(directory: str | os.PathLike[str]) -> None:
     """ValueError for the shipped default model: new prior tables would change its model id, and files
     encoded with it could no longer be decoded."""
-    if resolve(directory).resolve() == resolve("default").resolve():
-        raise ValueError("the default tokenizer shipped with vqkit is read-only: copy its folder "
-                         f"({resolve('default')}) and fit the copy")
+    target = resolve(directory).resolve()
+    for name in SHIPPED:
+        folder = shipped(name)
+        if folder is not None and target == folder.resolve():
+            raise ValueError(f"the {name} tokenizer shipped with vqkit is read-only: copy its folder ({folder}) "
+                             "and fit the copy")
 
 
 def weights_blob(state: dict[str, Tensor]) -> bytes:
