@@ -388,7 +388,8 @@ class Trainer:
             final.save_pretrained(self.run_dir / "final")
             if self.cfg.run.prior_items:
                 fit_and_save_prior(self.run_dir / "final", self.cfg.data.train, self.cfg.run.prior_items,
-                                   self.ctx.device, cfg=self.cfg, learned=self.rate is not None)
+                                   self.ctx.device, cfg=self.cfg,
+                                   learned=self.rate is not None or self.cfg.run.learned_prior)
             atomic_write(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         self._barrier()
         return summary

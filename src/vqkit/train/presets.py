@@ -16,6 +16,24 @@ _SPEECH_PAPER = {"channels": 32, "max_channels": 512, "backbone_dim": 768, "back
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # The codec family (`vqkit encode --quality`): an RFSQ of 6 stages of 8 channels x 4 levels (16 bits a stage,
+    # 0.25 bpp nominal each at f = 8), so that the first k stages are operating points from ~0.1 to ~1.2 bpp
+    # once coded with the learned prior fitted at the end. How the shipped `codec` model was trained, on
+    # 2 CPU cores in ~2 hours (scripts/train_codec.sh).
+    "codec-cpu": dict(arch="fsq_conv", quantizer="rfsq",
+                      quantizer_args=dict(levels=[4] * 8, num_stages=6, conditioning="layernorm"),
+                      data="../shared/data/images/imagenette2", image_size=96, batch_size=8, steps=10_000, lr=8e-4,
+                      betas=(0.9, 0.999), weight_decay=5e-5, warmup=0.01, schedule="linear", grad_clip=1.0,
+                      l1_weight=1.0, mse_weight=1.0, eval_every=4000, ckpt_every=500, log_every=200,
+                      max_val_items=64, prior_items=2000, learned_prior=True),
+    # The same family at GPU scale: 256-pixel crops, the full-width FSQ-pytorch encoder (512 channels), a
+    # larger batch and 20x the steps; not yet run (no GPU was lent when it was written).
+    "codec-paper": dict(arch="fsq_conv", quantizer="rfsq", conv_channels=(256, 512, 512),
+                        quantizer_args=dict(levels=[4] * 8, num_stages=6, conditioning="layernorm"),
+                        image_size=256, batch_size=32, steps=200_000, lr=4e-4, betas=(0.9, 0.99), weight_decay=0.0,
+                        warmup=0.01, schedule="linear", grad_clip=1.0, l1_weight=1.0, mse_weight=1.0,
+                        eval_every=10_000, ckpt_every=2000, log_every=100, max_val_items=2000, prior_items=5000,
+                        learned_prior=True),
     # RFSQ paper: Adam lr 8e-4, betas (0.9, 0.999), 1% warm-up, linear decay, wd 5e-5, clip 1.0,
     # batch 2048 over 16 GPUs (128 each), 50 epochs of ImageNet at 128×128, L1 + LPIPS.
     "rfsq-paper": dict(arch="rfsq_conv", quantizer="rfsq",

@@ -250,6 +250,8 @@ class RunConfig:
     prior_items: Count = field(default=512, metadata=named(old=("prior_images",)))
     """Training items (whole, evenly spread) whose tokens fit the static and context entropy-coding
     priors saved with the final model (prior.safetensors); 0 = none (uniform prior only)."""
+    learned_prior: bool = False
+    """Also fit the learned prior on those tokens (FSQ/LFQ/BSQ/RFSQ; implied by rate_weight > 0)."""
     amp: Literal["auto", "bf16", "none"] = "auto"
     """'auto' = bf16 autocast on CUDA, none on CPU; 'bf16' or 'none' to force."""
     device: Device = "auto"
