@@ -165,6 +165,32 @@ _add(Preset(
              "ckpt_every": 50, "max_val_items": 64}},
 ))
 
+_MODERN_DIM = 16
+"""The latent width of the vector-codebook rows of ``modern`` (FSQ/LFQ/BSQ/grouped take theirs from their bits)."""
+
+_add(Preset(
+    "modern",
+    "The quantizers recent tokenizers use, at 12 bits per token on one tokenizer, data, seed and budget",
+    (
+        Entry("FSQ [8,8,8,8]", "FSQ", "fsq", {"levels": [8, 8, 8, 8]}),
+        Entry("LFQ 12 bits", "LFQ", "lfq", {"dim": 12, "bit_order": "msb"}),
+        Entry("BSQ 12 bits", "BSQ", "bsq", {"dim": 12, "bit_order": "msb"}),
+        Entry("IBQ 4096", "IBQ", "ibq", {"dim": _MODERN_DIM, "codebook_size": 4096}),
+        Entry("SimVQ 4096", "SimVQ", "simvq", {"dim": _MODERN_DIM, "codebook_size": 4096}),
+        Entry("VQ 4096, rotation trick", "VQ", "vq", {"dim": _MODERN_DIM, "codebook_size": 4096,
+                                                      "gradient": "rotation"}),
+        Entry("grouped FSQ 2x[8,8]", "grouped", "grouped", {"inner": "fsq", "groups": 2, "levels": [8, 8]}),
+        # 4096 codes per token, but a pyramid of 1+4+16+64+256 = 341 tokens per 16x16 map: 1.33x the bits a position
+        Entry("multi-scale RQ 4096 (1,2,4,8,16)", "MSRQ", "msrq",
+              {"dim": _MODERN_DIM, "codebook_size": 4096, "patch_nums": [1, 2, 4, 8, 16]}, scales=("cpu",)),
+        Entry("multi-scale RQ 4096 (VAR's scales)", "MSRQ", "msrq",
+              {"dim": _MODERN_DIM, "codebook_size": 4096, "patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 24, 32]},
+              scales=("paper",)),
+    ),
+    RFSQ_SCALES, CPU_STEPS,
+))
+
+
 def _audio_paper(util: float, pesq: float, stoi: float) -> dict[str, float]:
     """A row of SimVQ's Table 2, LibriTTS test-other column (utilization as a fraction)."""
     return {"usage": util / 100, "pesq_wb": pesq, "stoi": stoi}
