@@ -11,10 +11,9 @@ vqp is optional: it is imported only when a vqp module is built or checked.
 
 from .errors import ConversionError
 from .official import simvq_from_official, vq_from_taming
-from .vqp import ROTATION_TRICK_SUPPORTED, from_vqp, to_vqp
+from .vqp import from_vqp, to_vqp
 
 __all__ = [
-    "ROTATION_TRICK_SUPPORTED",
     "ConversionError",
     "from_vqp",
     "simvq_from_official",
