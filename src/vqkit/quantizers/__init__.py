@@ -4,6 +4,7 @@ from .base import NonFiniteError, Quantizer, QuantizerOutput
 from .bsq import BSQ
 from .factorized import FactorizedVQ
 from .fsq import FSQ
+from .ibq import IBQ
 from .layout import SymbolLayout
 from .lfq import LFQ
 from .residual import ResidualFSQ, ResidualQuantizer, ResidualSimVQ, ResidualVQ
@@ -14,6 +15,7 @@ __all__ = [
     "BSQ",
     "EMAVQ",
     "FSQ",
+    "IBQ",
     "LFQ",
     "VQ",
     "FactorizedVQ",
