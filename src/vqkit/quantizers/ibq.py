@@ -238,7 +238,8 @@ class IBQ(Quantizer):
         codes = self.codebook.float()
         if torch.is_grad_enabled() and (flat.requires_grad or codes.requires_grad):
             exponent = logit_exponent(flat, codes)
-            y, indices = _SoftOneHotProduct.apply(flat, codes, exponent, self.token_chunk, self.code_chunk)
+            y, indices = _SoftOneHotProduct.apply(  # type: ignore[no-untyped-call]
+                flat, codes, exponent, self.token_chunk, self.code_chunk)
         else:  # no gradient wanted: the index alone
             indices = self._encode(z).reshape(-1)
             y = codes[indices]
