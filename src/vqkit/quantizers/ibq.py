@@ -106,7 +106,7 @@ def exp_(x: Tensor) -> Tensor:
     at -45 and thresholding avoids both. What is dropped cannot show in float32: at most K·3e-20 of a
     softmax whose sum is 1 (below float32's 2^-24 resolution for any K < 2^40).
     """
-    return F.threshold_(x.clamp_(min=_EXP_FLOOR).exp_(), _P_FLOOR, 0.0)
+    return F.threshold(x.clamp_(min=_EXP_FLOOR).exp_(), _P_FLOOR, 0.0, inplace=True)
 
 
 def _code_blocks(codes: Tensor, code_chunk: int) -> list[tuple[int, Tensor]]:
