@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from vqkit.models.registry import QUANTIZERS
 from vqkit.quantizers import IBQ
-from vqkit.quantizers.ibq import _SoftOneHotProduct, logit_exponent
+from vqkit.quantizers.ibq import _SoftOneHotProduct, exp_, logit_exponent
 
 
 def dense(z: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,3 +232,10 @@ def test_autocast_keeps_float32_math() -> None:
     assert out.quantized.dtype == torch.float32
     assert torch.equal(out.indices, ref.indices)
     torch.testing.assert_close(gz, gz_ref)
+
+
+def test_exp_drops_only_what_float32_cannot_see() -> None:
+    x = torch.tensor([0.0, -1.0, -44.0, -45.0, -46.0, -200.0, -float("inf")])
+    got = exp_(x.clone())
+    assert torch.equal(got[:3], torch.tensor([0.0, -1.0, -44.0]).exp())
+    assert torch.equal(got[3:], torch.zeros(4))
