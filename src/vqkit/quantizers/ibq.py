@@ -32,7 +32,9 @@ Range: when max|z|·max|c|·d would let a logit overflow float32 (or sink below 
 multiplied by a power of two 2^-e and the softmax is taken of 2^e·(l' - max l'): exact scaling, so the
 argmax is that of the exact logits and huge logits give a one-hot softmax instead of NaN.
 
-Loss: the official code's quantization loss ("double quantization loss" of the paper), with q = c_i:
+Loss: the official code's ``quant_loss`` (checked in ``IndexPropagationQuantize.forward``; the paper, not in
+this repository, calls it the double quantization loss: the VQ terms of the hard code q = c_i plus one term
+through the straight-through one-hot):
 
     loss = mean((y - z)²) + mean((sg(q) - z)²) + beta·mean((q - sg(z))²)
 
