@@ -31,6 +31,16 @@ Method
   128)`` and ``randn(K, 128)`` codes: the bare float32 product (the floor above), ``nearest_code`` in
   float32 and in exact bf16, timed alternately in this process (median of the repeats); "÷ floor" is
   the search's median over the product's, and the candidate counts are the price of exactness.
+* IBQ configs (``ibq-K``): vqkit's blocked IBQ (K codes, d = 256) for one training step (forward +
+  backward, the step above) on ``--tokens`` tokens against (a) the straightforward implementation, the
+  official form with its (N, K) logits, softmax and one-hots and autograd's backward, and (b) the bare
+  float32 product ``z @ codes.T`` (the floor above), timed alternately with IBQ. Memory is the RSS peak
+  above (the codebook exists before the baseline; its gradient is counted). The straightforward step
+  needs ~5 (N, K) float32 tensors (20 GiB at 4096 x 262144), so it is measured at
+  ``--ibq-dense-tokens`` (default 512) and half that, and its peak at ``--tokens`` is the straight line
+  through the two (its (N, K) tensors grow linearly in N); IBQ is measured at both sizes, so the
+  ratio at ``--ibq-dense-tokens`` is measured, not extrapolated. ``--ibq-dense-tokens`` equal to
+  ``--tokens`` measures it at full size (a machine with the memory).
 
 Run: ``python benchmarks/quantizers.py [--device cuda] [--configs fsq,emavq-65536] [--threads 2]``.
 """
@@ -62,6 +72,7 @@ from _common import check_device, fmt, load_vqp
 from vqkit.quantizers import (
     EMAVQ,
     FSQ,
+    IBQ,
     LFQ,
     VQ,
     GroupedQuantizer,
@@ -111,6 +122,17 @@ class LatentMap(nn.Module):
 
 SEARCH_CONFIGS = {c.name: c for c in (SearchConfig("search-65536", 128, 65536),
                                       SearchConfig("search-262144", 128, 262144))}
+
+
+@dataclass(frozen=True)
+class IBQConfig:
+    name: str
+    dim: int
+    codes: int
+
+
+IBQ_CONFIGS = {c.name: c for c in (IBQConfig("ibq-262144", 256, 262144),)}
+EXTRA_CONFIGS = [*SEARCH_CONFIGS, *IBQ_CONFIGS]
 
 
 def make_configs() -> dict[str, Config]:
@@ -213,15 +235,17 @@ def parse_args(argv: list[str] | None, names: list[str]) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    default = ",".join([*names, *SEARCH_CONFIGS])
+    default = ",".join([*names, *EXTRA_CONFIGS])
     p.add_argument("--configs", default=default, help=f"comma list of: {default}")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "bench")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     p.add_argument("--skip-vqp", action="store_true", help="run vqkit only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ibq-dense-tokens", type=int, default=512,
+                   help="tokens of the straightforward (N, K) IBQ step (memory grows as N x K)")
     args = p.parse_args(argv)
     args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    names = names + list(SEARCH_CONFIGS)
+    names = names + EXTRA_CONFIGS
     if unknown := [c for c in args.configs if c not in names]:
         p.error(f"unknown config(s) {unknown}; choose from {names}")
     check_device(p, args.device)
@@ -421,6 +445,78 @@ def bench_config(cfg: Config, args: argparse.Namespace, vqp: ModuleType | None, 
     return rec
 
 
+def dense_ibq_step(z: Tensor, codes: Tensor, beta: float = 0.25) -> None:
+    """The straightforward IBQ training step: the official form with its (N, K) tensors, autograd backward."""
+    codes.grad, z.grad = None, None
+    logits = z @ codes.t()
+    soft = logits.softmax(dim=-1)
+    idx = soft.argmax(dim=-1)
+    hard = torch.zeros_like(logits).scatter_(1, idx[:, None], 1.0)
+    y = (hard - soft.detach() + soft) @ codes
+    q = codes[idx]
+    aux = (y - z).pow(2).mean() + (q.detach() - z).pow(2).mean() + beta * (q - z.detach()).pow(2).mean()
+    (y.square().mean() + aux).backward()
+
+
+def bench_ibq(cfg: IBQConfig, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Blocked IBQ vs the straightforward (N, K) step (memory) and vs the bare product (time)."""
+    torch.manual_seed(args.seed)
+    module = IBQ(cfg.dim, cfg.codes).to(device).train()
+    tokens, small = args.tokens, min(args.tokens, args.ibq_dense_tokens)
+    z = torch.randn(tokens, cfg.dim, device=device, requires_grad=True)
+    part = {n: z.detach()[:n].clone().requires_grad_() for n in (small, small // 2)}
+    ibq_step = lambda: train_step(module, z, False)  # noqa: E731
+    peaks = {"ibq": peak_memory_mb(ibq_step, device),
+             "ibq_small": peak_memory_mb(lambda: train_step(module, part[small], False), device),
+             "dense_small": peak_memory_mb(lambda: dense_ibq_step(part[small], module.codebook), device)}
+    if small < tokens:
+        peaks["dense_half"] = peak_memory_mb(lambda: dense_ibq_step(part[small // 2], module.codebook), device)
+        slope = (peaks["dense_small"] - peaks["dense_half"]) / (small - small // 2)
+        dense_full, how = peaks["dense_small"] + slope * (tokens - small), "extrapolated"
+    else:
+        dense_full, how = peaks["dense_small"], "measured"
+    module.zero_grad(set_to_none=True)
+    gc.collect()
+    codes = torch.randn(cfg.codes, cfg.dim, device=device)
+    cols = max(1, min(cfg.codes, 256 * MIB // (4 * tokens)))
+    buf = torch.zeros(tokens * cols, device=device)
+
+    def product() -> None:
+        for j in range(0, cfg.codes, cols):
+            w = min(cols, cfg.codes - j)
+            torch.mm(z.detach(), codes[j : j + w].t(), out=buf[: tokens * w].view(tokens, w))
+
+    fns: dict[str, Callable[[], object]] = {"floor": product, "ibq": ibq_step}
+    for fn in fns.values():
+        for _ in range(args.warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(args.repeats):
+        for name, fn in fns.items():  # alternate: floor, ibq, floor, ...
+            times[name].append(time_call(fn, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"config": cfg.name, "tokens": tokens, "dim": cfg.dim, "codes": cfg.codes, "times_s": times,
+            "floor_s": med["floor"], "ibq_s": med["ibq"], "ibq_over_floor": med["ibq"] / med["floor"],
+            "peaks_mb": peaks, "dense_tokens": small, "dense_full_mb": dense_full, "dense_full_is": how,
+            "memory_ratio_same_tokens": peaks["dense_small"] / peaks["ibq_small"],
+            "memory_ratio": dense_full / peaks["ibq"]}
+
+
+def format_ibq_table(records: list[dict[str, Any]]) -> str:
+    head = ["config", "tokens x codes x d", "floor ms", "IBQ step ms", "IBQ ÷ floor", "IBQ peak MB",
+            "dense peak MB (at tokens)", "dense ÷ IBQ memory", "at dense tokens: IBQ / dense MB, ratio"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        p = r["peaks_mb"]
+        cells = [r["config"], f"{r['tokens']} x {r['codes']} x {r['dim']}", f"{r['floor_s'] * 1e3:.0f}",
+                 f"{r['ibq_s'] * 1e3:.0f}", f"{r['ibq_over_floor']:.2f}", f"{p['ibq']:.0f}",
+                 f"{r['dense_full_mb']:.0f} ({r['dense_full_is']})", f"{r['memory_ratio']:.1f}",
+                 f"{r['dense_tokens']}: {p['ibq_small']:.0f} / {p['dense_small']:.0f}, "
+                 f"{r['memory_ratio_same_tokens']:.1f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def _candidates(r: dict[str, Any]) -> str:
     if r.get("search") != "bf16":
         return r.get("search", "") or ""
@@ -465,7 +561,8 @@ def check_targets(records: list[dict[str, Any]]) -> list[str]:
                ("simvq-262144", "vqkit_over_floor", "<=", 1.5), ("search-65536", "bf16_over_floor", "<=", 0.6),
                ("emavq-rot-4096-d128", "speed_ratio", ">=", 1.0), ("emavq-rot-512-d32", "speed_ratio", ">=", 1.0),
                ("grouped-fsq-g4", "speed_ratio", ">=", 1.0), ("grouped-rfsq4-g2", "speed_ratio", ">=", 1.0),
-               ("emavq-rot-4096-d128", "memory_ratio", ">=", 1.0), ("grouped-fsq-g4", "memory_ratio", ">=", 1.0)]
+               ("emavq-rot-4096-d128", "memory_ratio", ">=", 1.0), ("grouped-fsq-g4", "memory_ratio", ">=", 1.0),
+               ("ibq-262144", "memory_ratio", ">=", 8.0), ("ibq-262144", "ibq_over_floor", "<=", 4.0)]
     by_name, lines = {r["config"]: r for r in records}, []
     for name, key, op, bound in targets:
         if name not in by_name:
@@ -489,21 +586,25 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     vqp, device = load_vqp(args.skip_vqp), torch.device(args.device)
     info = machine_info(args.device, vqp)
-    records, searches = [], []
+    records, searches, ibqs = [], [], []
     for name in args.configs:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         if name in SEARCH_CONFIGS:
             searches.append(bench_search(SEARCH_CONFIGS[name], args, device))
+        elif name in IBQ_CONFIGS:
+            ibqs.append(bench_ibq(IBQ_CONFIGS[name], args, device))
         else:
             records.append(bench_config(configs[name], args, vqp, device))
     notes = "\n".join(f"- {r['config']}: {r['note']}" for r in records)
     search_md = (f"\n\nNearest-code search alone (no gradient; exact bf16 search: "
                  f"{'available' if info['exact_bf16_search'] else 'not available, float32 ran'}):\n\n"
                  f"{format_search_table(searches)}") if searches else ""
+    ibq_md = (f"\n\nIBQ, one training step (forward + backward) vs the straightforward (N, K) implementation "
+              f"(memory) and the bare product (time):\n\n{format_ibq_table(ibqs)}") if ibqs else ""
     markdown = (f"# vqkit vs vqp, {info['device_name']}, torch {info['torch']}, {info['threads']} threads, "
-                f"vqp {info['vqp'] or 'not run'}\n\n{format_table(records)}{search_md}\n\nTargets:\n"
-                + "\n".join(check_targets(records + searches)) + f"\n\nNotes (median of {args.repeats} alternating "
-                f"repeats; forward+backward, train mode):\n{notes}")
+                f"vqp {info['vqp'] or 'not run'}\n\n{format_table(records)}{search_md}{ibq_md}\n\nTargets:\n"
+                + "\n".join(check_targets(records + searches + ibqs))
+                + f"\n\nNotes (median of {args.repeats} alternating repeats; forward+backward, train mode):\n{notes}")
     by_name = {r["config"]: r for r in records}
     if {"msrq-4096", "rvq3-4096"} <= set(by_name):  # VAR's pyramid against residual VQ at ~ the same tokens
         ms, rq = by_name["msrq-4096"]["vqkit"]["median_s"], by_name["rvq3-4096"]["vqkit"]["median_s"]
@@ -511,7 +612,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"time per output token msrq/rvq3 = {(ms / 680) / (rq / 768):.2f}")
     print(markdown)
     report = {"machine": info, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "records": records, "search": searches}
+              "records": records, "search": searches, "ibq": ibqs}
     write_results(args.out, args.device, report, markdown)
     print(f"\nwrote {args.out}/quantizers-{args.device}.{{md,json}}", file=sys.stderr)
 

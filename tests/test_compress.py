@@ -28,6 +28,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "lfq_2^18": ("lfq", {"dim": 18}),
     "bsq": ("bsq", {"dim": 10, "group_size": 4}),
     "bsq_proj": ("bsq", {"dim": 8, "bits": 12}),
+    "ibq": ("ibq", {"dim": 8, "codebook_size": 512}),
     "vq": ("vq", {"dim": 8, "codebook_size": 512}),
     "vq_k2": ("vq", {"dim": 4, "codebook_size": 2}),
     "emavq": ("emavq", {"dim": 8, "codebook_size": 256}),

@@ -21,6 +21,7 @@ def test_exports() -> None:
         "FSQ",
         "LFQ",
         "BSQ",
+        "IBQ",
         "VQ",
         "EMAVQ",
         "FactorizedVQ",
@@ -614,5 +615,5 @@ def test_sizes_that_cannot_be_indexed_are_refused(build, match: str) -> None:  #
 
 def test_catalogue_is_complete() -> None:
     kinds = {type(make(n)).__name__ for n in ALL}
-    assert {"FSQ", "LFQ", "BSQ", "VQ", "EMAVQ", "FactorizedVQ", "SimVQ", "ResidualQuantizer"} <= kinds
+    assert {"FSQ", "LFQ", "BSQ", "IBQ", "VQ", "EMAVQ", "FactorizedVQ", "SimVQ", "ResidualQuantizer"} <= kinds
     assert "GroupedQuantizer" in kinds

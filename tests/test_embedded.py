@@ -141,7 +141,8 @@ def test_quality_is_a_stage_count_and_decode_finds_shipped_models(codec, tmp_pat
     sizes = []
     for q in range(1, STAGES + 1):
         out = tmp_path / f"q{q}"
-        assert main(["encode", str(tmp_path / "a.png"), "-o", str(out), "--model", str(model), "--quality", str(q)]) == 0
+        assert main(["encode", str(tmp_path / "a.png"), "-o", str(out), "--model", str(model),
+                     "--quality", str(q)]) == 0
         data = (out / "a.vqt").read_bytes()
         assert TokenFile.from_bytes(data).grid[0] == q
         sizes.append(len(data))

@@ -116,6 +116,7 @@ QUANTIZER_ARGS: dict[str, dict[str, Any]] = {
     "fsq": {"levels": [5, 5, 5]},
     "lfq": {"dim": 6},
     "bsq": {"dim": 6, "bits": 5, "group_size": 3},
+    "ibq": {"dim": 8, "codebook_size": 32},
     "vq": {"dim": 8, "codebook_size": 32},
     "emavq": {"dim": 8, "codebook_size": 32},
     "factorized": {"dim": 8, "codebook_size": 32, "code_dim": 4},

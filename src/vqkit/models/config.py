@@ -83,7 +83,7 @@ class TokenizerConfig:
     """Architecture + quantizer of a tokenizer.
 
     arch:           ``rfsq_conv`` | ``fsq_conv`` | ``vqgan`` (see :mod:`vqkit.models.registry`).
-    quantizer:      a registry name (``rfsq``, ``fsq``, ``lfq``, ``bsq``, ``vq``, ``emavq``, ``factorized``,
+    quantizer:      a registry name (``rfsq``, ``fsq``, ``lfq``, ``bsq``, ``ibq``, ``vq``, ``emavq``, ``factorized``,
                     ``simvq``, ``rvq``, ``rsimvq``).
     quantizer_args: keyword arguments of that quantizer, JSON values only; empty means the
                     registry's paper defaults for the name (``rfsq``, ``fsq``, ``lfq``, ``bsq``, ``simvq``).

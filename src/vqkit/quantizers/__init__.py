@@ -5,6 +5,7 @@ from .bsq import BSQ
 from .factorized import FactorizedVQ
 from .fsq import FSQ
 from .grouped import GroupedQuantizer
+from .ibq import IBQ
 from .layout import SymbolLayout
 from .lfq import LFQ
 from .multiscale import MultiScaleRQ
@@ -16,6 +17,7 @@ __all__ = [
     "BSQ",
     "EMAVQ",
     "FSQ",
+    "IBQ",
     "LFQ",
     "VQ",
     "FactorizedVQ",

@@ -159,7 +159,7 @@ class QuantizerConfig:
     """A quantizer of the registry and its keyword arguments, checked against its constructor's signature."""
 
     name: NonEmptyStr = field(default="rfsq", metadata=named("quantizer"))
-    """Quantizer: rfsq, fsq, lfq, bsq, vq, emavq, factorized, simvq, rvq, rsimvq or grouped."""
+    """Quantizer: rfsq, fsq, lfq, bsq, ibq, vq, emavq, factorized, simvq, rvq, rsimvq, grouped or msrq."""
     args: Mapping[str, Any] = field(default=FrozenArgs(), metadata=named("quantizer_args"))
     """The quantizer's keyword arguments (a JSON object); {} = the registry's paper defaults."""
 
