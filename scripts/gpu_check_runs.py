@@ -78,7 +78,9 @@ RUNS = (
     RunSpec("speech-simvq-4096", "speech-paper, SimVQ 4,096 x 512", "speech-paper", "speech",
             ("--quantizer", "simvq", "--quantizer-args", _q(dim=512, codebook_size=4096), "--eval-every", "50",
              "--log-every", "10", "--max-val-images", "20"), _TINY_SPEECH, batch=40),
-    RunSpec("codec-paper", "codec-paper preset", "codec-paper", "images", _IMAGE, _TINY_CONV),
+    RunSpec("codec-paper", "codec-paper preset (RFSQ 6 x 16 bits, fsq_conv 256/512/512, 256-px crops)", "codec-paper",
+            "images", (*_IMAGE, "--prior-items", "0"),
+            ("--conv-channels", "8,16,16", *_TINY_CONV[2:], "--prior-items", "0")),
 )
 
 

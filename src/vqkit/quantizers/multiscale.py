@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Annotated
 
 import annotated_types as at
@@ -106,7 +107,7 @@ class MultiScaleRQ(Quantizer):
         self,
         dim: int,
         codebook_size: int,
-        patch_nums: tuple[int, ...] = VAR_PATCH_NUMS,
+        patch_nums: Sequence[int] = VAR_PATCH_NUMS,
         beta: float = 0.25,
         phi_ratio: float = 0.5,
         num_phi: int | None = None,
