@@ -70,6 +70,7 @@ from torch import Tensor, nn
 
 from _common import check_device, fmt, load_vqp
 from vqkit.quantizers import (
+    BSQ,
     EMAVQ,
     FSQ,
     IBQ,
@@ -190,6 +191,14 @@ def make_configs() -> dict[str, Config]:
                                diversity_gamma=1.0),
                "vqp LFQ(entropy_loss_weight=0.1, commitment_loss_weight=0.25 (default 0), diversity_gamma=1.0), "
                "inv_temperature 100 = vqkit temperature 0.01"),
+        # BSQ = vqp's LFQ(spherical=True); vqp's codebook entropy is over all 2^18 codes at once (an (N, 2^18)
+        # tensor), vqkit's BSQ with one group of 18 bits computes the same exact entropy by the two-halves identity
+        Config("bsq-262144", 18, 0, lambda: BSQ(18, group_size=18, entropy_weight=0.1, commitment_weight=0.25,
+                                                temperature=0.01),
+               lambda v: v.LFQ(dim=18, codebook_size=2**18, spherical=True, entropy_loss_weight=0.1,
+                               commitment_loss_weight=0.25, diversity_gamma=1.0),
+               "vqp LFQ(spherical=True, entropy_loss_weight=0.1, commitment_loss_weight=0.25, diversity_gamma=1.0) "
+               "= vqkit BSQ(18, group_size=18): the exact entropy of all 2^18 codes on both sides"),
         ema(4096), ema(65536), ema(65536, "fp32"), sim(4096), sim(65536), sim(65536, "fp32"), sim(262144),
         # VAR's tokenizer quantizer. vqp's HierarchicalVQ is the closest module, not the same algorithm
         # (bilinear, not bicubic, upsampling; an EMA codebook; commitment per level on the pooled residual,
@@ -562,7 +571,8 @@ def check_targets(records: list[dict[str, Any]]) -> list[str]:
                ("emavq-rot-4096-d128", "speed_ratio", ">=", 1.0), ("emavq-rot-512-d32", "speed_ratio", ">=", 1.0),
                ("grouped-fsq-g4", "speed_ratio", ">=", 1.0), ("grouped-rfsq4-g2", "speed_ratio", ">=", 1.0),
                ("emavq-rot-4096-d128", "memory_ratio", ">=", 1.0), ("grouped-fsq-g4", "memory_ratio", ">=", 1.0),
-               ("ibq-262144", "memory_ratio", ">=", 8.0), ("ibq-262144", "ibq_over_floor", "<=", 4.0)]
+               ("ibq-262144", "memory_ratio", ">=", 8.0), ("ibq-262144", "ibq_over_floor", "<=", 4.0),
+               ("bsq-262144", "speed_ratio", ">=", 20.0), ("bsq-262144", "memory_ratio", ">=", 1.0)]
     by_name, lines = {r["config"]: r for r in records}, []
     for name, key, op, bound in targets:
         if name not in by_name:
