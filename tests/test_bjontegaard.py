@@ -48,8 +48,10 @@ def test_order_and_dominated_points_do_not_matter() -> None:
 def test_no_overlap_or_one_point_is_none() -> None:
     assert bd_rate(RATES, PSNR, [5.0, 6.0], [40.0, 41.0]) is None
     assert bd_rate(RATES, PSNR, [0.5], [30.0]) is None
-    assert overlap(PSNR, [40.0, 41.0]) is None
-    assert overlap(PSNR, [30.0, 40.0]) == (30.0, 35.0)
+    assert overlap(RATES, PSNR, [1.0, 2.0], [40.0, 41.0]) is None
+    assert overlap(RATES, PSNR, [1.0, 2.0], [30.0, 40.0]) == (30.0, 35.0)
+    # a dominated point (more bits, lower PSNR) is not where the curve starts
+    assert overlap(RATES, PSNR, [0.1, 0.2, 0.4], [30.0, 29.0, 33.0]) == (30.0, 33.0)
 
 
 def test_bad_input_is_refused() -> None:
@@ -59,3 +61,15 @@ def test_bad_input_is_refused() -> None:
         bd_rate(RATES, PSNR, [math.nan, 1.0], [30.0, 31.0])
     with pytest.raises(ValueError, match="one length"):
         bd_rate(RATES, PSNR, [0.5, 1.0], [30.0])
+
+
+def test_rd_table_skips_lossless_points() -> None:
+    """A classical codec that reproduces an image exactly (PSNR = inf) is off the curve, not a crash."""
+    from vqkit.experiments.rd import bd_table
+
+    summary = [{"codec": "JPEG", "setting": str(q), "bpp_file": r, "psnr": p}
+               for q, r, p in ((10, 0.2, 27.0), (50, 0.6, 31.0), (90, 1.6, math.inf))]
+    summary += [{"codec": "m", "setting": "context", "stages": k, "bpp_file": r, "psnr": p}
+                for k, r, p in ((1, 0.3, 28.0), (2, 0.5, 30.0))]
+    (row,) = bd_table(summary, ["m"])
+    assert row["against"] == "JPEG" and row["bd_rate"] is not None and math.isfinite(row["bd_rate"])

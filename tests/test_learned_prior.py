@@ -171,3 +171,31 @@ def test_cli_fit_learned_then_encode_and_decode(tmp_path) -> None:  # type: igno
     assert TokenFile.from_bytes((tmp_path / "vqt" / "1.vqt").read_bytes()).prior == "learned"
     assert main(["decode", str(tmp_path / "vqt"), "-o", str(tmp_path / "png"), "--model", str(model)]) == 0
     assert (tmp_path / "png" / "1.png").is_file()
+
+
+def test_overflowing_or_extreme_weights() -> None:
+    """INT64_MIN passes an abs() check (abs(INT64_MIN) < 0) and wraps a product: refused. Logits further apart
+    than the table reaches still give every symbol a weight of at least 1."""
+    h, f, r = 4, 3, 5
+    zeros = (np.zeros((h, f), np.int64), np.zeros(h, np.int64), np.zeros((r, h), np.int64), np.zeros(r, np.int64))
+    for i in range(4):
+        bad = list(zeros)
+        bad[i] = bad[i].copy()
+        bad[i].flat[0] = np.iinfo(np.int64).min
+        with pytest.raises(ValueError, match="fixed-point bounds"):
+            IntMLP(*bad)
+    spread = zeros[3].copy()
+    spread[0] = 1 << 30  # one logit ~2^30 / 2^(FW+FH-FL) far above the others: beyond the table's span
+    net = IntMLP(zeros[0], zeros[1], zeros[2], spread)
+    w = net.weights(np.ones((3, f), np.int64), exp_table())
+    assert (w[:, 0] == EXP_ONE).all() and (w[:, 1:] == exp_table()[-1]).all() and w.min() >= 1
+
+
+def test_chunked_coding_is_the_same_code(tables: PriorTables, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Features are built a chunk of positions at a time: the chunk size changes memory, not one byte."""
+    import vqkit.codec.priors.learned as learned
+
+    grid = digit_grids(1, (20, 23), seed=5)[0]
+    whole = encode(tables.prior("learned"), grid, True)[0]
+    monkeypatch.setattr(learned, "CHUNK", 7)
+    assert encode(tables.prior("learned"), grid, True)[0] == whole

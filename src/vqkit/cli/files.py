@@ -136,9 +136,8 @@ def _shipped_codec_of(data: bytes, cache: dict[str, tuple[Codec[Any], Modality]]
     from ..models.pretrained import SHIPPED, shipped
 
     file = TokenFile.from_bytes(data)
-    for name in SHIPPED:
-        if shipped(name) is None:
-            continue
+    present = [name for name in SHIPPED if shipped(name) is not None]
+    for name in present:
         if name not in cache:
             cache[name] = open_codec(name, resolve_device(device))
         try:
@@ -147,7 +146,7 @@ def _shipped_codec_of(data: bytes, cache: dict[str, tuple[Codec[Any], Modality]]
             continue
         return cache[name]
     raise ValueError(f"encoded with model {file.model_id.hex()}, which is none of the models shipped with vqkit "
-                     f"({', '.join(SHIPPED)}): pass --model with the model that encoded it")
+                     f"({', '.join(present)}): pass --model with the model that encoded it")
 
 
 def run_encode(inputs: Sequence[str], out: str, model: str | None, prior: str | None, check: bool, device: str,
@@ -208,6 +207,8 @@ def run_decode(inputs: Sequence[str], out: str, model: str | None, device: str, 
         suffix = media.decoded_suffix
     else:
         suffix = ".png"  # every shipped model is an image model
+        if stages is not None and stages < 1:
+            raise UsageError(f"--stages {stages}: keep at least one stage")
     jobs = plan(inputs, out, (SUFFIX,), suffix, existing)
     failed = 0
     for job in _progress(jobs, "decode"):

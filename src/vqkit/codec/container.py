@@ -30,6 +30,7 @@ consumed: trailing bytes are an error. Parsing lives here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass
@@ -133,8 +134,10 @@ class TokenFile:
         """This file cut to its first ``stages`` stages (a layered file only): no model needed."""
         held = self.grid[0]
         if not self.layered:
-            raise TokenFileError("this file's stages are coded in one stream and cannot be cut: encode it "
-                                 "again with a layered payload (any model of more than one stage writes one)")
+            raise TokenFileError("this file's stages are coded in one stream and cannot be cut" + (
+                ": its model has one stage" if held == 1 else
+                " (written before layered files): encode it again with this vqkit"))
+        stages = int(stages) if isinstance(stages, numbers.Integral) and not isinstance(stages, bool) else stages
         if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= held:
             raise TokenFileError(f"stages must be an integer in 1..{held} (the stages this file holds), got {stages!r}")
         return dataclasses.replace(self, grid=(stages, *self.grid[1:]), codebook_sizes=self.codebook_sizes[:stages],

@@ -267,9 +267,10 @@ class Codec(Generic[Signal]):
         if prior == "uniform":
             prior = uniform_name(self.specs)  # the current version (what coding split codebooks needs)
         layered = len(self.specs) > 1
-        if stages is not None and not (layered and 1 <= stages <= len(self.specs)):
-            raise ValueError(f"{self.name}: stages must be in 1..{len(self.specs)} for a model of "
-                             f"{len(self.specs)} stage(s), got {stages}")
+        if stages is not None and not layered:
+            raise ValueError(f"{self.name} has one stage: only a model of several stages (RFSQ, RVQ) can keep fewer")
+        if stages is not None and not 1 <= stages <= len(self.specs):
+            raise ValueError(f"{self.name}: stages must be in 1..{len(self.specs)}, got {stages}")
         k = len(self.specs) if stages is None else stages
         payload, ce = coders.encode(self.prior(prior).prefix(k), grid[:k], layered)
         f = self.model.downsample_factor

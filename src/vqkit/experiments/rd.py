@@ -180,11 +180,15 @@ def bd_table(summary: list[dict[str, Any]], models: list[str]) -> list[dict[str,
             ref = all_curves.get((name, ""))
             if not ref:
                 continue
-            args = ([r["bpp_file"] for r in ref], [r["psnr"] for r in ref],
-                    [r["bpp_file"] for r in pts], [r["psnr"] for r in pts])
-            shared = overlap(args[1], args[3])
+            # a lossless point (identical pixels: infinite PSNR, e.g. JPEG on a flat image) is off any curve
+            ref_ok = [r for r in ref if np.isfinite(r["psnr"])]
+            pts_ok = [r for r in pts if np.isfinite(r["psnr"])]
+            args = ([r["bpp_file"] for r in ref_ok], [r["psnr"] for r in ref_ok],
+                    [r["bpp_file"] for r in pts_ok], [r["psnr"] for r in pts_ok])
+            shared = overlap(*args) if ref_ok and pts_ok else None
+            usable = bool(ref_ok and pts_ok)
             table.append({"model": model, "prior": prior, "against": name, "points": len(pts),
-                          "bd_rate": bd_rate(*args), "bd_psnr": bd_psnr(*args),
+                          "bd_rate": bd_rate(*args) if usable else None, "bd_psnr": bd_psnr(*args) if usable else None,
                           "psnr_range": None if shared is None else list(shared)})
     return table
 

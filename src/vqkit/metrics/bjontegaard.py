@@ -66,7 +66,9 @@ def bd_psnr(ref_rates: Sequence[float], ref_psnr: Sequence[float], rates: Sequen
     return _mean_gap(lr_ref, p_ref, lr, p)
 
 
-def overlap(ref_psnr: Sequence[float], psnr: Sequence[float]) -> tuple[float, float] | None:
-    """The PSNR range two curves share (where BD-rate is measured), or None."""
-    lo, hi = max(min(ref_psnr), min(psnr)), min(max(ref_psnr), max(psnr))
+def overlap(ref_rates: Sequence[float], ref_psnr: Sequence[float], rates: Sequence[float],
+            psnr: Sequence[float]) -> tuple[float, float] | None:
+    """The PSNR range two curves share over the points BD-rate uses (dominated points dropped), or None."""
+    p_ref, p = _curve(ref_rates, ref_psnr)[1], _curve(rates, psnr)[1]
+    lo, hi = max(p_ref[0], p[0]), min(p_ref[-1], p[-1])
     return (float(lo), float(hi)) if hi > lo else None

@@ -80,15 +80,17 @@ def shipped(name: str) -> Path | None:
 
 
 def resolve(directory: str | os.PathLike[str]) -> Path:
-    """A shipped name (``"default"``, ``"codec"``) -> that model's folder inside the package; a run directory
-    -> its ``final/``; anything else is taken as a ``save_pretrained`` directory."""
+    """A shipped name (``"default"``, ``"codec"``) -> that model's folder inside the package, unless a folder of
+    that name exists here (a run called ``codec`` stays yours); a run directory -> its ``final/``; anything
+    else is taken as a ``save_pretrained`` directory."""
     directory = check_directory(directory)
-    if str(directory) in SHIPPED:
+    path = Path(directory)
+    if str(directory) in SHIPPED and not path.exists():
         found = shipped(str(directory))
         if found is None:
-            raise ValueError(f"this vqkit ships no {directory!r} model (its package data is missing)")
+            raise ValueError(f"this vqkit ships no {directory!r} model (its package data is missing), and there is "
+                             f"no folder ./{directory} here")
         return found
-    path = Path(directory)
     return path / "final" if (path / "final" / CONFIG_NAME).is_file() else path
 
 

@@ -258,7 +258,8 @@ class Trainer:
             if self.rate is not None:
                 quantizer = self.model.quantizer
                 assert isinstance(quantizer, FSQ)
-                bpp = self.rate(quantizer.codes_to_digits(out.quantized.float())) / images[:, 0].numel()
+                with torch.autocast(self.ctx.device.type, enabled=False):  # code lengths in float32
+                    bpp = self.rate(quantizer.codes_to_digits(out.quantized.float())) / images[:, 0].numel()
                 loss = loss + self.rate_weight * bpp
                 terms = {**terms, "bpp_rate": bpp.item()}
             if gan and self.disc is not None:
@@ -267,6 +268,8 @@ class Trainer:
         loss.backward()
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.rate is not None:  # the rate model's own gradients: clipped apart, and checked with the model's
+            norm = norm + nn.utils.clip_grad_norm_(self.rate.parameters(), clip)
         record = {"loss": loss.item(), **terms, "quantizer_loss": out.loss.item(),
                   "usage": float(out.metrics["usage"]), "perplexity": float(out.metrics["perplexity"])}
         if not self._finite(loss.detach() + norm):

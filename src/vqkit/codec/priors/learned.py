@@ -41,6 +41,8 @@ HIDDEN = 32
 WEIGHT_CAP = 1 << 24
 """|integer weight| bound checked on load: with features ≤ 2^6 and hidden ≤ 2^20, sums stay below 2^53."""
 HIDDEN_CAP = (1 << 20) - 1
+CHUNK = 1 << 14
+"""Positions whose features are built at once (coding order is the same for any chunking; memory is not)."""
 
 
 def exp_table() -> np.ndarray:
@@ -91,7 +93,8 @@ class IntMLP:
 
     def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> None:
         for name, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
-            if a.dtype != np.int64 or np.abs(a).max(initial=0) > (WEIGHT_CAP << (FH if name == "b2" else 0)):
+            cap = WEIGHT_CAP << (FH if name == "b2" else 0)  # min/max, not abs: abs(INT64_MIN) is negative
+            if a.dtype != np.int64 or (a.size and (a.min() < -cap or a.max() > cap)):
                 raise ValueError(f"learned prior: {name} is not int64 within the fixed-point bounds")
         self.w1, self.b1, self.w2, self.b2 = w1, b1, w2, b2
 
@@ -125,48 +128,50 @@ class Learned(Prior):
         for s, spec in enumerate(self.specs):
             digits = np.zeros((len(spec.radices), n), np.int64)
             prev = tokens[s - 1].reshape(-1) if s else None
-            for p, flat in enumerate(passes(positions)):
-                if not len(flat):
-                    continue
+            for p, whole in enumerate(passes(positions)):
                 for j in range(len(spec.radices)):
-                    x = features(spec, self._prev(s), digits, prev, j, p, flat, positions)
-                    probs = self.nets[s][j].weights(x, self.table).astype(np.float64)
-                    digits[j, flat] = visit(s, j, flat, probs)
+                    for a in range(0, len(whole), CHUNK):  # bounded memory whatever the grid
+                        flat = whole[a : a + CHUNK]
+                        x = features(spec, self._prev(s), digits, prev, j, p, flat, positions)
+                        probs = self.nets[s][j].weights(x, self.table).astype(np.float64)
+                        digits[j, flat] = visit(s, j, flat, probs)
             tokens[s] = spec.join(digits).reshape(positions)
 
     # -- fitting ----------------------------------------------------------------------------
     @classmethod
-    def samples(cls, specs: Sequence[StageSpec], grids: Sequence[np.ndarray], s: int,
-                j: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(features, symbols) of digit j of stage s over ``grids``, as the walk will compute them."""
+    def samples(cls, specs: Sequence[StageSpec], grids: Sequence[np.ndarray], s: int, j: int,
+                rng: np.random.Generator, share: float = 1.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(features, symbols) of digit j of stage s over ``grids``, as the walk will compute them, at a random
+        ``share`` of each pass's positions (features are built for the chosen positions only)."""
         spec, prev = specs[s], specs[s - 1] if s else None
         for grid in grids:
             positions = tuple(grid.shape[1:])
             digits = spec.split(grid[s].reshape(-1))
             prev_tokens = grid[s - 1].reshape(-1) if s else None
             for p, flat in enumerate(passes(positions)):
+                if share < 1.0:
+                    flat = np.sort(rng.choice(flat, int(np.ceil(share * len(flat))), replace=False))
                 if len(flat):
                     yield features(spec, prev, digits, prev_tokens, j, p, flat, positions), digits[j][flat]
 
     @classmethod
     def fit(cls, specs: Sequence[StageSpec], grids: Sequence[np.ndarray], max_samples: int = 200_000,
             steps: int = 600, seed: int = 0) -> Learned:
-        """Train one network per stage and digit on up to ``max_samples`` digits each, then round it."""
+        """Train one network per stage and digit on about ``max_samples`` digits each (positions drawn at
+        random before any feature is built: memory does not grow with the training set), then round it."""
         from .learned_fit import train_mlp
 
         if not grids:
             raise ValueError("Learned.fit: no token grids")
         rank = grids[0].ndim - 1
         rng = np.random.default_rng(seed)
+        share = min(1.0, max_samples / max(1, sum(int(np.prod(g.shape[1:])) for g in grids)))
         nets = []
         for s, spec in enumerate(specs):
             stage = []
             for j, r in enumerate(spec.radices):
-                xs, ys = zip(*cls.samples(specs, grids, s, j), strict=True)
+                xs, ys = zip(*cls.samples(specs, grids, s, j, rng, share), strict=True)
                 x, y = np.concatenate(xs), np.concatenate(ys)
-                if len(y) > max_samples:
-                    keep = rng.choice(len(y), max_samples, replace=False)
-                    x, y = x[keep], y[keep]
                 stage.append(train_mlp(x, y, r, HIDDEN, steps, seed + 1000 * s + j))
             nets.append(stage)
         return cls(specs, nets, exp_table(), rank)

@@ -23,13 +23,14 @@ from ..symbols import NBR_BUCKETS, StageSpec
 from .base import Prior, check_grid
 from .context import Context
 from .counts import BACKOFF
-from .learned import FH, FL, FW, HIDDEN, LOGIT_SPAN, Learned
+from .learned import EXP_ONE, FH, FL, FW, HIDDEN, HIDDEN_CAP, LOGIT_SPAN, Learned
 from .static import JOINT_MAX, Static
 from .uniform import Uniform
 
 PRIOR_FILE = "prior.safetensors"
 PRIOR_FORMAT = "vqkit.prior.v1"
-LEARNED_CONSTANTS = {"fw": FW, "fh": FH, "fl": FL, "hidden": HIDDEN, "logit_span": LOGIT_SPAN}
+LEARNED_CONSTANTS = {"fw": FW, "fh": FH, "fl": FL, "hidden": HIDDEN, "logit_span": LOGIT_SPAN,
+                     "hidden_cap": HIDDEN_CAP, "exp_one": EXP_ONE}
 
 
 class PriorTables:
