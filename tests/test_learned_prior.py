@@ -7,15 +7,16 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.numpy
 
 from vqkit.codec import PriorTables, StageSpec, TokenFile, decode, encode
-from vqkit.codec.container import PRIORS
+from vqkit.codec.container import PRIORS, TokenFileError
 from vqkit.codec.priors import Learned, quantized_weights
-from vqkit.codec.priors.learned import EXP_ONE, IntMLP, exp_table, n_features
+from vqkit.codec.priors.learned import EXP_ONE, FL, HIDDEN, LOGIT_SPAN, IntMLP, exp_table, n_features
 
 SPECS = [StageSpec.digits([5, 4, 3])] * 2  # two RFSQ-like stages of three FSQ digits
 
@@ -199,3 +200,55 @@ def test_chunked_coding_is_the_same_code(tables: PriorTables, monkeypatch: pytes
     whole = encode(tables.prior("learned"), grid, True)[0]
     monkeypatch.setattr(learned, "CHUNK", 7)
     assert encode(tables.prior("learned"), grid, True)[0] == whole
+
+
+# -- golden file: the learned prior's per-position probabilities through the coder, layered ---------------------
+GOLDEN = Path(__file__).parent / "data" / "codec" / "learned-layered.vqt"
+
+
+def golden_learned() -> tuple[Learned, np.ndarray]:
+    """Integer-only construction (weights from integer formulas, a synthetic exp table): the same prior and
+    tokens on every machine, independent of torch training and of libm's exp."""
+    specs = [StageSpec.digits([4, 3]), StageSpec.digits([4, 3])]
+    nets = []
+    for s, spec in enumerate(specs):
+        f = n_features(spec, specs[s - 1] if s else None, 2)
+        stage = []
+        for j, r in enumerate(spec.radices):
+            a = np.arange(HIDDEN * f, dtype=np.int64).reshape(HIDDEN, f)
+            w1 = ((a * 37 + 11 * j + 5 * s) % 97 - 48) * 40
+            b1 = (np.arange(HIDDEN, dtype=np.int64) * 13 % 29 - 14) * 100
+            w2 = ((np.arange(r * HIDDEN, dtype=np.int64).reshape(r, HIDDEN) * 31 + j) % 61 - 30) * 30
+            b2 = np.arange(r, dtype=np.int64) * 5000
+            stage.append(IntMLP(w1, b1, w2, b2))
+        nets.append(stage)
+    table = np.maximum(EXP_ONE >> (np.arange(LOGIT_SPAN * (1 << FL) + 1, dtype=np.int64) // 22), 1)
+    y, x = np.mgrid[0:9, 0:11]
+    base = (y // 3 + x // 2 + (y * x) % 5) % 12
+    tokens = np.stack([base, (base * 5 + x + y) % 12]).astype(np.int64)
+    return Learned(specs, nets, table, 2), tokens
+
+
+def test_golden_learned_layered_file() -> None:
+    """A committed file: a numpy or constriction upgrade that changes a learned-prior byte fails here."""
+    prior, tokens = golden_learned()
+    data = GOLDEN.read_bytes()
+    file = TokenFile.from_bytes(data)
+    assert file.prior == "learned" and file.layered and file.grid == tokens.shape
+    assert np.array_equal(decode(prior, file.payload, file.grid, True), tokens)
+    assert encode(prior, tokens, True)[0] == file.payload
+    cut = file.truncated(1)
+    assert np.array_equal(decode(prior.prefix(1), cut.payload, cut.grid, True), tokens[:1])
+    for i in range(0, len(data), 3):  # damage anywhere is refused, never decoded into other tokens
+        damaged = bytearray(data)
+        damaged[i] ^= 0x41
+        with pytest.raises(TokenFileError):
+            bad = TokenFile.from_bytes(bytes(damaged))
+            decode(prior, bad.payload, bad.grid, bad.layered)
+
+
+def write_golden() -> None:  # pragma: no cover - run by hand when the format changes on purpose
+    prior, tokens = golden_learned()
+    payload, _ = encode(prior, tokens, True)
+    GOLDEN.write_bytes(TokenFile("image", "learned", bytes(range(16)), (3, 72, 88), tuple(tokens.shape),
+                                 tuple(s.size for s in prior.specs), payload, b"", 0, layered=True).to_bytes())

@@ -19,3 +19,8 @@ for prior in PRIORS:
                      tuple(s.size for s in model.specs), payload, b"", 0)
     (here / f"golden-{prior}.vqt").write_bytes(file.to_bytes())
     print(prior, len(file.to_bytes()), "bytes")
+
+from test_learned_prior import write_golden  # noqa: E402
+
+write_golden()
+print("learned-layered", (here / "learned-layered.vqt").stat().st_size, "bytes")
