@@ -230,7 +230,11 @@ def _rd(args: argparse.Namespace) -> int:
     from ..experiments.rd import RDConfig, run_rd
 
     cfg = dataclass_from_args(RDConfig, args)
-    run_rd(cfg, args.model or ["default"])
+    result = run_rd(cfg, args.model or ["default"])
+    for b in result["bd"]:
+        rate = "n/a (one operating point or no shared PSNR range)" if b["bd_rate"] is None else \
+            f"BD-rate {b['bd_rate']:+.1%}, BD-PSNR {b['bd_psnr']:+.2f} dB"
+        print(f"{b['model']} ({b['prior']} prior, {b['points']} point(s)) vs {b['against']}: {rate}")
     print(f"wrote {Path(cfg.out) / 'report.md'}, {Path(cfg.out) / 'rd.json'} and {Path(cfg.out) / 'rd.png'}")
     return 0
 
