@@ -65,6 +65,11 @@ def setup(cfg: TrainConfig) -> Context:
         local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else (device.index or 0)
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
+    else:
+        # Late in a CPU run, Adam's moments and small gradients go subnormal and every op touching them takes
+        # the CPU's slow path: a codec-cpu step went from 0.41 s to 1.75 s (measured on one checkpoint).
+        # Flushing them to zero changes values below 2^-126 only.
+        torch.set_flush_denormal(True)
     return Context(rank, world, device)
 
 
