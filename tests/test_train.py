@@ -215,10 +215,12 @@ def test_resume_takes_this_runs_learning_rate(tmp_path: Path) -> None:
     assert resumed.opt.param_groups[0]["lr"] == 1e-5 * lr_factor(lowered, 8)
 
 
-def test_cpu_training_flushes_subnormals() -> None:
-    """Subnormal Adam moments put a CPU run on the slow path (4x a step measured): setup() flushes them."""
-    from vqkit.train.loop import setup
+def test_cpu_training_flushes_subnormals_and_restores_the_default() -> None:
+    """Subnormal Adam moments put a CPU run on the slow path (4x a step measured): training flushes them, and
+    leaves the process as it found it (other code may rely on subnormals)."""
+    from vqkit.train.loop import flushed_subnormals
 
-    setup(load_config(**TINY, steps=1, out="unused"))
     tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal in float32
-    assert float(tiny * 1.0) == 0.0
+    with flushed_subnormals(torch.device("cpu")):
+        assert float(tiny * 1.0) == 0.0
+    assert float(tiny * 1.0) > 0.0
