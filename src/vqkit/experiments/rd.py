@@ -36,6 +36,8 @@ from ..validation import ConfigError, Device, NonEmptyStr, NonNegativeInt, check
 
 CLASSICAL = {"JPEG": "jpeg", "WebP": "webp", "AVIF": "avif"}
 RATES = ("nominal", "cross_entropy", "payload", "file")
+PRIOR_STYLE = {"learned": ("*", 1.0), "context": ("s", 0.6), "static": ("D", 0.35), "uniform": ("x", 0.35)}
+"""Marker and opacity of each prior's curve in rd.png: the best prior (learned) drawn boldest."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +208,9 @@ def _plot(summary: list[dict[str, Any]], models: list[str], path: Path, data: st
             for (name, prior), rows in curves(summary, models).items():
                 if name != model:
                     continue
-                marker = "*" if prior == "context" else "D"
+                marker, alpha = PRIOR_STYLE.get(prior, ("x", 0.5))
                 ax.plot([r["bpp_file"] for r in rows], [r[metric] for r in rows], "-", marker=marker, color=color,
-                        ms=9 if marker == "*" else 5, alpha=1.0 if prior == "context" else 0.5,
+                        ms=9 if marker == "*" else 5, alpha=alpha,
                         label=f"{Path(model).name}, {prior} prior" + (f" ({len(rows)} stage cuts)"
                                                                       if len(rows) > 1 else ""))
             top = max((r for r in summary if r["codec"] == model), key=lambda r: r["bpp_nominal"])
