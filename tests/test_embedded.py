@@ -156,3 +156,26 @@ def test_quality_is_a_stage_count_and_decode_finds_shipped_models(codec, tmp_pat
     assert main(["decode", str(tmp_path / "dflt"), "-o", str(tmp_path / "back")]) == 0
     assert (tmp_path / "back" / "a.png").is_file()
     assert main(["decode", str(tmp_path / "q1"), "-o", str(tmp_path / "none")]) == 1
+
+
+def test_the_shipped_codec_family(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`--quality` with no --model: the shipped family, every quality a valid, smaller or equal file of that
+    many stages, decoded without --model by the id it holds; the shipped models are read-only."""
+    from PIL import Image
+
+    from vqkit.cli import main
+    from vqkit.models.pretrained import check_writable, shipped
+
+    assert shipped("codec") is not None
+    Image.fromarray(photo(2, (48, 64))).save(tmp_path / "a.png")
+    sizes = []
+    for q in (1, 3, 6):
+        assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / f"q{q}"), "--quality", str(q)]) == 0
+        file = TokenFile.from_bytes((tmp_path / f"q{q}" / "a.vqt").read_bytes())
+        assert file.grid[0] == q and file.prior == "learned" and file.layered
+        sizes.append(len(file.payload))
+    assert sizes == sorted(sizes)
+    assert main(["decode", str(tmp_path / "q3"), "-o", str(tmp_path / "back")]) == 0
+    assert np.asarray(Image.open(tmp_path / "back" / "a.png")).shape == (48, 64, 3)
+    with pytest.raises(ValueError, match="read-only"):
+        check_writable("codec")
