@@ -257,7 +257,9 @@ def test_tokenizer_decodes_pyramid_prefixes_and_gives_the_codec_one_pyramid_a_ma
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     idx = model.encode(x)
     assert idx.shape == (2, 1 + 4 + 16 + 64)
-    assert torch.equal(model.decode(idx), model(x)[0])
+    # the same codes through the same decoder; its convolutions may block differently across calls and
+    # thread counts (the quantizer-level identity is exact: test_decode_encode_equals_forward_in_eval_mode)
+    torch.testing.assert_close(model.decode(idx), model(x)[0], rtol=1e-5, atol=1e-6)
     assert model.decode(idx[:, :5]).shape == (2, 3, 32, 32)  # the first two scales
     with pytest.raises(ValueError, match=r"\(B, L\) \(a token pyramid\)"):
         model.decode(idx.reshape(2, 5, 17))
