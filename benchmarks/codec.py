@@ -11,16 +11,26 @@ Each phase is timed separately in the same run: tokens (tokenizer encoder + quan
 entropy coding (prior + range coder + container), entropy decoding, rendering (tokenizer decoder).
 Peak memory is the process's resident high-water mark (``ru_maxrss``) measured in a fresh child
 process for the large image, so earlier work does not hide it.
+
+Threads are matched: ``--threads N`` (default 1) is torch's intra-op threads, OpenBLAS's (the learned
+prior's products; set before numpy loads it) and Pillow's AVIF encoder's ``max_threads`` (JPEG and WebP
+encode on one thread). Run it on an otherwise idle machine: another busy core slows both sides unevenly.
 """
 
+# ruff: noqa: E402  (OpenBLAS reads its thread count when numpy is first imported)
 from __future__ import annotations
+
+import os
+import sys
+
+_THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1"
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _THREADS)
 
 import argparse
 import io
 import json
 import resource
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +45,7 @@ from vqkit.codec.tiled import Codec
 from vqkit.data.files import find_images
 from vqkit.modalities import open_codec
 from vqkit.modalities.image.io import read_image
+from vqkit.validation import flushed_subnormals
 
 
 def phases(codec: Codec[np.ndarray], image: np.ndarray, prior: str, stages: int | None = None) -> dict[str, float]:
@@ -78,9 +89,11 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def _pillow(image: np.ndarray, fmt: str, quality: int, repeats: int) -> dict[str, float]:
+    threads = {"max_threads": torch.get_num_threads()} if fmt == "AVIF" else {}
+
     def encode() -> bytes:
         buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format=fmt, quality=quality)
+        Image.fromarray(image).save(buf, format=fmt, quality=quality, **threads)
         return buf.getvalue()
 
     data = encode()
@@ -118,7 +131,8 @@ def operating_points(model: str, reference: str, data: str, prior: str, repeats:
 def print_operating_points(rows: list[dict[str, Any]], reference: str) -> None:
     avif = next((r for r in rows if r["codec"] == "AVIF" and r["setting"] == "q30"), None)
     ref = next(r for r in rows if r["codec"] == reference)
-    print("\n768×512 photo, every operating point beside Pillow (median of the repeats, same run)")
+    print(f"\n768×512 photo, every operating point beside Pillow (median of the repeats, same run, "
+          f"{torch.get_num_threads()} thread(s) each)")
     print("| codec | setting | bpp | encode ms | decode ms | encode / AVIF q30 | decode / reference tokenizer | "
           "entropy coding share (enc / dec) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -154,14 +168,13 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=8)
     parser.add_argument("--prior", default="context")
     parser.add_argument("--large", default="4000x3000", help="WxH of the large image ('' to skip)")
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="threads of torch, OpenBLAS and the AVIF encoder")
     parser.add_argument("--reference", default="default", help="tokenizer whose decode time the ratios divide by")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each operating point (median)")
     parser.add_argument("--points-only", action="store_true", help="only the 768×512 operating-point table")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(large(args.model, args.large, args.prior)))
         return
@@ -196,4 +209,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with flushed_subnormals():  # as `vqkit` runs every command: before torch's worker threads exist
+        main()

@@ -16,7 +16,19 @@ import safetensors.numpy
 from vqkit.codec import PriorTables, StageSpec, TokenFile, decode, encode
 from vqkit.codec.container import PRIORS, TokenFileError
 from vqkit.codec.priors import Learned, quantized_weights
-from vqkit.codec.priors.learned import EXP_ONE, FL, HIDDEN, LOGIT_SPAN, IntMLP, exp_table, n_features
+from vqkit.codec.priors.learned import (
+    EXP_ONE,
+    FH,
+    FL,
+    FW,
+    HIDDEN,
+    HIDDEN_CAP,
+    LOGIT_SPAN,
+    WEIGHT_CAP,
+    IntMLP,
+    exp_table,
+    n_features,
+)
 
 SPECS = [StageSpec.digits([5, 4, 3])] * 2  # two RFSQ-like stages of three FSQ digits
 
@@ -190,6 +202,39 @@ def test_overflowing_or_extreme_weights() -> None:
     net = IntMLP(zeros[0], zeros[1], zeros[2], spread)
     w = net.weights(np.ones((3, f), np.int64), exp_table())
     assert (w[:, 0] == EXP_ONE).all() and (w[:, 1:] == exp_table()[-1]).all() and w.min() >= 1
+
+
+def test_float64_products_are_the_exact_integer_products() -> None:
+    """The two products run in float64 BLAS; at the bounds the load check allows (every weight ±2^24, every
+    feature ±x_max, hidden units at their cap) they equal Python's exact integer arithmetic bit for bit."""
+    rng = np.random.default_rng(0)
+    f, r, x_max = 55, 8, 7
+    w1 = rng.choice([-WEIGHT_CAP, WEIGHT_CAP, WEIGHT_CAP - 1], (HIDDEN, f)).astype(np.int64)
+    b1 = rng.choice([-WEIGHT_CAP, WEIGHT_CAP], HIDDEN).astype(np.int64)
+    w2 = rng.choice([-WEIGHT_CAP, WEIGHT_CAP, 3], (r, HIDDEN)).astype(np.int64)
+    b2 = rng.choice([-(WEIGHT_CAP << FH), WEIGHT_CAP << FH], r).astype(np.int64)
+    x = rng.choice([-x_max, x_max, 1, 0], (300, f)).astype(np.int64)
+    x[0] = np.sign(w1[0]) * x_max  # a row whose first hidden sum is the largest the bounds allow
+    net = IntMLP(w1, b1, w2, b2, x_max)
+
+    def exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # Python integers: no rounding anywhere
+        return np.array([[sum(int(u) * int(v) for u, v in zip(row, col, strict=True)) for col in b.T] for row in a],
+                        dtype=object)
+
+    h = np.clip((exact(x, w1.T) + b1) >> (FW - FH), 0, HIDDEN_CAP).astype(np.int64)
+    assert h.max() == HIDDEN_CAP  # the caps are reached: the test is at the bounds
+    logits = ((exact(h, w2.T) + b2) >> (FW + FH - FL)).astype(np.int64)
+    gap = np.minimum(logits.max(axis=1, keepdims=True) - logits, len(exp_table()) - 1)
+    assert np.array_equal(net.weights(x, exp_table()), exp_table()[gap])
+
+
+def test_features_that_could_reach_2_to_the_53_are_refused() -> None:
+    """A radix so large that feature × weight sums could leave float64's exact integers: refused on load."""
+    zeros = (np.zeros((HIDDEN, 40), np.int64), np.zeros(HIDDEN, np.int64), np.zeros((3, HIDDEN), np.int64),
+             np.zeros(3, np.int64))
+    IntMLP(*zeros, x_max=1 << 20)
+    with pytest.raises(ValueError, match="2\\^53"):
+        IntMLP(*zeros, x_max=1 << 24)
 
 
 def test_chunked_coding_is_the_same_code(tables: PriorTables, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -386,8 +386,11 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_preset_in(argv)).parse_args(argv)
+    from ..validation import flushed_subnormals
+
     try:
-        return int(args.func(args))
+        with flushed_subnormals():  # opened before torch's worker threads exist, so that they flush too
+            return int(args.func(args))
     except ValueError as err:  # bad configs, inputs and files: vqkit's own errors are ValueErrors
         print(f"vqkit: error: {err}", file=sys.stderr)
         return 2

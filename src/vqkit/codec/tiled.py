@@ -23,6 +23,7 @@ prior tables: decoding with anything else is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..quantizers.layout import SymbolLayout
+from ..validation import flushed_subnormals
 from . import coders
 from .container import MODEL_ID_BYTES, ModelMismatchError, TokenFile, TokenFileError
 from .priors import Prior, PriorTables, digest_of, prior_of
@@ -46,6 +48,18 @@ CODE_VECTORS_LIMIT = 1 << 20
 """Nominal stages with more codes are grouped by frequency, not by their vectors (memory)."""
 
 Signal = TypeVar("Signal")
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def flushed(method: Method) -> Method:
+    """Run a method of the codec with subnormals flushed on its device (:func:`flushed_subnormals`)."""
+
+    @functools.wraps(method)
+    def run(self: Codec[Any], *args: Any, **kwargs: Any) -> Any:
+        with flushed_subnormals(self.device):
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]  # same signature, by functools.wraps
 
 
 class TokenModel(Protocol):
@@ -207,6 +221,7 @@ class Codec(Generic[Signal]):
         return (slice(None), *(a // self.tile for a, _ in inner))
 
     @torch.no_grad()
+    @flushed
     def tokens(self, signal: Signal) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
         """A signal -> (tokens (S, *positions) int64, side information (tiles, *side_shape) float32 or None,
         the stored shape)."""
@@ -235,6 +250,7 @@ class Codec(Generic[Signal]):
         return grid, (np.stack(sides).astype("<f4") if sides else None), shape
 
     @torch.no_grad()
+    @flushed
     def render(self, grid: np.ndarray, side: np.ndarray | None, shape: tuple[int, ...]) -> Signal:
         """Tokens (S, *positions) -> the signal of stored ``shape``, tile by tile with a margin, each tile
         written into the output as it is decoded: memory is the output plus one tile, whatever the size."""

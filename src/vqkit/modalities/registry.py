@@ -56,7 +56,8 @@ def open_codec(model: str | os.PathLike[str], device: str | torch.device = "cpu"
     directory = pretrained.resolve(model)
     tokenizer = Tokenizer.from_pretrained(directory, device=resolve_device(str(device)))
     modality = modality_of(tokenizer.config.arch)
-    codec = codec_for(tokenizer, modality, name=str(model))
+    codec = codec_for(tokenizer, modality, name=str(model))  # takes the model id from the stored weights
+    tokenizer.prepare_inference()  # this copy is the codec's alone
     codec.tables = load_prior(directory, codec.specs)
     codec.archived = lambda: archived_priors(directory)
     return codec, modality

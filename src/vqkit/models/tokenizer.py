@@ -146,9 +146,40 @@ class Tokenizer(nn.Module):
 
     def identity(self) -> bytes:
         """The config and the weights' SHA-256 (as ``save_pretrained`` records it): a saved model and the same
-        model in memory agree."""
+        model in memory agree. After :meth:`prepare_inference`, the identity of the weights as they were."""
+        if self._frozen_identity is not None:
+            return self._frozen_identity
         weights = hashlib.sha256(pretrained.weights_blob(self.state_dict())).hexdigest()
         return json.dumps(self.config.to_dict(), sort_keys=True).encode() + weights.encode()
+
+    _frozen_identity: bytes | None = None
+
+    def train(self, mode: bool = True) -> Tokenizer:
+        if mode and self._frozen_identity is not None:
+            raise RuntimeError("Tokenizer: this copy was prepared for inference (prepare_inference): load the model "
+                               "again to train it")
+        return super().train(mode)
+
+    @torch.no_grad()
+    def prepare_inference(self) -> Tokenizer:
+        """Make this model fast for CPU inference, in place (the codec's copy): eval mode, 2-D conv weights
+        channels-last (oneDNN's faster layout: 1.6× the encoder, 1.7× the decoder of the shipped models, 1 thread)
+        and **subnormal weights set to zero** — weight decay leaves some below 2^-126 (12,948 in the default
+        decoder's middle layer), and every CPU multiply touching one takes a microcode slow path: that layer ran
+        16× slower (1.25 s instead of 0.08 s per tile). Outputs change by float rounding at most. The identity
+        (the codec's model id) is taken first and kept, so files name the stored weights; training this model
+        afterwards is refused."""
+        if self._frozen_identity is None:
+            self._frozen_identity = self.identity()
+        self.eval()
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.is_floating_point():
+                tensor.masked_fill_(tensor.abs() < torch.finfo(tensor.dtype).tiny, 0.0)
+                tensor.requires_grad_(False)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+        return self
 
     # -- layout and checks -------------------------------------------------------------------
     def _latents(self, images: Tensor) -> Tensor:

@@ -9,10 +9,11 @@ from torch import nn
 from .learned import FH, FW, WEIGHT_CAP, IntMLP
 
 
-def train_mlp(x: np.ndarray, y: np.ndarray, radix: int, hidden: int, steps: int, seed: int,
+def train_mlp(x: np.ndarray, y: np.ndarray, radix: int, hidden: int, steps: int, seed: int, x_max: int,
               batch: int = 8192, lr: float = 1e-2) -> IntMLP:
-    """Cross-entropy fit of ``features (n, F) -> hidden (ReLU) -> radix logits`` on integer features ``x`` and
-    symbols ``y``; Adam with a cosine schedule; returns the rounded integer network."""
+    """Cross-entropy fit of ``features (n, F) -> hidden (ReLU) -> radix logits`` on integer features ``x``
+    (|x| ≤ ``x_max`` for any input, not only these) and symbols ``y``; Adam with a cosine schedule; returns
+    the rounded integer network."""
     gen = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, radix))
     with torch.no_grad():  # a deterministic start from the generator, not the global seed
@@ -42,4 +43,4 @@ def train_mlp(x: np.ndarray, y: np.ndarray, radix: int, hidden: int, steps: int,
         return np.clip(np.round(t.detach().double().numpy() * (1 << bits)), -cap, cap).astype(np.int64)
 
     return IntMLP(fixed(first.weight, FW, WEIGHT_CAP), fixed(first.bias, FW, WEIGHT_CAP),
-                  fixed(last.weight, FW, WEIGHT_CAP), fixed(last.bias, FW + FH, WEIGHT_CAP << FH))
+                  fixed(last.weight, FW, WEIGHT_CAP), fixed(last.bias, FW + FH, WEIGHT_CAP << FH), x_max)

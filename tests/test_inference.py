@@ -1,0 +1,71 @@
+"""The codec's inference copy of a model (Tokenizer.prepare_inference) and flushed subnormals: faster, and
+the same model as far as files are concerned."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from vqkit.models import Tokenizer, TokenizerConfig
+from vqkit.validation import flushed_subnormals
+
+SUBNORMAL = 1e-39  # below float32's smallest normal, 1.18e-38
+
+
+def flushes() -> bool:
+    """Whether this thread flushes subnormals now (a subnormal times one gives zero)."""
+    return bool((torch.tensor([SUBNORMAL]) * 1.0).item() == 0.0)
+
+
+def small_model() -> Tokenizer:
+    torch.manual_seed(0)
+    return Tokenizer(TokenizerConfig(arch="rfsq_conv", quantizer="fsq", conv_channels=(16, 32),
+                                     quantizer_args={"levels": [8, 5, 5]}))
+
+
+def test_flushed_subnormals_nests_and_restores() -> None:
+    assert not flushes()
+    with flushed_subnormals():
+        assert flushes()
+        with flushed_subnormals("cpu"):
+            assert flushes()
+        assert flushes()  # the inner context does not turn the outer one off
+    assert not flushes()
+    with pytest.raises(RuntimeError), flushed_subnormals():
+        raise RuntimeError("restored on errors too")
+    assert not flushes()
+
+
+def test_prepare_inference_keeps_the_identity_and_the_outputs() -> None:
+    model = small_model().eval()
+    with torch.no_grad():
+        model.decoder.blocks[2].weight[0, 0, 0, 0] = SUBNORMAL  # what weight decay leaves behind
+    stored, x = copy.deepcopy(model), torch.rand(2, 3, 32, 32) * 2 - 1
+    prepared = model.prepare_inference()
+    assert prepared is model and not model.training
+    assert model.identity() == stored.identity()  # files name the stored weights
+    assert model.decoder.blocks[2].weight[0, 0, 0, 0].item() == 0.0
+    assert not any(p.requires_grad for p in model.parameters())
+    conv = model.encoder.blocks[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    tokens = stored.encode(x)
+    assert (model.encode(x) == tokens).float().mean() > 0.99  # a token on a rounding boundary may flip
+    torch.testing.assert_close(model.decode(tokens), stored.decode(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_a_prepared_model_refuses_training() -> None:
+    model = small_model().prepare_inference()
+    with pytest.raises(RuntimeError, match="prepared for inference"):
+        model.train()
+    model.eval()  # eval mode stays allowed
+
+
+def test_open_codec_prepares_its_copy_and_its_files_decode_with_the_stored_model() -> None:
+    from vqkit.modalities import open_codec
+
+    codec, _ = open_codec("default")
+    stored = Tokenizer.from_pretrained("default")
+    assert codec.model_id == type(codec)(stored, codec.adapter, codec.tables, codec.tile, codec.margin).model_id
+    assert not any(p.requires_grad for p in codec.model.parameters())
