@@ -152,6 +152,11 @@ class ResidualQuantizer(Quantizer):
             self.register_buffer("running_var", torch.ones(n, d))
         # running-statistic updates refused per stage; not persistent: checkpoints keep their keys
         self.register_buffer("skipped_updates", torch.zeros(n, dtype=torch.long), persistent=False)
+        self.keep_stage_codes = False
+        """When set, each training forward keeps every stage's straight-through codes (in the conditioned space,
+        what the stage's quantizer coded) in :attr:`stage_codes`: a rate model's input
+        (:mod:`vqkit.train.rate`)."""
+        self.stage_codes: list[Tensor] = []
 
     @property
     def check_finite(self) -> bool:
@@ -264,7 +269,7 @@ class ResidualQuantizer(Quantizer):
     def _run(self, z: Tensor, train_path: bool) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
         residual, total, loss = z, None, z.new_zeros(())
         scales = self._stage_scales()
-        indices, side, checked, ranges = [], [], [], []
+        indices, side, checked, ranges, codes = [], [], [], [], []
         for k, stage in enumerate(self._stage_list):
             stats = self._statistics(k, residual, update=train_path) if self.conditioning == "layernorm" else None
             x = self._condition(k, residual, stats, scales)
@@ -274,6 +279,7 @@ class ResidualQuantizer(Quantizer):
             if train_path:
                 q, idx, stage_loss = stage._quantize(x)
                 loss = loss + stage_loss
+                codes.append(q)
             else:
                 idx = stage._encode(x)
                 q = stage._decode(idx)
@@ -289,6 +295,7 @@ class ResidualQuantizer(Quantizer):
                 first = checked[int((~finite).nonzero()[0, 0])]
                 raise self._overflow_error(f"the conditioned input of stage {first}")
         assert total is not None
+        self.stage_codes = codes if train_path and self.keep_stage_codes else []
         return total, torch.stack(indices, dim=-1), loss, side
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:

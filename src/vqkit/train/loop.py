@@ -34,7 +34,7 @@ from ..data.files import set_epoch, skipped_count, split_note
 from ..evaluate import evaluate
 from ..modalities import fit_and_save_prior, modality_of
 from ..models import Tokenizer
-from ..quantizers import FSQ, NonFiniteError, Quantizer
+from ..quantizers import NonFiniteError, Quantizer, ResidualQuantizer
 from ..storage import atomic_write, remove_debris
 from ..validation import ConfigError, flushed_subnormals, resolve_device
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -127,6 +127,8 @@ class Trainer:
                 raise ConfigError("rate_weight > 0 (rate-distortion training) runs in one process for now, "
                                   "not under torchrun")
             self.rate = DigitRate.for_quantizer(self.model.quantizer).to(self.ctx.device)
+            if isinstance(self.model.quantizer, ResidualQuantizer):
+                self.model.quantizer.keep_stage_codes = True  # the rate model codes every stage's digits
             self.opt.add_param_group({"params": list(self.rate.parameters()), "weight_decay": 0.0})
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
         self.disc: nn.Module | None = None
@@ -210,11 +212,16 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        fresh_rate = self.rate is not None and "rate" not in state  # a run trained without a rate term, fine-tuned
+        rate_group = self.opt.param_groups.pop() if fresh_rate else None
         self.opt.load_state_dict(state["optimizer"])
+        if rate_group is not None:
+            self.opt.add_param_group(rate_group)
+            warnings.warn("resuming a run trained without a rate term: the rate model starts untrained", stacklevel=2)
         self.sched.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
-        if self.rate is not None:
+        if self.rate is not None and not fresh_rate:
             self.rate.load_state_dict(state["rate"])
         if self.disc is not None and self.disc_opt is not None:
             self.disc.load_state_dict(state["disc"])
@@ -256,10 +263,9 @@ class Trainer:
             loss, terms = self.objective(recon, images)
             loss = loss + out.loss
             if self.rate is not None:
-                quantizer = self.model.quantizer
-                assert isinstance(quantizer, FSQ)
                 with torch.autocast(self.ctx.device.type, enabled=False):  # code lengths in float32
-                    bpp = self.rate(quantizer.codes_to_digits(out.quantized.float())) / images[:, 0].numel()
+                    digits = DigitRate.digits_of(self.model.quantizer, out.quantized)
+                    bpp = self.rate(digits) / images[:, 0].numel()
                 loss = loss + self.rate_weight * bpp
                 terms = {**terms, "bpp_rate": bpp.item()}
             if gan and self.disc is not None:
