@@ -38,5 +38,5 @@ class ImageObjectiveConfig(ObjectiveConfig):
     """LPIPS perceptual loss (images; needs the VGG weights, see the README)."""
     rate_weight: NonNegativeFloat = 0.0
     """Rate–distortion training: add this × the tokens' bits per pixel under a learned digit prior trained
-    jointly (vqkit.train.rate; FSQ and RFSQ tokenizers, one process); 0 = distortion only. Then fit the codec's learned prior on
-    the trained tokens: `vqkit fit-prior RUN --learned`."""
+    jointly (vqkit.train.rate; FSQ and RFSQ tokenizers, one process); 0 = distortion only. Then fit the
+    codec's learned prior on the trained tokens: `vqkit fit-prior RUN --learned`."""
