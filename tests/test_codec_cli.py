@@ -127,3 +127,25 @@ def test_rd_report(model_dir: Path, images: Path, tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "| JPEG | 80 |" in report and "cross-entropy" in report
     assert (out / "rd.png").stat().st_size > 10_000
+
+
+def test_rd_draws_the_family_as_one_curve(model_dir: Path, images: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model family`: the --quality ladder's points, relabelled as one model whose 'stages' is Q, with the
+    same numbers as the member's own stage cuts; a member measured only for the family is not reported."""
+    import vqkit.experiments.rd as rd
+
+    monkeypatch.setattr(rd, "QUALITY", ((str(model_dir), 2), ("default", 1), (str(model_dir), 1)))
+    out = tmp_path / "rd"
+    assert main(["rd", "--model", "family", "--model", "default", "--data", str(images / "sub"), "--out", str(out),
+                 "--qualities", "20,80", "--priors", "context"]) == 0
+    result = json.loads((out / "rd.json").read_text())
+    assert result["models"] == ["family", "default"]
+    assert {r["codec"] for r in result["summary"]} == {"family", "default", "JPEG", "WebP", "AVIF"}
+    family = {r["stages"]: r for r in result["summary"] if r["codec"] == "family"}
+    assert sorted(family) == [1, 2, 3]
+    assert family[2]["bpp_file"] == next(r for r in result["summary"] if r["codec"] == "default")["bpp_file"]
+    own = [r for r in result["records"] if r["codec"] == "family" and r["stages"] == 3]
+    assert len(own) == 1 and family[3]["bpp_file"] < family[1]["bpp_file"]  # 1 stage of 2: a smaller file
+    assert any(b["model"] == "family" for b in result["bd"])
+    assert "`family` is the shipped codec family's ladder" in (out / "report.md").read_text()

@@ -25,6 +25,7 @@ from ..codec.container import TokenFile
 from ..codec.tiled import Codec, Encoded
 from ..data.files import find_files
 from ..modalities import MODALITIES, Modality, open_codec
+from ..models import pretrained
 from ..runs import fit_run_prior
 from ..storage import atomic_write
 from ..validation import resolve_device
@@ -151,13 +152,15 @@ def _shipped_codec_of(data: bytes, cache: dict[str, tuple[Codec[Any], Modality]]
 
 def run_encode(inputs: Sequence[str], out: str, model: str | None, prior: str | None, check: bool, device: str,
                existing: Existing = "refuse", stages: int | None = None, quality: int | None = None) -> int:
-    """Encode every input; ``quality`` Q keeps the first Q stages of a multi-stage model (``model`` None: the
-    shipped ``codec`` family with ``quality``, else the shipped ``default``); ``prior`` None: the best the
-    model has (learned, else context, else uniform)."""
+    """Encode every input; ``quality`` Q: without ``model`` the Q-th operating point of the shipped codec family
+    (:data:`vqkit.models.pretrained.QUALITY`), with one its first Q stages; neither: the shipped ``default``.
+    ``prior`` None: the best the model has (learned, else context, else uniform)."""
     if quality is not None and stages is not None:
         raise UsageError("--quality and --stages choose the same thing (the stages kept): give one")
+    if quality is not None and model is None:
+        model, quality = pretrained.quality(quality)
     jobs = plan(inputs, out, _extensions(), SUFFIX, existing)
-    model = model or ("codec" if quality is not None else "default")
+    model = model or "default"
     codec, media = open_codec(model, resolve_device(device))
     prior = prior or next(p for p in ("learned", "context", "uniform") if p in codec.fitted_priors or p == "uniform")
     if prior not in codec.fitted_priors and prior != "uniform":

@@ -241,8 +241,10 @@ def _rd(args: argparse.Namespace) -> int:
 
 def _add_codec_commands(sub: Any) -> None:
     from ..codec import PRIOR_NAMES
+    from ..models.pretrained import QUALITY
 
-    model_help = "'default' (shipped with vqkit), a save_pretrained folder or a `vqkit train` run directory"
+    model_help = ("a shipped model ('default', 'codec', 'codec-hi'), a save_pretrained folder or a `vqkit train` "
+                  "run directory")
     device_help = "'cpu' or 'cuda[:N]'"
     enc = sub.add_parser("encode", help="images (PNG/JPEG/...) or speech (wav/flac) -> .vqt token files",
                          description="Encode each image or utterance, whole, into one .vqt file: tokens entropy "
@@ -250,10 +252,11 @@ def _add_codec_commands(sub: Any) -> None:
     enc.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     enc.add_argument("-o", "--out", required=True, help="output folder (relative paths of folder inputs kept)")
     enc.add_argument("--model", default=None,
-                     help=model_help + "; default: 'codec' with --quality, else 'default'")
+                     help=model_help + "; default: the shipped codec family with --quality, else 'default'")
     enc.add_argument("--quality", type=int, default=None, metavar="Q",
-                     help="rate control: keep the first Q stages of a multi-stage model (the shipped 'codec' family: "
-                          "Q = 1 (smallest files) .. 6 (best pictures); its model card lists the rates)")
+                     help="rate control: without --model, the shipped codec family's Q-th operating point, "
+                          f"Q = 1 (smallest files) .. {len(QUALITY)} (best pictures; the codec model card lists the "
+                          "rates); with --model, keep the first Q stages of that multi-stage model")
     enc.add_argument("--prior", choices=PRIOR_NAMES, default=None,
                      help="entropy model: uniform (nominal rate), static (per-stage histograms), context (counts in "
                           "context), learned (a network per digit; `fit-prior --learned`); default: the best the "
@@ -311,7 +314,9 @@ def _add_codec_commands(sub: Any) -> None:
                         description="Every tokenizer (four rates each; every stage cut of a multi-stage model) and "
                                     "every classical codec at a sweep of qualities, on the same images in the same "
                                     "run, with Bjøntegaard deltas: report.md, rd.json, rd.png.")
-    rd.add_argument("--model", action="append", help=f"{model_help}; repeat for several (default: default)")
+    rd.add_argument("--model", action="append",
+                    help=f"{model_help}, or 'family' (the shipped codec family's --quality ladder as one curve); "
+                         "repeat for several (default: default)")
     add_dataclass_options(rd, RDConfig)
     rd.set_defaults(func=_rd)
 

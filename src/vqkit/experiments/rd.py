@@ -30,6 +30,7 @@ from ..metrics.bjontegaard import bd_psnr, bd_rate, overlap
 from ..modalities import IMAGE, open_codec
 from ..modalities.image.codec import to_tensor
 from ..modalities.image.io import read_image
+from ..models.pretrained import FAMILY, QUALITY
 from ..plotting import pyplot, save_figure
 from ..storage import atomic_write
 from ..validation import ConfigError, Device, NonEmptyStr, NonNegativeInt, check_fields, resolve_device
@@ -87,8 +88,12 @@ def _classical(image: np.ndarray, fmt: str, quality: int) -> tuple[int, np.ndarr
 
 
 def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
+    """Measure ``models`` (saved models, shipped names, or :data:`FAMILY`: the shipped ``--quality`` ladder as one
+    curve) and the classical codecs on ``cfg.data``; writes report.md, rd.json and rd.png."""
     files = find_images(cfg.data, IMAGE.extensions)
     files = spread(files, cfg.max_images or None)
+    family = list(dict.fromkeys(m for m, _ in QUALITY))
+    wanted, models = models, list(dict.fromkeys(m for name in models for m in (family if name == FAMILY else [name])))
     codecs = [open_codec(m, resolve_device(cfg.device)) for m in models]
     for model, (_, modality) in zip(models, codecs, strict=True):
         if modality is not IMAGE:
@@ -126,6 +131,7 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
                 p, s = _quality(image, decoded)
                 records.append({"codec": name, "setting": q, "image": path.name, "psnr": p, "ssim": s,
                                 "bpp_file": bits / pixels})
+    records, models = _family(records, wanted), wanted
     summary = _summarise(records)
     result = {"config": dataclasses.asdict(cfg), "models": models, "images": len(files),
               "wall_seconds": time.perf_counter() - start, "skipped_codecs": sorted(set(CLASSICAL) - set(classical)),
@@ -136,6 +142,18 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
     _plot(summary, models, out / "rd.png", Path(cfg.data).name, len(files))
     atomic_write(out / "report.md", format_report(result).encode())
     return result
+
+
+def _family(records: list[dict[str, Any]], wanted: list[str]) -> list[dict[str, Any]]:
+    """With :data:`FAMILY` wanted: the records of its operating points relabelled as one model whose 'stages'
+    is the quality Q; records of models measured only for the family dropped."""
+    if FAMILY not in wanted:
+        return records
+    ladder = {point: q for q, point in enumerate(QUALITY, 1)}
+    relabelled = [{**r, "codec": FAMILY, "stages": ladder[(r["codec"], r["stages"])]} for r in records
+                  if (r["codec"], r.get("stages")) in ladder]
+    kept = [r for r in records if r["codec"] in wanted or r["codec"] in CLASSICAL]
+    return kept + relabelled
 
 
 def _stage_cuts(codec: Codec[Any]) -> range:
@@ -240,7 +258,11 @@ def format_report(result: dict[str, Any]) -> str:
         lines += [f"{model} has no fitted tables for the {', '.join(priors)} prior(s): measured without them "
                   "(`vqkit fit-prior --learned` fits the learned one).", ""]
     lines += ["## Tokenizers", "", "A model of several stages (RFSQ, RVQ) gives one operating point per prefix of its "
-              "stages: the file cut to its first k stages (`vqkit truncate`), decoded.", "",
+              "stages: the file cut to its first k stages (`vqkit truncate`), decoded."
+              + (" `family` is the shipped codec family's ladder (`vqkit encode --quality Q`; its 'stages' column "
+                 "is Q): " + ", ".join(f"{q} = {m} cut to {k}"
+                                      for q, (m, k) in enumerate(QUALITY, 1)) + "." if FAMILY in result["models"]
+                 else ""), "",
               "| model | prior | stages | nominal | cross-entropy | payload | file | file vs nominal | "
               "PSNR (dB) | SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for model in result["models"]:

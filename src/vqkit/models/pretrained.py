@@ -66,9 +66,25 @@ def check_directory(directory: object) -> str | os.PathLike[str]:
                      "by save_pretrained, a run directory, or 'default'")
 
 
-SHIPPED = ("default", "codec")
-"""Models shipped inside the package (``vqkit/assets/NAME``): the default tokenizer and the codec family (an
-RFSQ tokenizer whose stage cuts are ``vqkit encode --quality``'s operating points)."""
+SHIPPED = ("default", "codec", "codec-hi")
+"""Models shipped inside the package (``vqkit/assets/NAME``): the default tokenizer and the two RFSQ models of
+the codec family, whose stage cuts are ``vqkit encode --quality``'s operating points (:data:`QUALITY`)."""
+
+FAMILY = "family"
+"""The name of the shipped codec family as one curve (``vqkit rd --model family``)."""
+QUALITY: tuple[tuple[str, int], ...] = (("codec", 1), ("codec", 2), ("codec", 3), ("codec", 4), ("codec-hi", 1),
+                                        ("codec-hi", 2))
+"""``vqkit encode --quality Q`` (no ``--model``): the Q-th operating point of the shipped family, (model,
+stages kept), from the smallest files to the best pictures; the rates are in the codec model card. The f = 8
+``codec`` model's first four stage cuts give the low rates; the f = 4 ``codec-hi`` model's one and two
+stages the high ones (``codec``'s stages 5–6 added 0.3 bpp for 0.3 dB: left out)."""
+
+
+def quality(q: int) -> tuple[str, int]:
+    """(model, stages) of ``--quality q``; ValueError naming the range."""
+    if not 1 <= q <= len(QUALITY):
+        raise ValueError(f"--quality must be 1 (smallest files) to {len(QUALITY)} (best pictures), got {q}")
+    return QUALITY[q - 1]
 
 
 def shipped(name: str) -> Path | None:

@@ -115,6 +115,8 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         self.modality = modality_of(cfg.model.arch)
         self.model = Tokenizer(cfg.tokenizer_config()).to(self.ctx.device)
+        if cfg.run.init and not (resume and (self.run_dir / CHECKPOINT).exists()):
+            self._initialise(cfg.run.init)
         optim = cfg.optim
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if optim.ema_decay > 0 else None
         self.opt = torch.optim.Adam(self.model.parameters(), lr=optim.lr, betas=(optim.betas[0], optim.betas[1]),
@@ -193,6 +195,16 @@ class Trainer:
             raise ValueError(f"{base.total_size} training {self.modality.items} are fewer than one batch of {batch} "
                              f"per rank × {self.ctx.world} ranks")
         return loader, sampler
+
+    def _initialise(self, source: str) -> None:
+        """The weights of the saved model ``source`` (fine-tuning); ConfigError naming what differs."""
+        start = Tokenizer.from_pretrained(source)
+        mine, theirs = self.model.config.to_dict(), start.config.to_dict()
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if differ:
+            shown = "; ".join(f"{k}: this run {mine.get(k)!r}, {source} {theirs.get(k)!r}" for k in differ)
+            raise ConfigError(f"--init {source}: its model is not this run's ({shown})")
+        self.model.load_state_dict(start.state_dict())
 
     # -- checkpoints -----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

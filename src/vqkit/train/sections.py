@@ -252,6 +252,10 @@ class RunConfig:
     priors saved with the final model (prior.safetensors); 0 = none (uniform prior only)."""
     learned_prior: bool = False
     """Also fit the learned prior on those tokens (FSQ/LFQ/BSQ/RFSQ; implied by rate_weight > 0)."""
+    init: str = ""
+    """Start from the weights of a saved model (a shipped name such as 'codec', a save_pretrained folder or a
+    run directory) instead of random ones: fine-tuning, e.g. with --rate-weight. Its model and quantizer
+    must be this run's; the optimizer starts fresh. Ignored when --resume finds a checkpoint."""
     amp: Literal["auto", "bf16", "none"] = "auto"
     """'auto' = bf16 autocast on CUDA, none on CPU; 'bf16' or 'none' to force."""
     device: Device = "auto"
