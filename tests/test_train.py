@@ -224,3 +224,17 @@ def test_cpu_training_flushes_subnormals_and_restores_the_default() -> None:
     with flushed_subnormals(torch.device("cpu")):
         assert float(tiny * 1.0) == 0.0
     assert float(tiny * 1.0) > 0.0
+
+
+def test_init_starts_from_a_saved_models_weights(tmp_path: Path) -> None:
+    """--init: the first step starts from the saved weights (its loss is the saved model's), not random ones;
+    a model of another shape is refused by name."""
+    train(load_config(**TINY, steps=30, out=str(tmp_path / "base"), prior_items=0))
+    fresh = train(load_config(**TINY, steps=1, seed=3, out=str(tmp_path / "fresh"), prior_items=0))
+    tuned = train(load_config(**TINY, steps=1, seed=3, out=str(tmp_path / "tuned"), prior_items=0,
+                              init=str(tmp_path / "base")))
+    assert _log(tmp_path / "tuned")[0]["loss"] < 0.8 * _log(tmp_path / "fresh")[0]["loss"]
+    assert tuned["val"]["psnr"] > fresh["val"]["psnr"]
+    with pytest.raises(ValueError, match="--init .*conv_channels"):
+        train(load_config(**{**TINY, "conv_channels": (8, 16)}, steps=1, out=str(tmp_path / "other"),
+                          init=str(tmp_path / "base")))
