@@ -238,3 +238,32 @@ def test_init_starts_from_a_saved_models_weights(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--init .*conv_channels"):
         train(load_config(**{**TINY, "conv_channels": (8, 16)}, steps=1, out=str(tmp_path / "other"),
                           init=str(tmp_path / "base")))
+
+
+def test_stage_cuts_train_every_cut_of_a_residual_model(tmp_path: Path) -> None:
+    """--stage-cuts: the training loss is the mean of the distortions of every stage cut, the last cut being the
+    forward's own reconstruction (the stages' kept contributions sum to the quantizer's output); refused for a
+    quantizer without stages."""
+    from vqkit.train.loop import Trainer
+
+    cfg = load_config(**TINY, steps=1, prior_items=0, stage_cuts=True, out=str(tmp_path / "cuts"))
+    trainer = Trainer(cfg)
+    model, quantizer = trainer.model.train(), trainer.model.quantizer
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    recon, out = model(images)
+    parts = quantizer.stage_parts
+    assert len(parts) == 2 and quantizer.keep_stage_codes
+    torch.testing.assert_close(parts[0] + parts[1], out.quantized)
+    torch.testing.assert_close(model.reconstruct(parts[0] + parts[1]), recon)
+    full, _ = trainer.objective(recon, images)
+    first, _ = trainer.objective(model.reconstruct(parts[0]), images)
+    mean = trainer._cut_distortion(full, images)
+    torch.testing.assert_close(mean, (full + first) / 2)
+    assert not torch.allclose(first, full)  # a cut of one stage is another reconstruction
+    mean.backward()
+    assert model.encoder.blocks[0].weight.grad is not None
+    summary = train(cfg)
+    assert summary["steps"] == 1 and "cut_mean" in _log(tmp_path / "cuts")[0]
+    with pytest.raises(ValueError, match="stage_cuts"):
+        train(load_config(**{**TINY, "quantizer": "fsq", "quantizer_args": json.dumps({"levels": [8, 5, 5]})},
+                          steps=1, stage_cuts=True, out=str(tmp_path / "fsq")))

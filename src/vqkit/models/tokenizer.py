@@ -188,6 +188,11 @@ class Tokenizer(nn.Module):
         latents: Tensor = rearrange(self.encoder(images), "b c ... -> b ... c")
         return latents
 
+    def reconstruct(self, quantized: Tensor) -> Tensor:
+        """The decoder on quantized latents, channels-last (B, *positions, C) -> signals (B, C, *spatial), with
+        gradients (e.g. a residual quantizer's first k stage contributions summed: the stage cut k)."""
+        return self._reconstruct(quantized)
+
     def _reconstruct(self, quantized: Tensor) -> Tensor:
         """Channels-last (B, h, w, C) -> images (B, 3, H, W); (B, t, C) -> speech (B, 1, T)."""
         out: Tensor = self.decoder(rearrange(quantized, "b ... c -> b c ..."))

@@ -154,9 +154,10 @@ class ResidualQuantizer(Quantizer):
         self.register_buffer("skipped_updates", torch.zeros(n, dtype=torch.long), persistent=False)
         self.keep_stage_codes = False
         """When set, each training forward keeps every stage's straight-through codes (in the conditioned space,
-        what the stage's quantizer coded) in :attr:`stage_codes`: a rate model's input
-        (:mod:`vqkit.train.rate`)."""
+        what the stage's quantizer coded) in :attr:`stage_codes` — a rate model's input (:mod:`vqkit.train.rate`)
+        — and its contribution to the output in :attr:`stage_parts` (the first k summed: the stage cut k)."""
         self.stage_codes: list[Tensor] = []
+        self.stage_parts: list[Tensor] = []
 
     @property
     def check_finite(self) -> bool:
@@ -269,7 +270,7 @@ class ResidualQuantizer(Quantizer):
     def _run(self, z: Tensor, train_path: bool) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
         residual, total, loss = z, None, z.new_zeros(())
         scales = self._stage_scales()
-        indices, side, checked, ranges, codes = [], [], [], [], []
+        indices, side, checked, ranges, codes, parts = [], [], [], [], [], []
         for k, stage in enumerate(self._stage_list):
             stats = self._statistics(k, residual, update=train_path) if self.conditioning == "layernorm" else None
             x = self._condition(k, residual, stats, scales)
@@ -284,6 +285,7 @@ class ResidualQuantizer(Quantizer):
                 idx = stage._encode(x)
                 q = stage._decode(idx)
             contribution = self._uncondition(k, q, stats, scales)
+            parts.append(contribution)
             residual = residual - (contribution.detach() if self.detach_residual else contribution)
             total = contribution if total is None else total + contribution
             indices.append(idx)
@@ -295,7 +297,8 @@ class ResidualQuantizer(Quantizer):
                 first = checked[int((~finite).nonzero()[0, 0])]
                 raise self._overflow_error(f"the conditioned input of stage {first}")
         assert total is not None
-        self.stage_codes = codes if train_path and self.keep_stage_codes else []
+        keep = train_path and self.keep_stage_codes
+        self.stage_codes, self.stage_parts = (codes, parts) if keep else ([], [])
         return total, torch.stack(indices, dim=-1), loss, side
 
     def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -129,9 +129,13 @@ class Trainer:
                 raise ConfigError("rate_weight > 0 (rate-distortion training) runs in one process for now, "
                                   "not under torchrun")
             self.rate = DigitRate.for_quantizer(self.model.quantizer).to(self.ctx.device)
-            if isinstance(self.model.quantizer, ResidualQuantizer):
-                self.model.quantizer.keep_stage_codes = True  # the rate model codes every stage's digits
             self.opt.add_param_group({"params": list(self.rate.parameters()), "weight_decay": 0.0})
+        self.stage_cuts = bool(getattr(cfg.objective, "stage_cuts", False))
+        if self.stage_cuts and (self.ctx.world > 1 or not isinstance(self.model.quantizer, ResidualQuantizer)):
+            raise ConfigError("stage_cuts (the distortion of every stage cut) needs a residual quantizer (rfsq, rvq, "
+                              "rsimvq) and one process")
+        if isinstance(self.model.quantizer, ResidualQuantizer) and (self.rate is not None or self.stage_cuts):
+            self.model.quantizer.keep_stage_codes = True  # every stage's digits and contribution, each step
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(cfg, s))
         self.disc: nn.Module | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
@@ -259,6 +263,16 @@ class Trainer:
         dtype = self.cfg.amp_dtype(self.ctx.device)
         return torch.autocast(self.ctx.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
+    def _cut_distortion(self, full: Tensor, images: Tensor) -> Tensor:
+        """The distortion averaged over the stage cuts 1..S (``full``: cut S's, already computed)."""
+        quantizer = self.model.quantizer
+        assert isinstance(quantizer, ResidualQuantizer)
+        parts, total, partial = quantizer.stage_parts, full, None
+        for part in parts[:-1]:
+            partial = part if partial is None else partial + part
+            total = total + self.objective(self.model.reconstruct(partial).float(), images)[0]
+        return total / len(parts)
+
     def _train_step(self, images: Tensor) -> dict[str, float]:
         cfg = self.cfg
         gan = self.disc is not None and self.step >= cfg.objective.gan_start
@@ -273,6 +287,9 @@ class Trainer:
         with self._autocast():
             recon = recon.float()
             loss, terms = self.objective(recon, images)
+            if self.stage_cuts:
+                loss = self._cut_distortion(loss, images)
+                terms = {**terms, "cut_mean": loss.item()}
             loss = loss + out.loss
             if self.rate is not None:
                 with torch.autocast(self.ctx.device.type, enabled=False):  # code lengths in float32

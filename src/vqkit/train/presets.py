@@ -26,6 +26,16 @@ PRESETS: dict[str, dict[str, Any]] = {
                       betas=(0.9, 0.999), weight_decay=5e-5, warmup=0.01, schedule="linear", grad_clip=1.0,
                       l1_weight=1.0, mse_weight=1.0, eval_every=4000, ckpt_every=500, log_every=200,
                       max_val_items=64, prior_items=2000, learned_prior=True),
+    # The family's high-rate member (`--quality` 5-6): the RFSQ official code's f = 4 encoder/decoder (rfsq_conv)
+    # around 2 stages of 22 bits (FSQ 8,8,8,8,8,8,4,4: the default tokenizer's grid), so that one stage is about
+    # the default's rate and two add the detail it lacks. How the shipped `codec-hi` was trained (~70 min of
+    # one core; scripts/train_codec.sh).
+    "codec-hi-cpu": dict(arch="rfsq_conv", quantizer="rfsq",
+                         quantizer_args=dict(levels=[8, 8, 8, 8, 8, 8, 4, 4], num_stages=2, conditioning="layernorm"),
+                         data="../shared/data/images/imagenette2", image_size=80, batch_size=16, steps=8000, lr=8e-4,
+                         betas=(0.9, 0.999), weight_decay=5e-5, warmup=0.01, schedule="linear", grad_clip=1.0,
+                         l1_weight=1.0, mse_weight=1.0, eval_every=4000, ckpt_every=250, log_every=100,
+                         max_val_items=128, prior_items=2000, learned_prior=True),
     # The same family at GPU scale: 256-pixel crops, the full-width FSQ-pytorch encoder (512 channels), a
     # larger batch and 20x the steps; not yet run (no GPU was lent when it was written).
     "codec-paper": dict(arch="fsq_conv", quantizer="rfsq", conv_channels=(256, 512, 512),

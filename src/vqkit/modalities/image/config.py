@@ -40,3 +40,7 @@ class ImageObjectiveConfig(ObjectiveConfig):
     """Rate–distortion training: add this × the tokens' bits per pixel under a learned digit prior trained
     jointly (vqkit.train.rate; FSQ and RFSQ tokenizers, one process); 0 = distortion only. Then fit the
     codec's learned prior on the trained tokens: `vqkit fit-prior RUN --learned`."""
+    stage_cuts: bool = False
+    """Residual quantizers: the distortion averaged over every stage cut (the first k stages decoded, k = 1..S)
+    instead of the full reconstruction only — what an embedded family (`--quality`, `vqkit truncate`) is
+    judged by; S decoder passes a step, one process."""
