@@ -235,7 +235,7 @@ def test_init_starts_from_a_saved_models_weights(tmp_path: Path) -> None:
                               init=str(tmp_path / "base")))
     assert _log(tmp_path / "tuned")[0]["loss"] < 0.8 * _log(tmp_path / "fresh")[0]["loss"]
     assert tuned["val"]["psnr"] > fresh["val"]["psnr"]
-    with pytest.raises(ValueError, match="--init .*conv_channels"):
+    with pytest.raises(ValueError, match=r"--init .*conv_channels"):
         train(load_config(**{**TINY, "conv_channels": (8, 16)}, steps=1, out=str(tmp_path / "other"),
                           init=str(tmp_path / "base")))
 
