@@ -264,3 +264,19 @@ def test_read_image_modes(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(ValueError, match="cannot read image"):
         read_image(tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("family", ["fsq", "rfsq_ln_instance"])
+def test_files_of_other_tiles_decode_with_their_own(family: str) -> None:
+    """A file names the tiles it was encoded in (vqkit wrote 256 px before 512): decoding uses the file's, so
+    its side information (one set a tile) and pixels are those of a decoder of its own tiles; tiles smaller
+    than a quarter of the codec's are refused (they would only cost decoding time)."""
+    model = tokenizer(family)
+    old, new = image_codec(model, tile=32, margin=8), image_codec(model, tile=128, margin=8)
+    image = photo(70, 90)
+    data = old.encode(image, "uniform").data
+    assert TokenFile.from_bytes(data).tile == 32
+    assert np.array_equal(new.decode(data), old.decode(data))
+    tiny = image_codec(model, tile=8, margin=8).encode(image, "uniform").data
+    with pytest.raises(TokenFileError, match="tiles of 8"):
+        new.decode(tiny)

@@ -132,7 +132,7 @@ def _check_stages(codec: Codec[Any], stages: int | None, flag: str = "--stages")
 
 def _shipped_codec_of(data: bytes, cache: dict[str, tuple[Codec[Any], Modality]], device: str) -> tuple[
         Codec[Any], Modality]:
-    """The shipped model (``default``, ``codec``) whose model id (or archived tables) a file names."""
+    """The shipped model (``default``, ``codec``, ``codec-hi``) whose model id (or archived tables) a file names."""
     from ..codec.container import ModelMismatchError
     from ..models.pretrained import SHIPPED, shipped
 
@@ -157,11 +157,15 @@ def run_encode(inputs: Sequence[str], out: str, model: str | None, prior: str | 
     ``prior`` None: the best the model has (learned, else context, else uniform)."""
     if quality is not None and stages is not None:
         raise UsageError("--quality and --stages choose the same thing (the stages kept): give one")
-    if quality is not None and model is None:
+    ladder = quality is not None and model is None
+    if ladder:
+        assert quality is not None
         model, quality = pretrained.quality(quality)
     jobs = plan(inputs, out, _extensions(), SUFFIX, existing)
     model = model or "default"
     codec, media = open_codec(model, resolve_device(device))
+    if ladder and quality == len(codec.specs):
+        quality = None  # the ladder's point is the whole model (e.g. the single-stage default)
     prior = prior or next(p for p in ("learned", "context", "uniform") if p in codec.fitted_priors or p == "uniform")
     if prior not in codec.fitted_priors and prior != "uniform":
         raise UsageError(f"{codec.name} has no prior tables for --prior {prior}: use --prior uniform, or fit them "

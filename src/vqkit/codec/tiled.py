@@ -196,9 +196,10 @@ class Codec(Generic[Signal]):
         return prior_of(name, self.specs, self.tables)
 
     # -- tokens ---------------------------------------------------------------------------------------
-    def _tiles(self, positions: Sequence[int]) -> list[tuple[tuple[int, int], ...]]:
-        """Inner regions ((start, stop) per axis, in tokens) of the tiles, in raster order."""
-        step = self.tile
+    def _tiles(self, positions: Sequence[int], tile: int | None = None) -> list[tuple[tuple[int, int], ...]]:
+        """Inner regions ((start, stop) per axis, in tokens) of tiles of ``tile`` tokens (None: the codec's),
+        in raster order."""
+        step = tile or self.tile
         axes = [[(a, min(a + step, n)) for a in range(0, n, step)] for n in positions]
         return list(itertools.product(*axes))
 
@@ -251,15 +252,17 @@ class Codec(Generic[Signal]):
 
     @torch.no_grad()
     @flushed
-    def render(self, grid: np.ndarray, side: np.ndarray | None, shape: tuple[int, ...]) -> Signal:
+    def render(self, grid: np.ndarray, side: np.ndarray | None, shape: tuple[int, ...],
+               tile: int | None = None) -> Signal:
         """Tokens (S, *positions) -> the signal of stored ``shape``, tile by tile with a margin, each tile
-        written into the output as it is decoded: memory is the output plus one tile, whatever the size."""
+        written into the output as it is decoded: memory is the output plus one tile, whatever the size.
+        ``tile``: the tiles (in tokens) the side information was encoded in, when not the codec's own."""
         f, positions = self.model.downsample_factor, grid.shape[1:]
         if self.pyramid:  # (S, L, *tiles): the signal's token positions are the tiles' s_K each
             positions = tuple(n * self.tile for n in grid.shape[2:])
         tokens = torch.from_numpy(np.moveaxis(grid, 0, -1)).to(self.device)  # (*positions, S); (L, *tiles, S)
         out = self.adapter.allocate(shape)
-        for t, inner in enumerate(self._tiles(positions)):
+        for t, inner in enumerate(self._tiles(positions, tile)):
             region = self._region(inner, positions)
             side_t = None if side is None else torch.from_numpy(side[t][None].astype(np.float32)).to(self.device)
             part = tokens[self._slots(inner) if self.pyramid else region]  # (*region, S) or a pyramid (L, S)
@@ -307,7 +310,18 @@ class Codec(Generic[Signal]):
         grid, side = self.check(file, check_id=False)
         prior = prior_of(file.prior, self.specs, tables).prefix(grid[0])
         tokens = coders.decode(prior, file.payload, grid, file.layered)
-        return self.render(tokens, side, file.signal_shape)
+        return self.render(tokens, side, file.signal_shape, self.file_tile(file))
+
+    def file_tile(self, file: TokenFile) -> int:
+        """The tiles (in tokens) ``file`` was encoded in: this codec's, or — a file written with other tiles,
+        e.g. by an earlier vqkit (256 px before 512) — the file's own, down to a quarter of this codec's
+        (fewer, smaller tiles would only cost decoding time); TokenFileError else. A pyramid model's tiles are
+        fixed by its last scale."""
+        f, tile = self.model.downsample_factor, self.tile
+        if file.tile != tile * f and (self.pyramid or file.tile % f or file.tile // f < max(1, tile // 4)):
+            raise TokenFileError(f"file was encoded with tiles of {file.tile}, this codec uses {tile * f}"
+                                 + ("" if self.pyramid else f" (and decodes tiles from {max(1, tile // 4) * f})"))
+        return file.tile // f
 
     def check(self, file: TokenFile, check_id: bool = True) -> tuple[tuple[int, ...], np.ndarray | None]:
         """(the token grid ``file`` must hold, its side information) for this codec; TokenFileError if the
@@ -316,9 +330,7 @@ class Codec(Generic[Signal]):
             self.tables_for(file.model_id)
         if file.modality != self.adapter.modality:
             raise TokenFileError(f"this is an {file.modality} token file; {self.name} decodes {self.adapter.modality}")
-        f = self.model.downsample_factor
-        if file.tile != self.tile * f:
-            raise TokenFileError(f"file was encoded with tiles of {file.tile}, this codec uses {self.tile * f}")
+        tile = self.file_tile(file)
         positions, held_positions = self._positions(self.adapter.spatial(file.signal_shape))
         held = file.grid[0] if file.layered and len(self.specs) > 1 else len(self.specs)  # a cut file: fewer
         grid = (min(held, len(self.specs)), *held_positions)
@@ -332,7 +344,7 @@ class Codec(Generic[Signal]):
             if file.side_info:
                 raise TokenFileError(f"unexpected {len(file.side_info)} bytes of side information")
             return grid, None
-        tiles = len(self._tiles(positions))
+        tiles = len(self._tiles(positions, tile))
         expected = 4 * tiles * math.prod(side_shape)
         if len(file.side_info) != expected:
             raise TokenFileError(f"side information is {len(file.side_info)} bytes, expected {expected}")
