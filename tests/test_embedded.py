@@ -14,7 +14,7 @@ import torch
 
 from vqkit.codec import CorruptFileError, TokenFile, TokenFileError
 from vqkit.codec.container import layered_payload
-from vqkit.modalities import codec_for
+from vqkit.modalities import codec_for, open_codec
 from vqkit.models import Tokenizer, TokenizerConfig
 
 STAGES = 3
@@ -159,23 +159,26 @@ def test_quality_is_a_stage_count_and_decode_finds_shipped_models(codec, tmp_pat
 
 
 def test_the_shipped_codec_family(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """`--quality` with no --model: the shipped family, every quality a valid, smaller or equal file of that
-    many stages, decoded without --model by the id it holds; the shipped models are read-only."""
+    """`--quality Q` with no --model: the Q-th point of the shipped ladder (model, stages), every one a valid
+    learned-prior file of that model and stage count, decoded without --model by the id it holds; qualities
+    outside the ladder refused; the shipped models are read-only."""
     from PIL import Image
 
     from vqkit.cli import main
-    from vqkit.models.pretrained import check_writable, shipped
+    from vqkit.models.pretrained import QUALITY, check_writable, shipped
 
-    assert shipped("codec") is not None
     Image.fromarray(photo(2, (48, 64))).save(tmp_path / "a.png")
-    sizes = []
-    for q in (1, 3, 6):
+    for q, (name, stages) in enumerate(QUALITY, 1):
+        assert shipped(name) is not None
         assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / f"q{q}"), "--quality", str(q)]) == 0
         file = TokenFile.from_bytes((tmp_path / f"q{q}" / "a.vqt").read_bytes())
-        assert file.grid[0] == q and file.prior == "learned" and file.layered
-        sizes.append(len(file.payload))
-    assert sizes == sorted(sizes)
-    assert main(["decode", str(tmp_path / "q3"), "-o", str(tmp_path / "back")]) == 0
-    assert np.asarray(Image.open(tmp_path / "back" / "a.png")).shape == (48, 64, 3)
-    with pytest.raises(ValueError, match="read-only"):
-        check_writable("codec")
+        assert file.model_id == open_codec(name)[0].model_id
+        assert file.grid[0] == stages and file.prior == "learned"
+        assert main(["decode", str(tmp_path / f"q{q}"), "-o", str(tmp_path / f"back{q}")]) == 0
+        assert np.asarray(Image.open(tmp_path / f"back{q}" / "a.png")).shape == (48, 64, 3)
+    for bad in (0, len(QUALITY) + 1):
+        assert main(["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "bad"), "--quality", str(bad)]) == 2
+    assert not (tmp_path / "bad").exists()
+    for name in {name for name, _ in QUALITY}:
+        with pytest.raises(ValueError, match="read-only"):
+            check_writable(name)
