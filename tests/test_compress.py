@@ -235,7 +235,7 @@ def test_decode_errors_name_the_cause() -> None:
     flipped[len(data) // 2] ^= 4
     with pytest.raises(CorruptFileError):
         codec.decode(bytes(flipped))
-    tiled = image_codec(codec.model, codec.tables, tile=32)
+    tiled = image_codec(codec.model, codec.tables, tile=4096)  # the file's 256-px tiles: under a quarter
     with pytest.raises(TokenFileError, match="tiles"):
         tiled.decode(data)
 
