@@ -45,6 +45,7 @@ from vqkit.codec.tiled import Codec
 from vqkit.data.files import find_images
 from vqkit.modalities import open_codec
 from vqkit.modalities.image.io import read_image
+from vqkit.models.pretrained import FAMILY, QUALITY
 from vqkit.validation import flushed_subnormals
 
 
@@ -75,7 +76,7 @@ def photo_768x512(data: str) -> np.ndarray:
     else:
         from skimage import data as samples
 
-        source = Image.fromarray(samples.astronaut())
+        source = Image.fromarray(samples.astronaut())  # type: ignore[no-untyped-call]  # untyped in skimage
     return np.asarray(source.convert("RGB").resize((768, 512), Image.Resampling.LANCZOS))
 
 
@@ -114,23 +115,29 @@ def operating_points(model: str, reference: str, data: str, prior: str, repeats:
         if fmt != "JPEG" and not features.check(fmt.lower()):
             continue
         rows += [{"codec": name, "setting": f"q{q}", **_pillow(image, fmt, q, repeats)} for q in qualities]
-    for name in dict.fromkeys([reference, model]):
-        codec, _ = open_codec(name)
-        total = len(codec.specs)
-        for k in range(1, total + 1) if total > 1 else (None,):
-            runs = [phases(codec, image, prior, k) for _ in range(repeats)]
-            med = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
-            rows.append({"codec": name, "setting": f"{k}/{total} stages" if k else prior, "bpp": med["bpp"],
-                         "encode": med["tokens"] + med["entropy_encode"],
-                         "decode": med["entropy_decode"] + med["render"],
-                         "entropy_share_encode": med["entropy_encode"] / (med["tokens"] + med["entropy_encode"]),
-                         "entropy_share_decode": med["entropy_decode"] / (med["entropy_decode"] + med["render"])})
+    points: list[tuple[str, int | None, str]] = [(reference, None, "reference")]
+    if model == FAMILY:  # the shipped --quality ladder: (model, stages kept) per quality
+        points += [(name, k, f"--quality {q}: {name} {k} stage(s)") for q, (name, k) in enumerate(QUALITY, 1)]
+    elif model != reference:
+        total = len(open_codec(model)[0].specs)
+        points += [(model, k, f"{k}/{total} stages") for k in (range(1, total + 1) if total > 1 else (None,))]
+    codecs: dict[str, Codec[np.ndarray]] = {}
+    for name, k, setting in points:
+        codec = codecs.setdefault(name, open_codec(name)[0])
+        k = None if k == len(codec.specs) else k  # the whole model
+        runs = [phases(codec, image, prior, k) for _ in range(repeats)]
+        med = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
+        rows.append({"codec": name, "setting": setting, "bpp": med["bpp"],
+                     "encode": med["tokens"] + med["entropy_encode"],
+                     "decode": med["entropy_decode"] + med["render"],
+                     "entropy_share_encode": med["entropy_encode"] / (med["tokens"] + med["entropy_encode"]),
+                     "entropy_share_decode": med["entropy_decode"] / (med["entropy_decode"] + med["render"])})
     return rows
 
 
 def print_operating_points(rows: list[dict[str, Any]], reference: str) -> None:
     avif = next((r for r in rows if r["codec"] == "AVIF" and r["setting"] == "q30"), None)
-    ref = next(r for r in rows if r["codec"] == reference)
+    ref = next(r for r in rows if r["codec"] == reference and r["setting"] == "reference")
     print(f"\n768×512 photo, every operating point beside Pillow (median of the repeats, same run, "
           f"{torch.get_num_threads()} thread(s) each)")
     print("| codec | setting | bpp | encode ms | decode ms | encode / AVIF q30 | decode / reference tokenizer | "
@@ -163,7 +170,7 @@ def large(model: str, size: str, prior: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="default", help="a model, or 'family' (the shipped --quality ladder)")
     parser.add_argument("--data", default="../shared/data/images/kodak24", help="folder of images to time")
     parser.add_argument("--max-images", type=int, default=8)
     parser.add_argument("--prior", default="context")
@@ -178,7 +185,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(large(args.model, args.large, args.prior)))
         return
-    if args.points_only:
+    if args.points_only or args.model == FAMILY:  # the ladder's points only
         print_operating_points(operating_points(args.model, args.reference, args.data, args.prior, args.repeats),
                                args.reference)
         return

@@ -223,13 +223,14 @@ def _plot(summary: list[dict[str, Any]], models: list[str], path: Path, data: st
                 ax.plot([r["bpp_file"] for r in rows], [r[metric] for r in rows], "o-", ms=3, label=name)
         for i, model in enumerate(models):
             color = f"C{3 + i}"
+            points = "qualities" if model == FAMILY else "stage cuts"
             for (name, prior), rows in curves(summary, models).items():
                 if name != model:
                     continue
                 marker, alpha = PRIOR_STYLE.get(prior, ("x", 0.5))
                 ax.plot([r["bpp_file"] for r in rows], [r[metric] for r in rows], "-", marker=marker, color=color,
                         ms=9 if marker == "*" else 5, alpha=alpha,
-                        label=f"{Path(model).name}, {prior} prior" + (f" ({len(rows)} stage cuts)"
+                        label=f"{Path(model).name}, {prior} prior" + (f" ({len(rows)} {points})"
                                                                       if len(rows) > 1 else ""))
             top = max((r for r in summary if r["codec"] == model), key=lambda r: r["bpp_nominal"])
             ax.plot(top["bpp_nominal"], top[metric], "o", mfc="none", color=color, ms=7)
