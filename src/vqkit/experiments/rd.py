@@ -109,7 +109,8 @@ def run_rd(cfg: RDConfig, models: list[str]) -> dict[str, Any]:
                          "`vqkit fit-prior`, or add --priors uniform")
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
-    for path in tqdm(files, desc="rd", unit="image", file=sys.stderr, disable=None):
+    # progress always shown: a terminal's bar, or a line every 30 s in a log (no terminal)
+    for path in tqdm(files, desc="rd", unit="image", file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30):
         image = read_image(path)
         pixels = image.shape[0] * image.shape[1]
         for model, (codec, _) in zip(models, codecs, strict=True):
