@@ -23,7 +23,9 @@ from __future__ import annotations
 import os
 import sys
 
-_THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1"
+_GIVEN = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")]
+_GIVEN += [b for a, b in zip(sys.argv, sys.argv[1:], strict=False) if a == "--threads"]
+_THREADS = _GIVEN[-1] if _GIVEN else "1"
 os.environ.setdefault("OPENBLAS_NUM_THREADS", _THREADS)
 
 import argparse
@@ -123,7 +125,9 @@ def operating_points(model: str, reference: str, data: str, prior: str, repeats:
         points += [(model, k, f"{k}/{total} stages") for k in (range(1, total + 1) if total > 1 else (None,))]
     codecs: dict[str, Codec[np.ndarray]] = {}
     for name, k, setting in points:
-        codec = codecs.setdefault(name, open_codec(name)[0])
+        if name not in codecs:
+            codecs[name] = open_codec(name)[0]
+        codec = codecs[name]
         k = None if k == len(codec.specs) else k  # the whole model
         runs = [phases(codec, image, prior, k) for _ in range(repeats)]
         med = {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
@@ -175,12 +179,15 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=8)
     parser.add_argument("--prior", default="context")
     parser.add_argument("--large", default="4000x3000", help="WxH of the large image ('' to skip)")
-    parser.add_argument("--threads", type=int, default=1, help="threads of torch, OpenBLAS and the AVIF encoder")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads (>= 1) of torch, OpenBLAS and the AVIF encoder")
     parser.add_argument("--reference", default="default", help="tokenizer whose decode time the ratios divide by")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each operating point (median)")
     parser.add_argument("--points-only", action="store_true", help="only the 768×512 operating-point table")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error("--threads must be at least 1 (the same count for torch, OpenBLAS and AVIF)")
     torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(large(args.model, args.large, args.prior)))

@@ -270,7 +270,7 @@ def test_read_image_modes(tmp_path: Path) -> None:
 def test_files_of_other_tiles_decode_with_their_own(family: str) -> None:
     """A file names the tiles it was encoded in (vqkit wrote 256 px before 512): decoding uses the file's, so
     its side information (one set a tile) and pixels are those of a decoder of its own tiles; tiles smaller
-    than a quarter of the codec's are refused (they would only cost decoding time)."""
+    than a quarter of the codec's (decoding time) or larger than its own (memory) are refused."""
     model = tokenizer(family)
     old, new = image_codec(model, tile=32, margin=8), image_codec(model, tile=128, margin=8)
     image = photo(70, 90)
@@ -280,3 +280,6 @@ def test_files_of_other_tiles_decode_with_their_own(family: str) -> None:
     tiny = image_codec(model, tile=8, margin=8).encode(image, "uniform").data
     with pytest.raises(TokenFileError, match="tiles of 8"):
         new.decode(tiny)
+    big = image_codec(model, tile=512, margin=8).encode(image, "uniform").data  # one tile of everything: memory
+    with pytest.raises(TokenFileError, match="tiles of 512"):
+        new.decode(big)

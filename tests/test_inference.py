@@ -36,6 +36,38 @@ def test_flushed_subnormals_nests_and_restores() -> None:
     with pytest.raises(RuntimeError), flushed_subnormals():
         raise RuntimeError("restored on errors too")
     assert not flushes()
+    torch.set_flush_denormal(True)  # a caller that flushed before keeps flushing after
+    try:
+        with flushed_subnormals():
+            pass
+        assert flushes()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_flushed_subnormals_is_per_thread() -> None:
+    """The CPU flag is per thread, and so is the count: a thread leaving its context turns its own flag off
+    while another thread's context is still open."""
+    import threading
+
+    entered, leave, seen = threading.Event(), threading.Event(), {}
+
+    def other() -> None:
+        with flushed_subnormals():
+            entered.set()
+            leave.wait(10)
+            seen["inside"] = flushes()
+        seen["after"] = flushes()
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    entered.wait(10)
+    with flushed_subnormals():
+        assert flushes()
+    assert not flushes()  # this thread's flag, although the other thread's context is open
+    leave.set()
+    worker.join(10)
+    assert seen == {"inside": True, "after": False}
 
 
 def test_prepare_inference_keeps_the_identity_and_the_outputs() -> None:
@@ -55,10 +87,15 @@ def test_prepare_inference_keeps_the_identity_and_the_outputs() -> None:
     torch.testing.assert_close(model.decode(tokens), stored.decode(tokens), rtol=1e-5, atol=1e-5)
 
 
-def test_a_prepared_model_refuses_training() -> None:
+def test_a_prepared_model_refuses_training_new_weights_and_saving(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Its id is the stored weights': anything that would pair that id with other weights is refused."""
     model = small_model().prepare_inference()
     with pytest.raises(RuntimeError, match="prepared for inference"):
         model.train()
+    with pytest.raises(RuntimeError, match="prepared for inference"):
+        model.load_state_dict(small_model().state_dict())
+    with pytest.raises(RuntimeError, match="prepared for inference"):
+        model.save_pretrained(tmp_path / "m")
     model.eval()  # eval mode stays allowed
 
 

@@ -148,7 +148,7 @@ def test_nominal_stages_and_wrong_rank_are_refused(tables: PriorTables) -> None:
     bad = IntMLP.__init__
     with pytest.raises(ValueError, match="int64"):
         bad(IntMLP.__new__(IntMLP), np.zeros((2, 2)), np.zeros(2, np.int64), np.zeros((2, 2), np.int64),
-            np.zeros(2, np.int64))
+            np.zeros(2, np.int64), x_max=1)
 
 
 def test_codec_files_with_the_learned_prior() -> None:
@@ -196,10 +196,10 @@ def test_overflowing_or_extreme_weights() -> None:
         bad[i] = bad[i].copy()
         bad[i].flat[0] = np.iinfo(np.int64).min
         with pytest.raises(ValueError, match="fixed-point bounds"):
-            IntMLP(*bad)
+            IntMLP(*bad, x_max=7)
     spread = zeros[3].copy()
     spread[0] = 1 << 30  # one logit ~2^30 / 2^(FW+FH-FL) far above the others: beyond the table's span
-    net = IntMLP(zeros[0], zeros[1], zeros[2], spread)
+    net = IntMLP(zeros[0], zeros[1], zeros[2], spread, x_max=7)
     w = net.weights(np.ones((3, f), np.int64), exp_table())
     assert (w[:, 0] == EXP_ONE).all() and (w[:, 1:] == exp_table()[-1]).all() and w.min() >= 1
 
@@ -215,7 +215,7 @@ def test_float64_products_are_the_exact_integer_products() -> None:
     b2 = rng.choice([-(WEIGHT_CAP << FH), WEIGHT_CAP << FH], r).astype(np.int64)
     x = rng.choice([-x_max, x_max, 1, 0], (300, f)).astype(np.int64)
     x[0] = np.sign(w1[0]) * x_max  # a row whose first hidden sum is the largest the bounds allow
-    net = IntMLP(w1, b1, w2, b2, x_max)
+    net = IntMLP(w1, b1, w2, b2, x_max=x_max)
 
     def exact(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # Python integers: no rounding anywhere
         return np.array([[sum(int(u) * int(v) for u, v in zip(row, col, strict=True)) for col in b.T] for row in a],
@@ -265,7 +265,7 @@ def golden_learned() -> tuple[Learned, np.ndarray]:
             b1 = (np.arange(HIDDEN, dtype=np.int64) * 13 % 29 - 14) * 100
             w2 = ((np.arange(r * HIDDEN, dtype=np.int64).reshape(r, HIDDEN) * 31 + j) % 61 - 30) * 30
             b2 = np.arange(r, dtype=np.int64) * 5000
-            stage.append(IntMLP(w1, b1, w2, b2))
+            stage.append(IntMLP(w1, b1, w2, b2, x_max=3))
         nets.append(stage)
     table = np.maximum(EXP_ONE >> (np.arange(LOGIT_SPAN * (1 << FL) + 1, dtype=np.int64) // 22), 1)
     y, x = np.mgrid[0:9, 0:11]

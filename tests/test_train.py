@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -262,6 +263,9 @@ def test_stage_cuts_train_every_cut_of_a_residual_model(tmp_path: Path) -> None:
     assert not torch.allclose(first, full)  # a cut of one stage is another reconstruction
     mean.backward()
     assert model.encoder.blocks[0].weight.grad is not None
+    trainer._train_step(images)  # the step lets go of the stage tensors (and their graph) after backward
+    assert quantizer.stage_codes == [] and quantizer.stage_parts == []
+    copy.deepcopy(trainer.model)
     summary = train(cfg)
     assert summary["steps"] == 1 and "cut_mean" in _log(tmp_path / "cuts")[0]
     with pytest.raises(ValueError, match="stage_cuts"):

@@ -19,6 +19,7 @@ import difflib
 import numbers
 import operator
 import re
+import threading
 import typing
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, TypeVar
@@ -214,27 +215,35 @@ __all__ = ["ConfigError", "Count", "Device", "Dim", "Fraction", "NonEmptyStr", "
            "resolve_device"]
 
 
-_FLUSHING = 0
-"""How many :func:`flushed_subnormals` contexts are open (the flag is turned off when the last one closes)."""
+_FLUSH = threading.local()
+"""Per thread (the CPU flag is per thread): how many :func:`flushed_subnormals` contexts are open, and whether
+the thread flushed before the outermost one."""
+
+
+def _flushing_now() -> bool:
+    """Whether this thread flushes subnormals now (a subnormal times one gives zero)."""
+    return bool((torch.tensor([1e-39]) * 1.0).item() == 0.0)
 
 
 @contextlib.contextmanager
 def flushed_subnormals(device: torch.device | str = "cpu") -> Iterator[None]:
-    """On a CPU, subnormal floats (below 2^-126) flushed to zero inside, the default restored when the last
-    nested context closes. Every CPU multiply that touches a subnormal takes a microcode slow path: late in a
-    CPU run Adam's moments go subnormal (a codec-cpu step: 0.41 s -> 1.75 s), and small weights times small
-    activations do in inference (the codec's encoder: 0.39 s -> 0.28 s on a 768×512 photo). The flag is per
-    thread and worker threads copy it when created: the CLI opens one context before any torch work, so every
-    thread flushes; inside a library call only the calling thread does."""
-    global _FLUSHING
+    """On a CPU, subnormal floats (below 2^-126) flushed to zero inside, this thread's earlier setting restored
+    when its outermost context closes. Every CPU multiply that touches a subnormal takes a microcode slow
+    path: late in a CPU run Adam's moments go subnormal (a codec-cpu step: 0.41 s -> 1.75 s), and small
+    weights times small activations do in inference (the codec's encoder: 0.39 s -> 0.28 s on a 768×512
+    photo). The flag is per thread and worker threads copy it when created: the CLI opens one context before
+    any torch work, so every thread flushes; inside a library call only the calling thread does."""
     if torch.device(device).type != "cpu":
         yield
         return
-    _FLUSHING += 1
+    depth = getattr(_FLUSH, "depth", 0)
+    if depth == 0:
+        _FLUSH.before = _flushing_now()
+    _FLUSH.depth = depth + 1
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        _FLUSHING -= 1
-        if not _FLUSHING:
-            torch.set_flush_denormal(False)
+        _FLUSH.depth -= 1
+        if _FLUSH.depth == 0:
+            torch.set_flush_denormal(_FLUSH.before)

@@ -313,14 +313,15 @@ class Codec(Generic[Signal]):
         return self.render(tokens, side, file.signal_shape, self.file_tile(file))
 
     def file_tile(self, file: TokenFile) -> int:
-        """The tiles (in tokens) ``file`` was encoded in: this codec's, or — a file written with other tiles,
-        e.g. by an earlier vqkit (256 px before 512) — the file's own, down to a quarter of this codec's
-        (fewer, smaller tiles would only cost decoding time); TokenFileError else. A pyramid model's tiles are
-        fixed by its last scale."""
+        """The tiles (in tokens) ``file`` was encoded in: this codec's, or — a file written with smaller tiles,
+        e.g. by an earlier vqkit (256 px before 512) — the file's own, down to a quarter of this codec's (smaller
+        ones would only cost decoding time; larger ones, memory: a forged file could ask for one tile of the
+        whole image); TokenFileError else. A pyramid model's tiles are fixed by its last scale."""
         f, tile = self.model.downsample_factor, self.tile
-        if file.tile != tile * f and (self.pyramid or file.tile % f or file.tile // f < max(1, tile // 4)):
+        low = tile if self.pyramid else max(1, tile // 4)
+        if file.tile % f or not low <= file.tile // f <= tile:
             raise TokenFileError(f"file was encoded with tiles of {file.tile}, this codec uses {tile * f}"
-                                 + ("" if self.pyramid else f" (and decodes tiles from {max(1, tile // 4) * f})"))
+                                 + ("" if self.pyramid else f" (and decodes tiles of {low * f} to {tile * f})"))
         return file.tile // f
 
     def check(self, file: TokenFile, check_id: bool = True) -> tuple[tuple[int, ...], np.ndarray | None]:

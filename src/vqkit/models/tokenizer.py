@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -154,11 +156,19 @@ class Tokenizer(nn.Module):
 
     _frozen_identity: bytes | None = None
 
+    def _refuse_if_prepared(self, what: str) -> None:
+        if self._frozen_identity is not None:
+            raise RuntimeError(f"Tokenizer: this copy was prepared for inference (prepare_inference): its weights "
+                               f"are frozen under the stored model's id; load the model again to {what}")
+
     def train(self, mode: bool = True) -> Tokenizer:
-        if mode and self._frozen_identity is not None:
-            raise RuntimeError("Tokenizer: this copy was prepared for inference (prepare_inference): load the model "
-                               "again to train it")
+        if mode:
+            self._refuse_if_prepared("train it")
         return super().train(mode)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        self._refuse_if_prepared("load other weights")
+        return super().load_state_dict(state_dict, strict, assign)
 
     @torch.no_grad()
     def prepare_inference(self) -> Tokenizer:
@@ -221,6 +231,7 @@ class Tokenizer(nn.Module):
     # -- checkpoints ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``model.safetensors`` and ``config.json`` to ``directory``; returns its path."""
+        self._refuse_if_prepared("save it")
         return pretrained.save(directory, self.config, self.state_dict())
 
     @classmethod

@@ -297,7 +297,7 @@ class ResidualQuantizer(Quantizer):
                 first = checked[int((~finite).nonzero()[0, 0])]
                 raise self._overflow_error(f"the conditioned input of stage {first}")
         assert total is not None
-        keep = train_path and self.keep_stage_codes
+        keep = train_path and self.keep_stage_codes and self.training  # the trainer clears them after backward
         self.stage_codes, self.stage_parts = (codes, parts) if keep else ([], [])
         return total, torch.stack(indices, dim=-1), loss, side
 

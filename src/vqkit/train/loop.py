@@ -301,6 +301,8 @@ class Trainer:
                 loss = loss + self.disc(recon, images, True)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if isinstance(self.model.quantizer, ResidualQuantizer):  # kept stage tensors hold the step's graph
+            self.model.quantizer.stage_codes, self.model.quantizer.stage_parts = [], []
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if self.rate is not None:  # the rate model's own gradients: clipped apart, and checked with the model's

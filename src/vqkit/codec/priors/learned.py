@@ -120,7 +120,7 @@ def features(spec: StageSpec, prev: StageSpec | None, digits: np.ndarray, prev_t
 class IntMLP:
     """One digit's network in fixed point: w1 (H, F), b1 (H,) at 2^FW; w2 (R, H) at 2^FW, b2 (R,) at 2^(FW+FH)."""
 
-    def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray, x_max: int = 1 << 6) -> None:
+    def __init__(self, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray, *, x_max: int) -> None:
         for name, a in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
             cap = WEIGHT_CAP << (FH if name == "b2" else 0)  # min/max, not abs: abs(INT64_MIN) is negative
             if a.dtype != np.int64 or (a.size and (a.min() < -cap or a.max() > cap)):
@@ -132,8 +132,9 @@ class IntMLP:
         self._w1t, self._w2t = w1.T.astype(np.float64), w2.T.astype(np.float64)  # exact: |w| ≤ 2^24
 
     def weights(self, x: np.ndarray, table: np.ndarray) -> np.ndarray:
-        """Integer features (n, F), |x| ≤ the x_max given -> unnormalised integer probabilities (n, R), each at
-        least 1. The products are float64 BLAS on integers below 2^53: exact, so the same on every machine."""
+        """Integer features (n, F), |x| ≤ ``x_max`` (the features' bound, :func:`feature_bound`) -> unnormalised
+        integer probabilities (n, R), each at least 1. The products are float64 BLAS on integers below 2^53:
+        exact, so the same on every machine."""
         h = np.clip((x.astype(np.float64) @ self._w1t).astype(np.int64) + self.b1 >> (FW - FH), 0, HIDDEN_CAP)
         logits = (h.astype(np.float64) @ self._w2t).astype(np.int64) + self.b2 >> (FW + FH - FL)
         gap = np.minimum(logits.max(axis=1, keepdims=True) - logits, len(table) - 1)
@@ -241,6 +242,6 @@ class Learned(Prior):
             nets.append([IntMLP(get_array(arrays, f"learned.{s}.{j}.w1", (HIDDEN, f)),
                                 get_array(arrays, f"learned.{s}.{j}.b1", (HIDDEN,)),
                                 get_array(arrays, f"learned.{s}.{j}.w2", (r, HIDDEN)),
-                                get_array(arrays, f"learned.{s}.{j}.b2", (r,)), x_max)
+                                get_array(arrays, f"learned.{s}.{j}.b2", (r,)), x_max=x_max)
                          for j, r in enumerate(spec.radices)])
         return cls(specs, nets, table, rank)

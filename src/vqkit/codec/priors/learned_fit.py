@@ -43,4 +43,4 @@ def train_mlp(x: np.ndarray, y: np.ndarray, radix: int, hidden: int, steps: int,
         return np.clip(np.round(t.detach().double().numpy() * (1 << bits)), -cap, cap).astype(np.int64)
 
     return IntMLP(fixed(first.weight, FW, WEIGHT_CAP), fixed(first.bias, FW, WEIGHT_CAP),
-                  fixed(last.weight, FW, WEIGHT_CAP), fixed(last.bias, FW + FH, WEIGHT_CAP << FH), x_max)
+                  fixed(last.weight, FW, WEIGHT_CAP), fixed(last.bias, FW + FH, WEIGHT_CAP << FH), x_max=x_max)
